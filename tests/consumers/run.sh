@@ -1,0 +1,178 @@
+#!/bin/bash
+# Consumer tier: QEMU's own libvhost-user consumers, built unchanged against
+# the library QEMU ships ("c-original") and against this repository ("ours"),
+# then driven by a real QEMU frontend with a Linux guest.
+#
+#   tests/consumers/run.sh [--lib ours|c-original|both] [--gen 7.2|10.0|both]
+#                          [--no-guest] [--no-rust] [--tests blk,fs,net]
+#
+# Needs root and a Debian 12 machine; installs what it needs with apt-get.
+# Everything downloaded or built lives in $VU_CACHE (default
+# /var/tmp/vu-consumers), never in the repository.  Ends with the line
+# "N passed, N failed, N skipped"; exits non-zero on any failure.
+# SPDX-License-Identifier: GPL-2.0-or-later
+
+set -u -o pipefail
+
+TIER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$TIER_DIR/../.." && pwd)
+CACHE=${VU_CACHE:-/var/tmp/vu-consumers}
+
+LIBS="c-original ours"
+GENS="7.2 10.0"
+DO_GUEST=1
+DO_RUST=1
+GUEST_TESTS=blk,fs,net
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --lib) shift; case ${1:-} in
+                   both) LIBS="c-original ours" ;; ours|c-original) LIBS=$1 ;; *) usage 2 ;; esac ;;
+        --gen) shift; case ${1:-} in
+                   both) GENS="7.2 10.0" ;; 7.2|10.0) GENS=$1 ;; *) usage 2 ;; esac ;;
+        --no-guest) DO_GUEST=0 ;;
+        --no-rust) DO_RUST=0 ;;
+        --tests) shift; GUEST_TESTS=${1:-} ;;
+        -h|--help) usage 0 ;;
+        *) usage 2 ;;
+    esac
+    shift
+done
+[ "$DO_GUEST" = 0 ] && export VU_NO_GUEST=1
+
+case $CACHE in
+    "$REPO"|"$REPO"/*) echo "VU_CACHE must be outside the repository" >&2; exit 2 ;;
+esac
+mkdir -p "$CACHE"
+RUNDIR=$CACHE/run
+LOGDIR=$RUNDIR/logs
+RESULTS=$RUNDIR/results.tsv
+TABLE=$CACHE/consumers-results.md
+
+# shellcheck source=lib/common.sh
+. "$TIER_DIR/lib/common.sh"
+# shellcheck source=lib/setup.sh
+. "$TIER_DIR/lib/setup.sh"
+# shellcheck source=lib/build.sh
+. "$TIER_DIR/lib/build.sh"
+# shellcheck source=lib/guest.sh
+. "$TIER_DIR/lib/guest.sh"
+
+# one run at a time per cache (the QEMU trees are shared)
+exec 9> "$CACHE/.lock"
+if ! flock -w 3600 9; then die "another consumer tier run holds $CACHE/.lock"; fi
+
+trap 'kill_tracked' EXIT
+trap 'kill_tracked; exit 130' INT TERM
+
+rm -rf "$RUNDIR"; mkdir -p "$LOGDIR"
+: > "$RESULTS"
+T_START=$(date +%s)
+SYS_PATH=$(vu_sys_path)
+
+setup_host
+gpu_deps_present && GPU_OK=1 || GPU_OK=0
+if [ "$DO_GUEST" = 1 ]; then
+    fetch_guest_bits
+    make_initramfs
+fi
+
+for gen in $GENS; do
+    fetch_source "$gen"
+    for lib in $LIBS; do
+        build_consumers "$gen" "$lib"
+        if [ "$DO_GUEST" = 1 ]; then
+            log "guest tests: QEMU $gen consumers, $lib"
+            run_guest_tests "$gen" "$lib"
+        fi
+    done
+done
+# The slot is left holding c-original when it was built last: ours must
+# not linger in a tree other runs (c-original only) reuse without a swap.
+for gen in $GENS; do
+    case $gen in 7.2) d=$QEMU72_DIR ;; 10.0) d=$QEMU10_DIR ;; esac
+    if swap_library "$CACHE/src/$d" c-original; then
+        [ -f "$CACHE/src/$d/build/build.ninja" ] && touch -d @0 "$CACHE/src/$d/build/build.ninja"
+    fi
+done
+
+# ---- stage 2: hand the built consumers to the Rust frontend tests
+ENV_FILE=$CACHE/consumers.env
+write_consumers_env() {
+    local gen lib c t key dir
+    {
+        echo "# consumer binaries built by tests/consumers/run.sh on $(date -u +%FT%TZ)"
+        echo "VU_CONSUMERS_CACHE=$CACHE"
+        for gen in $GENS; do
+            for lib in $LIBS; do
+                dir=$CACHE/bin/$gen/$lib
+                key=$(echo "${gen}_$lib" | tr 'a-z.-' 'A-Z__')
+                echo "VU_CONSUMER_BIN_DIR_$key=$dir"
+                echo "VU_CONSUMER_LIB_PATH_$key=$dir/lib"
+                while read -r c t; do
+                    [ -x "$dir/$c" ] || continue
+                    echo "VU_CONSUMER_${key}_$(echo "$c" | tr 'a-z-' 'A-Z_')=$dir/$c"
+                done < <(consumer_targets "$gen")
+            done
+        done
+    } > "$ENV_FILE"
+}
+write_consumers_env
+log "consumer binary paths written to $ENV_FILE"
+
+# Rust frontend tests (tests/consumer_*.rs, written elsewhere in the
+# repository) run once per (generation, library) with:
+#   VU_CONSUMERS_ENV     the file above
+#   VU_CONSUMER_BIN_DIR  the directory holding that pair's binaries
+#   VU_CONSUMER_GEN, VU_CONSUMER_LIB, LD_LIBRARY_PATH=$VU_CONSUMER_BIN_DIR/lib
+run_rust_stage() {
+    local tests=() f gen lib name
+    for f in "$REPO"/tests/consumer_*.rs; do
+        [ -f "$f" ] && tests+=("$(basename "$f" .rs)")
+    done
+    if [ ${#tests[@]} = 0 ]; then
+        log "stage 2: no tests/consumer_*.rs in the repository yet; nothing to run"
+        return
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        result SKIP "rust-frontend" "cargo not found"
+        return
+    fi
+    for name in "${tests[@]}"; do
+        for gen in $GENS; do
+            for lib in $LIBS; do
+                local bdir=$CACHE/bin/$gen/$lib lg=$LOGDIR/rust-$name-$gen-$lib.log
+                if [ -z "$(ls "$bdir" 2>/dev/null | grep -v '^lib$')" ]; then
+                    result SKIP "rust/$gen/$lib/$name" "no consumer binaries" rust-frontend "$gen" "$lib"
+                    continue
+                fi
+                if VU_CONSUMERS_ENV=$ENV_FILE VU_CONSUMER_BIN_DIR=$bdir VU_CONSUMER_GEN=$gen \
+                   VU_CONSUMER_LIB=$lib LD_LIBRARY_PATH=$bdir/lib \
+                   timeout -k 10 1200 cargo test --manifest-path "$REPO/Cargo.toml" --test "$name" \
+                   > "$lg" 2>&1; then
+                    result PASS "rust/$gen/$lib/$name" "$(grep -E '^test result:' "$lg" | tail -1)" rust-frontend "$gen" "$lib"
+                else
+                    result FAIL "rust/$gen/$lib/$name" "cargo test failed (see $lg): $(grep -E '^test result:|^error' "$lg" | tail -1)" rust-frontend "$gen" "$lib"
+                    tail -n 30 "$lg"
+                fi
+            done
+        done
+    done
+}
+[ "$DO_RUST" = 1 ] && run_rust_stage
+
+# ---- results table
+/usr/bin/python3 "$TIER_DIR/table.py" --results "$RESULTS" --gens "$GENS" --libs "$LIBS" \
+    --frontend "${QEMU_VERSION:-not run}" --kernel "${KVER:-not run}" \
+    --commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --guest "$DO_GUEST" > "$TABLE.tmp" && mv "$TABLE.tmp" "$TABLE"
+echo
+cat "$TABLE"
+echo
+log "results table: $TABLE; logs: $LOGDIR; total time $(( $(date +%s) - T_START )) s"
+
+pass=$(awk -F'\t' '$1 == "PASS"' "$RESULTS" | wc -l)
+fail=$(awk -F'\t' '$1 == "FAIL"' "$RESULTS" | wc -l)
+skip=$(awk -F'\t' '$1 == "SKIP"' "$RESULTS" | wc -l)
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" = 0 ]
