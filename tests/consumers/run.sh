@@ -12,11 +12,16 @@
 # "N passed, N failed, N skipped"; exits non-zero on any failure.
 # SPDX-License-Identifier: GPL-2.0-or-later
 
+# The whole script is one function: bash reads it completely before running
+# it, so editing this file during a run cannot derail that run.
+main() {
 set -u -o pipefail
 
 TIER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$TIER_DIR/../.." && pwd)
 CACHE=${VU_CACHE:-/var/tmp/vu-consumers}
+# the tree that stands in for subprojects/libvhost-user as "ours"
+OURS=$(cd "${VU_OURS:-$REPO}" && pwd)
 
 LIBS="c-original ours"
 GENS="7.2 10.0"
@@ -176,3 +181,7 @@ fail=$(awk -F'\t' '$1 == "FAIL"' "$RESULTS" | wc -l)
 skip=$(awk -F'\t' '$1 == "SKIP"' "$RESULTS" | wc -l)
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" = 0 ]
+}
+
+main "$@"
+exit $?

@@ -62,9 +62,12 @@ def cell(consumer, gen, lib):
     builds = [e for e in entries if e[0] == "build"]
     tests = [e for e in entries if e[0] == "test"]
     if builds:
-        st = builds[0][1]
-        parts.append({"PASS": "builds unchanged", "FAIL": "**build FAILS**",
-                      "SKIP": "build skipped (deps)"}[st])
+        st, reason = builds[0][1], builds[0][3]
+        if st == "FAIL" and reason.startswith("built, but"):
+            parts.append("**builds, but not against %s**" % lib)
+        else:
+            parts.append({"PASS": "builds unchanged", "FAIL": "**build FAILS**",
+                          "SKIP": "build skipped (deps)"}[st])
     if tests:
         n = len(tests)
         p = sum(1 for t in tests if t[1] == "PASS")

@@ -77,7 +77,7 @@ collect_binary() {
     cp -f "$bin" "$dir/"
     for l in $(ldd "$bin" 2>/dev/null | awk '$3 ~ /^\// { print $3 }'); do
         case $l in
-            "$CACHE"/*|"$REPO"/*|"${CARGO_TARGET_DIR:-/nonexistent}"/*) cp -fL "$l" "$dir/lib/" ;;
+            "$CACHE"/*|"$REPO"/*|"$OURS"/*|"${CARGO_TARGET_DIR:-/nonexistent}"/*) cp -fL "$l" "$dir/lib/" ;;
         esac
     done
 }
@@ -88,7 +88,7 @@ swap_library() {
     local src=$1 lib=$2 want cur
     case $lib in
         c-original) want=libvhost-user.c-original ;;
-        ours) want=$REPO ;;
+        ours) want=$OURS ;;
     esac
     cur=$(readlink "$src/subprojects/libvhost-user" 2>/dev/null || true)
     if [ "$cur" != "$want" ]; then
@@ -112,7 +112,7 @@ build_consumers() {
     if ! check_consumer_sums "$src"; then
         die "QEMU $gen consumer sources differ from the tarball (see $LOGDIR/sums.log); delete $src"
     fi
-    if [ "$lib" = ours ] && [ ! -f "$REPO/meson.build" ]; then
+    if [ "$lib" = ours ] && [ ! -f "$OURS/meson.build" ]; then
         local c t
         while read -r c t; do
             result FAIL "build/$gen/$lib/$c" "the repository has no meson.build to stand in for subprojects/libvhost-user" "$c" "$gen" "$lib" build
