@@ -90,6 +90,7 @@ struct blk {
     int wce;                 /* writeback cache enabled (config byte) */
     char serial[VIRTIO_BLK_ID_BYTES];
     bool conn_broken;        /* set from the panic callback */
+    bool peer_gone;          /* frontend closed the connection */
 
     struct watch *watches;
     size_t nwatches, capwatches;
@@ -630,7 +631,25 @@ static int blk_set_config(VuDev *dev, const uint8_t *data, uint32_t offset,
     return 0;
 }
 
+/*
+ * The default message reader turns end-of-file on the socket into a
+ * VHOST_USER_NONE message, whose default handling exits the process.  We
+ * want to serve the next frontend instead, so take it as "disconnected".
+ */
+static int blk_process_msg(VuDev *dev, VhostUserMsg *vmsg, int *do_reply)
+{
+    struct blk *b = blk_of(dev);
+
+    if (vmsg->request == VHOST_USER_NONE) {
+        b->peer_gone = true;
+        *do_reply = 0;
+        return 1;
+    }
+    return 0;
+}
+
 static const VuDevIface blk_iface = {
+    .process_msg = blk_process_msg,
     .get_features = blk_get_features,
     .get_protocol_features = blk_get_protocol_features,
     .queue_set_started = blk_queue_set_started,
@@ -654,6 +673,7 @@ static void serve_connection(struct blk *b, int conn)
     size_t cap = 0;
 
     __atomic_store_n(&b->conn_broken, false, __ATOMIC_SEQ_CST);
+    b->peer_gone = false;
     b->nwatches = 0;
     if (!vu_init(&b->dev, (uint16_t)b->num_queues, conn, blk_panic, NULL,
                  blk_set_watch, blk_remove_watch, &blk_iface)) {
@@ -703,7 +723,7 @@ static void serve_connection(struct blk *b, int conn)
             break;
         }
         if (pfds[0].revents) {
-            if (!vu_dispatch(&b->dev)) {
+            if (!vu_dispatch(&b->dev) || b->peer_gone) {
                 break;
             }
             if (conn_broken(b)) {

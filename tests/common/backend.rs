@@ -202,7 +202,16 @@ impl Backend {
         let bin = example(name);
         let dir = TempDir::new();
         let socket = dir.0.join("vu.sock");
-        let mut cmd = Command::new(&bin);
+        // VU_BACKEND_WRAPPER (e.g. a valgrind or strace script) runs the
+        // backend under a wrapper command, for debugging.
+        let mut cmd = match std::env::var_os("VU_BACKEND_WRAPPER") {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("-s").arg(&socket).arg("-q").arg(opts.queues.to_string());
         let image = match opts.image_size {
             Some(size) => {

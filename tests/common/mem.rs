@@ -206,6 +206,12 @@ impl GuestMemory {
         panic!("guest memory exhausted allocating {size} bytes");
     }
 
+    /// Mark region `idx` as full, so later allocations go elsewhere.
+    pub fn exhaust(&self, idx: usize) {
+        let r = &self.regions[idx];
+        self.next.lock().unwrap()[idx] = r.gpa + r.size;
+    }
+
     /// Allocate `size` bytes that straddle the end of region `idx` (which
     /// must be followed by an adjacent region): `before` bytes in region
     /// idx, the rest in the next one. Used to test buffers spanning regions.
