@@ -126,13 +126,28 @@ impl Session {
 
     /// SET_VRING_NUM/BASE/ADDR/CALL/KICK/ENABLE for queue i.
     pub fn start_queue(&mut self, i: usize) {
+        let base = self.qs[i].next_avail;
+        self.start_queue_at(i, base);
+    }
+
+    /// Like start_queue, with an explicit SET_VRING_BASE value and fresh
+    /// kick/call eventfds.
+    pub fn restart_queue(&mut self, i: usize, base: u16) {
+        self.qs[i].renew_eventfds();
+        self.start_queue_at(i, base);
+    }
+
+    fn start_queue_at(&mut self, i: usize, base: u16) {
         let q = &self.qs[i];
         ok(self.fe.set_vring_num(i, q.size), "SET_VRING_NUM");
-        ok(self.fe.set_vring_base(i, q.next_avail), "SET_VRING_BASE");
+        ok(self.fe.set_vring_base(i, base), "SET_VRING_BASE");
         ok(self.fe.set_vring_addr(i, &q.config(0)), "SET_VRING_ADDR");
         ok(self.fe.set_vring_call(i, &q.call), "SET_VRING_CALL");
         ok(self.fe.set_vring_kick(i, &q.kick), "SET_VRING_KICK");
         ok(self.fe.set_vring_enable(i, true), "SET_VRING_ENABLE");
+        // libvhost-user signals a new call fd once (in case a reconnecting
+        // driver missed an interrupt): start counting from zero.
+        self.qs[i].take_calls();
     }
 
     /// GET_VRING_BASE: stops queue i, returns the backend's next avail index.

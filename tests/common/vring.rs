@@ -102,6 +102,11 @@ impl SplitQueue {
         q
     }
 
+    pub fn renew_eventfds(&mut self) {
+        self.kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        self.call = EventFd::new(EFD_NONBLOCK).unwrap();
+    }
+
     pub fn config(&self, flags: u32) -> VringConfigData {
         VringConfigData {
             queue_max_size: self.size,
