@@ -155,6 +155,12 @@ impl Session {
         ok(self.fe.get_vring_base(i), "GET_VRING_BASE")
     }
 
+    pub fn get_config_raw(&mut self, len: usize) -> vhost::Result<Vec<u8>> {
+        let buf = vec![0u8; len];
+        let (_, payload) = self.fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf)?;
+        Ok(payload.to_vec())
+    }
+
     pub fn get_config(&mut self, len: usize) -> Vec<u8> {
         let buf = vec![0u8; len];
         let (_, payload) = ok(
