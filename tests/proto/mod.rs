@@ -455,6 +455,11 @@ pub fn memfd(name: &str, size: u64) -> std::fs::File {
     f
 }
 
+/// Number of open fds of a process.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
 pub fn eventfd() -> OwnedFd {
     // SAFETY: plain syscall.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -501,10 +506,27 @@ impl Front {
 
     /// Connect, negotiate, and install `mem` with SET_MEM_TABLE (acked if REPLY_ACK).
     pub fn new(c: Conn, mem: Arc<GuestMemory>, features: u64, pf: u64) -> Self {
-        Self::handshake(&c, features, pf);
-        let f = Front { c, mem, qs: Vec::new(), features, pf };
+        let f = Self::without_table(c, mem, features, pf);
         f.set_mem_table();
         f
+    }
+
+    /// Connect and negotiate, without sending a memory table.
+    pub fn without_table(c: Conn, mem: Arc<GuestMemory>, features: u64, pf: u64) -> Self {
+        Self::handshake(&c, features, pf);
+        Front { c, mem, qs: Vec::new(), features, pf }
+    }
+
+    /// ADD_MEM_REG for region `i` of the guest memory.
+    pub fn add_region(&self, i: usize) {
+        let r = &self.mem.regions[i];
+        self.req(ADD_MEM_REG, &memreg(r.gpa, r.size, r.host as u64, 0), &[r.file.as_raw_fd()]);
+    }
+
+    /// REM_MEM_REG for region `i` of the guest memory (with its fd, as QEMU sends).
+    pub fn rem_region(&self, i: usize) {
+        let r = &self.mem.regions[i];
+        self.req(REM_MEM_REG, &memreg(r.gpa, r.size, r.host as u64, 0), &[r.file.as_raw_fd()]);
     }
 
     pub fn reply_ack(&self) -> bool {
