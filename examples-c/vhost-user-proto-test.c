@@ -57,6 +57,7 @@
 #define CMD_SHOBJ_ADD 0x1002       /* data: 16-byte uuid */
 #define CMD_SHOBJ_RM 0x1003        /* data: 16-byte uuid */
 #define CMD_SHOBJ_LOOKUP 0x1004    /* data out: uuid; data in: 16 bytes read from the fd */
+#define CMD_QUEUE_ENABLED 0x1005   /* status: 0 if vu_queue_enabled(), else 1 */
 
 struct pending {
     VuVirtqElement *elem;
@@ -271,6 +272,10 @@ static unsigned execute(int qidx, VuVirtqElement *e)
         data_in = 0;
         break;
     }
+    case CMD_QUEUE_ENABLED:
+        status = vu_queue_enabled(&dev, vu_get_queue(&dev, qidx)) ? 0 : 1;
+        data_in = 0;
+        break;
     case CMD_SHOBJ_ADD:
     case CMD_SHOBJ_RM:
         iov_to_buf(e->out_sg, e->out_num, sizeof(h), uuid, sizeof(uuid));
@@ -306,7 +311,6 @@ static unsigned execute(int qidx, VuVirtqElement *e)
     }
     free(buf);
     iov_from_buf(e->in_sg, e->in_num, in_total - 1, &status, 1);
-    (void)qidx;
     return (unsigned)(data_in + 1);
 }
 

@@ -91,6 +91,7 @@ pub const CMD_HOST_NOTIFIER: u32 = 0x1001;
 pub const CMD_SHOBJ_ADD: u32 = 0x1002;
 pub const CMD_SHOBJ_RM: u32 = 0x1003;
 pub const CMD_SHOBJ_LOOKUP: u32 = 0x1004;
+pub const CMD_QUEUE_ENABLED: u32 = 0x1005;
 
 // ---------------------------------------------------------------- backend
 
