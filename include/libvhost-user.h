@@ -225,109 +225,6 @@ enum VuWatchCondtion {
 };
 
 /**
- * One guest memory region as the frontend describes it.
- */
-typedef struct VhostUserMemoryRegion {
-    uint64_t guest_phys_addr;
-    uint64_t memory_size;
-    uint64_t userspace_addr;
-    uint64_t mmap_offset;
-} VhostUserMemoryRegion;
-
-/**
- * Payload of VHOST_USER_SET_MEM_TABLE.
- */
-typedef struct VhostUserMemory {
-    uint32_t nregions;
-    uint32_t padding;
-    struct VhostUserMemoryRegion regions[VHOST_MEMORY_BASELINE_NREGIONS];
-} VhostUserMemory;
-
-/**
- * Payload of VHOST_USER_ADD_MEM_REG and VHOST_USER_REM_MEM_REG.
- */
-typedef struct VhostUserMemRegMsg {
-    uint64_t padding;
-    struct VhostUserMemoryRegion region;
-} VhostUserMemRegMsg;
-
-/**
- * Payload of VHOST_USER_SET_LOG_BASE.
- */
-typedef struct VhostUserLog {
-    uint64_t mmap_size;
-    uint64_t mmap_offset;
-} VhostUserLog;
-
-/**
- * Payload of VHOST_USER_GET_CONFIG and VHOST_USER_SET_CONFIG.
- */
-typedef struct VhostUserConfig {
-    uint32_t offset;
-    uint32_t size;
-    uint32_t flags;
-    uint8_t region[VHOST_USER_MAX_CONFIG_SIZE];
-} VhostUserConfig;
-
-/**
- * Payload of VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG.
- */
-typedef struct VhostUserVringArea {
-    uint64_t u64;
-    uint64_t size;
-    uint64_t offset;
-} VhostUserVringArea;
-
-/**
- * Payload of VHOST_USER_GET_INFLIGHT_FD and VHOST_USER_SET_INFLIGHT_FD.
- */
-typedef struct VhostUserInflight {
-    uint64_t mmap_size;
-    uint64_t mmap_offset;
-    uint16_t num_queues;
-    uint16_t queue_size;
-} VhostUserInflight;
-
-/**
- * Payload of the shared-object requests.
- */
-typedef struct VhostUserShared {
-    unsigned char uuid[UUID_LEN];
-} VhostUserShared;
-
-/**
- * The payload of a vhost-user message: one of these, as `request` says.
- */
-typedef union VhostUserPayload {
-    uint64_t u64;
-    struct vhost_vring_state state;
-    struct vhost_vring_addr addr;
-    struct VhostUserMemory memory;
-    struct VhostUserMemRegMsg memreg;
-    struct VhostUserLog log;
-    struct VhostUserConfig config;
-    struct VhostUserVringArea area;
-    struct VhostUserInflight inflight;
-    struct VhostUserShared object;
-} VhostUserPayload;
-
-/**
- * One vhost-user message: the 12-byte header, the payload, and the fds that came with it.
- */
-typedef struct VU_PACKED VhostUserMsg {
-    int request;
-    uint32_t flags;
-    /**
-     * The size of the payload that follows the header.
-     */
-    uint32_t size;
-    union VhostUserPayload payload;
-    int fds[VHOST_MEMORY_BASELINE_NREGIONS];
-    int fd_num;
-    uint8_t *data;
-} VhostUserMsg;
-
-/**
  * One mapped guest memory region, as C code sees it in `VuDev.regions`.
  */
 typedef struct VuDevRegion {
@@ -484,6 +381,109 @@ typedef struct VuDevInflightInfo {
     uint64_t size;
 } VuDevInflightInfo;
 
+/**
+ * One guest memory region as the frontend describes it.
+ */
+typedef struct VhostUserMemoryRegion {
+    uint64_t guest_phys_addr;
+    uint64_t memory_size;
+    uint64_t userspace_addr;
+    uint64_t mmap_offset;
+} VhostUserMemoryRegion;
+
+/**
+ * Payload of VHOST_USER_SET_MEM_TABLE.
+ */
+typedef struct VhostUserMemory {
+    uint32_t nregions;
+    uint32_t padding;
+    struct VhostUserMemoryRegion regions[VHOST_MEMORY_BASELINE_NREGIONS];
+} VhostUserMemory;
+
+/**
+ * Payload of VHOST_USER_ADD_MEM_REG and VHOST_USER_REM_MEM_REG.
+ */
+typedef struct VhostUserMemRegMsg {
+    uint64_t padding;
+    struct VhostUserMemoryRegion region;
+} VhostUserMemRegMsg;
+
+/**
+ * Payload of VHOST_USER_SET_LOG_BASE.
+ */
+typedef struct VhostUserLog {
+    uint64_t mmap_size;
+    uint64_t mmap_offset;
+} VhostUserLog;
+
+/**
+ * Payload of VHOST_USER_GET_CONFIG and VHOST_USER_SET_CONFIG.
+ */
+typedef struct VhostUserConfig {
+    uint32_t offset;
+    uint32_t size;
+    uint32_t flags;
+    uint8_t region[VHOST_USER_MAX_CONFIG_SIZE];
+} VhostUserConfig;
+
+/**
+ * Payload of VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG.
+ */
+typedef struct VhostUserVringArea {
+    uint64_t u64;
+    uint64_t size;
+    uint64_t offset;
+} VhostUserVringArea;
+
+/**
+ * Payload of VHOST_USER_GET_INFLIGHT_FD and VHOST_USER_SET_INFLIGHT_FD.
+ */
+typedef struct VhostUserInflight {
+    uint64_t mmap_size;
+    uint64_t mmap_offset;
+    uint16_t num_queues;
+    uint16_t queue_size;
+} VhostUserInflight;
+
+/**
+ * Payload of the shared-object requests.
+ */
+typedef struct VhostUserShared {
+    unsigned char uuid[UUID_LEN];
+} VhostUserShared;
+
+/**
+ * The payload of a vhost-user message: one of these, as `request` says.
+ */
+typedef union VhostUserPayload {
+    uint64_t u64;
+    struct vhost_vring_state state;
+    struct vhost_vring_addr addr;
+    struct VhostUserMemory memory;
+    struct VhostUserMemRegMsg memreg;
+    struct VhostUserLog log;
+    struct VhostUserConfig config;
+    struct VhostUserVringArea area;
+    struct VhostUserInflight inflight;
+    struct VhostUserShared object;
+} VhostUserPayload;
+
+/**
+ * One vhost-user message: the 12-byte header, the payload, and the fds that came with it.
+ */
+typedef struct VU_PACKED VhostUserMsg {
+    int request;
+    uint32_t flags;
+    /**
+     * The size of the payload that follows the header.
+     */
+    uint32_t size;
+    union VhostUserPayload payload;
+    int fds[VHOST_MEMORY_BASELINE_NREGIONS];
+    int fd_num;
+    uint8_t *data;
+} VhostUserMsg;
+
 typedef bool (*vu_read_msg_cb)(struct VuDev *dev, int sock, struct VhostUserMsg *vmsg);
 
 typedef void (*vu_watch_cb)(struct VuDev *dev, int condition, void *data);
@@ -493,6 +493,8 @@ typedef void (*vu_set_watch_cb)(struct VuDev *dev, int fd, int condition, vu_wat
 typedef void (*vu_remove_watch_cb)(struct VuDev *dev, int fd);
 
 typedef void (*vu_panic_cb)(struct VuDev *dev, const char *err);
+
+typedef uint64_t (*vu_get_features_cb)(struct VuDev *dev);
 
 typedef void (*vu_set_features_cb)(struct VuDev *dev, uint64_t features);
 
@@ -623,8 +625,6 @@ struct VuDev {
     int postcopy_ufd;
     bool postcopy_listening;
 };
-
-typedef uint64_t (*vu_get_features_cb)(struct VuDev *dev);
 
 /**
  * One popped request: the head index and its scatter-gather lists.
