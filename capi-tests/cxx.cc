@@ -45,13 +45,16 @@ int main()
     if (std::strcmp(vu_request_to_string(VHOST_USER_GET_FEATURES), "VHOST_USER_GET_FEATURES")) {
         failures++;
     }
-    vu_deinit(&dev);
+    vu_deinit(&dev); // closes sv[0], as QEMU's does
+    close(sv[1]);
     // The seed-style 7-argument form works in C++ too.
-    if (!vu_init(&dev, 1, sv[0], panic_cb, set_watch, remove_watch, &iface)) {
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        return 2;
+    }
+    if (!vu_init(&dev, 1, sv[0], panic_cb, set_watch, remove_watch, &iface) || dev.sock != sv[0]) {
         failures++;
     }
     vu_deinit(&dev);
-    close(sv[0]);
     close(sv[1]);
     if (failures) {
         std::fprintf(stderr, "cxx: %d check(s) failed\n", failures);

@@ -637,6 +637,183 @@ typedef struct VuVirtqElement {
     struct iovec *out_sg;
 } VuVirtqElement;
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Initializes a VuDev vhost-user context.
+ *
+ * @dev: a VuDev context; @max_queues: maximum number of virtqueues; @socket: the socket
+ * connected to the vhost-user frontend; @panic: a panic callback; @read_msg: a custom
+ * message reader, or NULL for the built-in one; @set_watch / @remove_watch: callbacks to
+ * (un)watch fds in the caller's event loop; @iface: the device callbacks.
+ *
+ * Returns: true on success, false on failure (including invalid arguments).
+ */
+bool vu_init(struct VuDev *dev,
+             uint16_t max_queues,
+             int socket,
+             vu_panic_cb panic,
+             vu_read_msg_cb read_msg,
+             vu_set_watch_cb set_watch,
+             vu_remove_watch_cb remove_watch,
+             const struct VuDevIface *iface);
+
+/**
+ * Cleans up the VuDev context: unmaps all memory, closes every fd it owns (the socket
+ * included) and frees its queues. The struct may be passed to `vu_init` again.
+ */
+void vu_deinit(struct VuDev *dev);
+
+/**
+ * Returns a const string naming a vhost-user request; do not free.
+ */
+const char *vu_request_to_string(unsigned int req);
+
+/**
+ * Processes one vhost-user message. Returns true on success, false on failure.
+ */
+bool vu_dispatch(struct VuDev *dev);
+
+/**
+ * Translates a guest address to a pointer; `*plen` is shortened to the contiguous length.
+ * Returns NULL on failure.
+ */
+void *vu_gpa_to_va(struct VuDev *dev, uint64_t *plen, uint64_t guest_addr);
+
+/**
+ * Returns queue number @qidx, or NULL if it is out of range.
+ */
+struct VuVirtq *vu_get_queue(struct VuDev *dev, int qidx);
+
+/**
+ * Sets (or, with NULL, removes) the queue handler, watching the kick fd through `set_watch`.
+ */
+void vu_set_queue_handler(struct VuDev *dev, struct VuVirtq *vq, vu_queue_handler_cb handler);
+
+/**
+ * Sets the queue's host notifier through the backend channel (-1 @fd removes it).
+ */
+bool vu_set_queue_host_notifier(struct VuDev *dev,
+                                struct VuVirtq *vq,
+                                int fd,
+                                int size,
+                                int offset);
+
+/**
+ * Looks up the dma-buf fd of a shared object by UUID; stores it in @dmabuf_fd.
+ */
+bool vu_lookup_shared_object(struct VuDev *dev, unsigned char *uuid, int *dmabuf_fd);
+
+/**
+ * Registers this backend as the exporter of the object with this UUID.
+ */
+bool vu_add_shared_object(struct VuDev *dev, unsigned char *uuid);
+
+/**
+ * Removes the shared object entry with this UUID.
+ */
+bool vu_rm_shared_object(struct VuDev *dev, unsigned char *uuid);
+
+/**
+ * Tells the frontend that the device's config space changed.
+ */
+void vu_config_change_msg(struct VuDev *dev);
+
+/**
+ * Sets whether the queue notifies (via event index or interrupt).
+ */
+void vu_queue_set_notification(struct VuDev *dev, struct VuVirtq *vq, int enable);
+
+/**
+ * Returns whether the queue is enabled.
+ */
+bool vu_queue_enabled(struct VuDev *_dev, struct VuVirtq *vq);
+
+/**
+ * Returns whether the queue is started.
+ */
+bool vu_queue_started(const struct VuDev *_dev, const struct VuVirtq *vq);
+
+/**
+ * Returns true if the queue is empty or not ready.
+ */
+bool vu_queue_empty(struct VuDev *dev, struct VuVirtq *vq);
+
+/**
+ * Notifies the driver via the call fd (skipped if unnecessary).
+ */
+void vu_queue_notify(struct VuDev *dev, struct VuVirtq *vq);
+
+/**
+ * Notifies via the call fd (skipped if unnecessary) or a synchronous in-band message.
+ */
+void vu_queue_notify_sync(struct VuDev *dev, struct VuVirtq *vq);
+
+/**
+ * Returns a VuVirtqElement (in a block of @sz bytes) filled from the queue, or NULL.
+ * The caller frees it with free().
+ */
+void *vu_queue_pop(struct VuDev *dev, struct VuVirtq *vq, size_t sz);
+
+/**
+ * Pretends the most recent element wasn't popped; the next pop refetches it.
+ */
+void vu_queue_unpop(struct VuDev *dev,
+                    struct VuVirtq *vq,
+                    struct VuVirtqElement *_elem,
+                    size_t _len);
+
+/**
+ * Pretends that @num elements weren't popped. False if @num exceeds the elements in use.
+ */
+bool vu_queue_rewind(struct VuDev *dev, struct VuVirtq *vq, unsigned int num);
+
+/**
+ * Fills the used ring with @elem (at offset @idx from the used index), @len bytes written.
+ */
+void vu_queue_fill(struct VuDev *dev,
+                   struct VuVirtq *vq,
+                   const struct VuVirtqElement *elem,
+                   unsigned int len,
+                   unsigned int idx);
+
+/**
+ * fill + flush of one element.
+ */
+void vu_queue_push(struct VuDev *dev,
+                   struct VuVirtq *vq,
+                   const struct VuVirtqElement *elem,
+                   unsigned int len);
+
+/**
+ * Marks the last @num filled elements as used (used.idx += num).
+ */
+void vu_queue_flush(struct VuDev *dev, struct VuVirtq *vq, unsigned int num);
+
+/**
+ * Counts the bytes available in waiting requests, up to the given maxima.
+ */
+void vu_queue_get_avail_bytes(struct VuDev *dev,
+                              struct VuVirtq *vq,
+                              unsigned int *in_bytes,
+                              unsigned int *out_bytes,
+                              unsigned int max_in_bytes,
+                              unsigned int max_out_bytes);
+
+/**
+ * True if at least @in_bytes / @out_bytes are available.
+ */
+bool vu_queue_avail_bytes(struct VuDev *dev,
+                          struct VuVirtq *vq,
+                          unsigned int in_bytes,
+                          unsigned int out_bytes);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 /*
  * Source compatibility with older headers
  * =======================================
