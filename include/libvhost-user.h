@@ -704,17 +704,17 @@ bool vu_set_queue_host_notifier(struct VuDev *dev,
 /**
  * Looks up the dma-buf fd of a shared object by UUID; stores it in @dmabuf_fd.
  */
-bool vu_lookup_shared_object(struct VuDev *dev, unsigned char *uuid, int *dmabuf_fd);
+bool vu_lookup_shared_object(struct VuDev *dev, unsigned char uuid[UUID_LEN], int *dmabuf_fd);
 
 /**
  * Registers this backend as the exporter of the object with this UUID.
  */
-bool vu_add_shared_object(struct VuDev *dev, unsigned char *uuid);
+bool vu_add_shared_object(struct VuDev *dev, unsigned char uuid[UUID_LEN]);
 
 /**
  * Removes the shared object entry with this UUID.
  */
-bool vu_rm_shared_object(struct VuDev *dev, unsigned char *uuid);
+bool vu_rm_shared_object(struct VuDev *dev, unsigned char uuid[UUID_LEN]);
 
 /**
  * Tells the frontend that the device's config space changed.
@@ -729,12 +729,12 @@ void vu_queue_set_notification(struct VuDev *dev, struct VuVirtq *vq, int enable
 /**
  * Returns whether the queue is enabled.
  */
-bool vu_queue_enabled(struct VuDev *_dev, struct VuVirtq *vq);
+bool vu_queue_enabled(struct VuDev *dev, struct VuVirtq *vq);
 
 /**
  * Returns whether the queue is started.
  */
-bool vu_queue_started(const struct VuDev *_dev, const struct VuVirtq *vq);
+bool vu_queue_started(const struct VuDev *dev, const struct VuVirtq *vq);
 
 /**
  * Returns true if the queue is empty or not ready.
