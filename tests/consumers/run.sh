@@ -125,46 +125,14 @@ write_consumers_env() {
 write_consumers_env
 log "consumer binary paths written to $ENV_FILE"
 
-# Rust frontend tests (tests/consumer_*.rs, written elsewhere in the
-# repository) run once per (generation, library) with:
-#   VU_CONSUMERS_ENV     the file above
-#   VU_CONSUMER_BIN_DIR  the directory holding that pair's binaries
-#   VU_CONSUMER_GEN, VU_CONSUMER_LIB, LD_LIBRARY_PATH=$VU_CONSUMER_BIN_DIR/lib
-run_rust_stage() {
-    local tests=() f gen lib name
-    for f in "$REPO"/tests/consumer_*.rs; do
-        [ -f "$f" ] && tests+=("$(basename "$f" .rs)")
-    done
-    if [ ${#tests[@]} = 0 ]; then
-        log "stage 2: no tests/consumer_*.rs in the repository yet; nothing to run"
-        return
-    fi
-    if ! command -v cargo >/dev/null 2>&1; then
-        result SKIP "rust-frontend" "cargo not found"
-        return
-    fi
-    for name in "${tests[@]}"; do
-        for gen in $GENS; do
-            for lib in $LIBS; do
-                local bdir=$CACHE/bin/$gen/$lib lg=$LOGDIR/rust-$name-$gen-$lib.log
-                if [ -z "$(ls "$bdir" 2>/dev/null | grep -v '^lib$')" ]; then
-                    result SKIP "rust/$gen/$lib/$name" "no consumer binaries" rust-frontend "$gen" "$lib"
-                    continue
-                fi
-                if VU_CONSUMERS_ENV=$ENV_FILE VU_CONSUMER_BIN_DIR=$bdir VU_CONSUMER_GEN=$gen \
-                   VU_CONSUMER_LIB=$lib LD_LIBRARY_PATH=$bdir/lib \
-                   timeout -k 10 1200 cargo test --manifest-path "$REPO/Cargo.toml" --test "$name" \
-                   > "$lg" 2>&1; then
-                    result PASS "rust/$gen/$lib/$name" "$(grep -E '^test result:' "$lg" | tail -1)" rust-frontend "$gen" "$lib"
-                else
-                    result FAIL "rust/$gen/$lib/$name" "cargo test failed (see $lg): $(grep -E '^test result:|^error' "$lg" | tail -1)" rust-frontend "$gen" "$lib"
-                    tail -n 30 "$lg"
-                fi
-            done
-        done
-    done
-}
-[ "$DO_RUST" = 1 ] && run_rust_stage
+# Rust frontend tests against those binaries: tests/consumers/rust-stage.sh
+if [ "$DO_RUST" = 1 ]; then
+    local sel_lib=both sel_gen=both
+    [ "$LIBS" = c-original ] || [ "$LIBS" = ours ] && sel_lib=$LIBS
+    [ "$GENS" = 7.2 ] || [ "$GENS" = 10.0 ] && sel_gen=$GENS
+    VU_CACHE=$CACHE VU_RESULTS=$RESULTS VU_LOGDIR=$LOGDIR \
+        bash "$TIER_DIR/rust-stage.sh" --lib "$sel_lib" --gen "$sel_gen" || true
+fi
 
 # ---- results table
 /usr/bin/python3 "$TIER_DIR/table.py" --results "$RESULTS" --gens "$GENS" --libs "$LIBS" \
