@@ -18,22 +18,17 @@ ap.add_argument("--guest", default="1")
 a = ap.parse_args()
 
 CONSUMERS = [
-    ("vhost-user-blk", "contrib/vhost-user-blk"),
-    ("qemu-storage-daemon", "vhost-user-blk export"),
-    ("virtiofsd", "tools/virtiofsd (7.2 only)"),
-    ("vhost-user-bridge", "tests/vhost-user-bridge"),
-    ("vhost-user-gpu", "contrib/vhost-user-gpu"),
-    ("vhost-user-input", "contrib/vhost-user-input"),
-    ("vhost-user-scsi", "contrib/vhost-user-scsi"),
-    ("link-test", "subprojects/libvhost-user/link-test"),
-    ("rust-frontend", "Rust frontend tests (stage 2)"),
+    ("vhost-user-blk", "contrib; guest: vhost-user-blk-pci, 1 and 2 queues"),
+    ("qemu-storage-daemon", "vhost-user-blk export; guest: vhost-user-blk-pci, 1 and 2 queues"),
+    ("virtiofsd", "tools/virtiofsd, 7.2 only; guest: vhost-user-fs-pci"),
+    ("vhost-user-bridge", "tests/; guest: -netdev vhost-user + virtio-net-pci"),
+    ("vhost-user-gpu", "contrib; build only: needs a virgl display"),
+    ("vhost-user-input", "contrib; build only: needs a host evdev device"),
+    ("vhost-user-scsi", "contrib; build only: needs an iSCSI target"),
+    ("link-test", "the subproject's own; build only"),
+    ("rust-frontend", "stage 2: Rust vhost frontend tests"),
 ]
-NO_GUEST_TEST = {
-    "vhost-user-gpu": "no guest test (needs a virgl display frontend)",
-    "vhost-user-input": "no guest test (needs a host evdev device)",
-    "vhost-user-scsi": "no guest test (needs an iSCSI target)",
-    "link-test": "links only",
-}
+BUILD_ONLY = {"vhost-user-gpu", "vhost-user-input", "vhost-user-scsi", "link-test"}
 
 rows = collections.defaultdict(list)
 with open(a.results) as f:
@@ -76,12 +71,10 @@ def cell(consumer, gen, lib):
         if fl:
             parts.append("**%d/%d tests fail**" % (fl, n))
         elif p:
-            parts.append("%d/%d tests pass" % (p, n) + (" (%d skipped)" % sk if sk else ""))
+            parts.append("%d/%d %s pass" % (p, n, "tests" if n > 1 else "test") + (" (%d skipped)" % sk if sk else ""))
         else:
             parts.append("tests skipped")
-    elif consumer in NO_GUEST_TEST and builds and builds[0][1] == "PASS":
-        parts.append(NO_GUEST_TEST[consumer])
-    elif a.guest != "1" and consumer not in NO_GUEST_TEST and consumer != "rust-frontend":
+    elif a.guest != "1" and consumer not in BUILD_ONLY and consumer != "rust-frontend":
         parts.append("guest tests not run")
     return "; ".join(parts)
 
