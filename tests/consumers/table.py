@@ -71,7 +71,7 @@ def cell(consumer, gen, lib):
         if fl:
             parts.append("**%d/%d tests fail**" % (fl, n))
         elif p:
-            parts.append("%d/%d %s pass" % (p, n, "tests" if n > 1 else "test") + (" (%d skipped)" % sk if sk else ""))
+            parts.append("%d/%d %s" % (p, n, "tests pass" if n > 1 else "test passes") + (" (%d skipped)" % sk if sk else ""))
         else:
             parts.append("tests skipped")
     elif a.guest != "1" and consumer not in BUILD_ONLY and consumer != "rust-frontend":
