@@ -35,7 +35,7 @@ consumer_targets() {
 consumer_sums_file() { echo "$1/.vu-consumer-sums"; }
 record_consumer_sums() {
     local src=$1
-    (cd "$src" && find . -path ./build -prune -o -path './subprojects/libvhost-user*' -prune \
+    (cd "$src" && find . -path "./build*" -prune -o -path './subprojects/libvhost-user*' -prune \
         -o -name '.vu-*' -prune -o -type f -print0 | sort -z | xargs -0 sha256sum) > "$(consumer_sums_file "$src")"
 }
 check_consumer_sums() {
@@ -82,28 +82,31 @@ collect_binary() {
     done
 }
 
-# Points subprojects/libvhost-user at the wanted implementation; returns 0
-# if the slot changed (the meson files must then be regenerated).
-swap_library() {
-    local src=$1 lib=$2 want cur
-    case $lib in
-        c-original) want=libvhost-user.c-original ;;
-        ours) want=$OURS ;;
+# The tree that stands in for subprojects/libvhost-user for LIB.
+slot_target() {
+    case $1 in
+        c-original) echo libvhost-user.c-original ;;
+        ours) echo "$OURS" ;;
     esac
+}
+
+# Points subprojects/libvhost-user at the implementation for LIB.
+swap_library() {
+    local src=$1 want cur
+    want=$(slot_target "$2")
     cur=$(readlink "$src/subprojects/libvhost-user" 2>/dev/null || true)
     if [ "$cur" != "$want" ]; then
         rm -f "$src/subprojects/libvhost-user"
         ln -s "$want" "$src/subprojects/libvhost-user"
-        return 0
     fi
-    return 1
 }
 
 # build_consumers GEN LIB: records one build result per consumer, fills
 # BIN_DIR with what built.
 build_consumers() {
     local gen=$1 lib=$2 src=$SRC_DIR bdir t0 flags
-    bdir=$src/build
+    bdir=$src/build-$lib
+    rm -rf "$src/build"   # the single shared build directory of older versions
     BIN_DIR=$CACHE/bin/$gen/$lib
     rm -rf "$BIN_DIR"; mkdir -p "$BIN_DIR"
     local blog=$LOGDIR/build-$gen-$lib.log
@@ -120,15 +123,21 @@ build_consumers() {
         return 0
     fi
 
-    local swapped=0
-    swap_library "$src" "$lib" && swapped=1
+    # One source tree per generation, one build directory per library: the
+    # two libraries' vhost_user_dep differ in include flags, which would make
+    # a shared build directory recompile most of libqemuutil at every swap.
+    # The slot is pointed at LIB before LIB's build directory is used, so
+    # each build directory only ever sees its own library there.
+    swap_library "$src" "$lib"
     flags=$(configure_flags "$gen")
     t0=$(date +%s)
     local need_conf=0
     [ -f "$bdir/build.ninja" ] || need_conf=1
     [ "$(cat "$bdir/.vu-flags" 2>/dev/null)" = "$flags" ] || need_conf=1
+    # another checkout as "ours": mtimes cannot be trusted, start afresh
+    [ "$(cat "$bdir/.vu-slot" 2>/dev/null)" = "$(slot_target "$lib")" ] || need_conf=1
     if [ "$need_conf" = 1 ]; then
-        log "configuring QEMU $gen ($lib in the slot)"
+        log "configuring QEMU $gen for $lib"
         rm -rf "$bdir"; mkdir -p "$bdir"
         # shellcheck disable=SC2086
         if ! (cd "$bdir" && PATH=$SYS_PATH timeout 900 ../configure $flags) >> "$blog" 2>&1; then
@@ -140,10 +149,7 @@ build_consumers() {
             return 0
         fi
         echo "$flags" > "$bdir/.vu-flags"
-    elif [ "$swapped" = 1 ]; then
-        # ninja would not notice that the slot now holds another tree whose
-        # meson.build may be older than build.ninja: force a regeneration.
-        touch -d @0 "$bdir/build.ninja"
+        slot_target "$lib" > "$bdir/.vu-slot"
     fi
 
     local names=() targets=() c t
@@ -153,7 +159,7 @@ build_consumers() {
             continue
         fi
         names+=("$c"); targets+=("$t")
-        rm -f "$bdir/$t"   # a stale binary of the other library must not count
+        rm -f "$bdir/$t"   # a stale binary must not count
     done < <(consumer_targets "$gen")
 
     log "building QEMU $gen consumers against $lib"
