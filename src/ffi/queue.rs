@@ -1,0 +1,172 @@
+//! Queue-level C entry points (`vu_queue_*`). Each takes the memory read lock for the call, so
+//! guest memory cannot be unmapped under it, and reports guest faults through `panic` only
+//! after the lock is released.
+
+use libc::{c_int, c_uint, c_void};
+
+use super::guard;
+use crate::abi::*;
+use crate::backend;
+use crate::device::Dev;
+use crate::memory::MemoryTable;
+use crate::queue::split::{self, Notify};
+use crate::queue::Fault;
+
+/// Runs a queue operation for one of `dev`'s queues; `fallback` if the pointers are not ours.
+#[inline]
+unsafe fn with_queue<R: Copy>(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    fallback: R,
+    f: impl FnOnce(Dev, &MemoryTable, &mut VuVirtq, usize) -> Result<R, Fault>,
+) -> R {
+    guard(fallback, || {
+        // SAFETY: the caller passes its initialised device.
+        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return fallback };
+        let Some(qidx) = d.queue_index(vq) else { return fallback };
+        let mem = d.state().mem.read();
+        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
+        // the C API requires.
+        let result = f(d, &mem, unsafe { &mut *vq }, qidx);
+        drop(mem);
+        match result {
+            Ok(r) => r,
+            Err(fault) => {
+                d.panic(&fault.0);
+                fallback
+            }
+        }
+    })
+}
+
+/// Sets whether the queue notifies (via event index or interrupt).
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_set_notification(dev: *mut VuDev, vq: *mut VuVirtq, enable: c_int) {
+    with_queue(dev, vq, (), |d, mem, q, _| split::set_notification(d, mem, q, enable != 0))
+}
+
+/// Returns whether the queue is enabled.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_enabled(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
+    let _ = dev;
+    // SAFETY: the caller passes one of its queues (or NULL).
+    !vq.is_null() && unsafe { (*vq).enable } != 0
+}
+
+/// Returns whether the queue is started.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq) -> bool {
+    let _ = dev;
+    // SAFETY: the caller passes one of its queues (or NULL).
+    !vq.is_null() && unsafe { (*vq).started }
+}
+
+/// Returns true if the queue is empty or not ready.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
+    with_queue(dev, vq, true, split::empty_op)
+}
+
+unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+    let decision = with_queue(dev, vq, None, |d, mem, q, qidx| Ok(Some((d, qidx, split::notify_decision(d, mem, q, sync)?))));
+    guard((), || match decision {
+        Some((d, _, Notify::Eventfd(fd))) => {
+            if let Err(f) = split::signal_eventfd(fd) {
+                d.panic(&f.0);
+            }
+        }
+        Some((d, qidx, Notify::InBand { ack })) => backend::vring_call(d, qidx, ack),
+        _ => {}
+    })
+}
+
+/// Notifies the driver via the call fd (skipped if unnecessary).
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_notify(dev: *mut VuDev, vq: *mut VuVirtq) {
+    notify(dev, vq, false)
+}
+
+/// Notifies via the call fd (skipped if unnecessary) or a synchronous in-band message.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq) {
+    notify(dev, vq, true)
+}
+
+/// Returns a VuVirtqElement (in a block of @sz bytes) filled from the queue, or NULL.
+/// The caller frees it with free().
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+    with_queue(dev, vq, std::ptr::null_mut(), |d, mem, q, qidx| Ok(split::pop(d, mem, q, qidx, sz)?.cast()))
+}
+
+/// Pretends the most recent element wasn't popped; the next pop refetches it.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_unpop(dev: *mut VuDev, vq: *mut VuVirtq, _elem: *mut VuVirtqElement, _len: usize) {
+    with_queue(dev, vq, (), |_, _, q, _| {
+        split::unpop(q);
+        Ok(())
+    })
+}
+
+/// Pretends that @num elements weren't popped. False if @num exceeds the elements in use.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_rewind(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) -> bool {
+    with_queue(dev, vq, false, |_, _, q, _| Ok(split::rewind(q, num)))
+}
+
+/// Fills the used ring with @elem (at offset @idx from the used index), @len bytes written.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_fill(dev: *mut VuDev, vq: *mut VuVirtq, elem: *const VuVirtqElement, len: c_uint, idx: c_uint) {
+    if elem.is_null() {
+        return;
+    }
+    // SAFETY: a caller's element (from vu_queue_pop).
+    let index = unsafe { (*elem).index };
+    with_queue(dev, vq, (), |d, mem, q, _| split::fill(d, mem, q, index, len, idx))
+}
+
+/// fill + flush of one element.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_push(dev: *mut VuDev, vq: *mut VuVirtq, elem: *const VuVirtqElement, len: c_uint) {
+    if elem.is_null() {
+        return;
+    }
+    // SAFETY: a caller's element (from vu_queue_pop).
+    let index = unsafe { (*elem).index };
+    with_queue(dev, vq, (), |d, mem, q, qidx| split::push(d, mem, q, qidx, index, len))
+}
+
+/// Marks the last @num filled elements as used (used.idx += num).
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
+    with_queue(dev, vq, (), |d, mem, q, _| split::flush(d, mem, q, num))
+}
+
+/// Counts the bytes available in waiting requests, up to the given maxima.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_get_avail_bytes(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    in_bytes: *mut c_uint,
+    out_bytes: *mut c_uint,
+    max_in_bytes: c_uint,
+    max_out_bytes: c_uint,
+) {
+    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| split::avail_bytes(d, mem, q, max_in_bytes, max_out_bytes));
+    // SAFETY: optional output pointers from the caller.
+    unsafe {
+        if !in_bytes.is_null() {
+            *in_bytes = i;
+        }
+        if !out_bytes.is_null() {
+            *out_bytes = o;
+        }
+    }
+}
+
+/// True if at least @in_bytes / @out_bytes are available.
+#[no_mangle]
+pub unsafe extern "C" fn vu_queue_avail_bytes(dev: *mut VuDev, vq: *mut VuVirtq, in_bytes: c_uint, out_bytes: c_uint) -> bool {
+    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| split::avail_bytes(d, mem, q, in_bytes, out_bytes));
+    in_bytes <= i && out_bytes <= o
+}

@@ -1,0 +1,113 @@
+//! Walking a descriptor chain, direct or through an indirect table, with every guest-supplied
+//! index, length and address checked.
+
+use std::ops::ControlFlow;
+
+use crate::abi::{vring_desc, VIRTQUEUE_MAX_SIZE};
+use crate::memory::MemoryTable;
+use crate::queue::ring::{read_desc, SplitRing};
+use crate::queue::Fault;
+
+pub const VRING_DESC_F_NEXT: u16 = 1;
+pub const VRING_DESC_F_WRITE: u16 = 2;
+pub const VRING_DESC_F_INDIRECT: u16 = 4;
+
+const DESC_SIZE: u64 = std::mem::size_of::<vring_desc>() as u64;
+
+/// A descriptor table to walk: the ring's own, an indirect table in place, or a copy of an
+/// indirect table that spans regions.
+enum Table {
+    InPlace(*const vring_desc, usize),
+    Copied(Vec<vring_desc>),
+}
+
+impl Table {
+    fn get(&self, i: usize) -> Option<vring_desc> {
+        match self {
+            // SAFETY: in-place tables come from a validated ring or a translation of exactly
+            // `len` descriptors, under the memory read lock the caller holds.
+            Table::InPlace(p, len) => unsafe { read_desc(*p, *len, i) },
+            Table::Copied(v) => v.get(i).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Table::InPlace(_, len) => *len,
+            Table::Copied(v) => v.len(),
+        }
+    }
+}
+
+fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
+    if d.len == 0 || u64::from(d.len) % DESC_SIZE != 0 {
+        return Err(Fault::new("Invalid size for indirect buffer table"));
+    }
+    let count = (u64::from(d.len) / DESC_SIZE) as usize;
+    // A chain is never longer than the largest queue (virtio spec), so neither is a table.
+    if count > VIRTQUEUE_MAX_SIZE as usize {
+        return Err(Fault::new("Invalid indirect buffer table"));
+    }
+    if let Some(p) = mem.translate_exact(d.addr, u64::from(d.len)) {
+        if (p as usize) % std::mem::align_of::<vring_desc>() == 0 {
+            return Ok(Table::InPlace(p as *const vring_desc, count));
+        }
+    }
+    // Spans regions (or is misaligned): copy it.
+    let mut table = vec![vring_desc::default(); count];
+    let dst = table.as_mut_ptr() as *mut u8;
+    let (mut addr, mut done, total) = (d.addr, 0u64, u64::from(d.len));
+    while done < total {
+        let (src, n) = mem.translate(addr, total - done).ok_or_else(|| Fault::new("Invalid indirect buffer table"))?;
+        // SAFETY: `src` is valid for `n` bytes of mapped guest memory (under the read lock);
+        // `dst + done` has `total - done >= n` bytes left in the vector.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.add(done as usize), n as usize) };
+        done += n;
+        addr = addr.checked_add(n).ok_or_else(|| Fault::new("Invalid indirect buffer table"))?;
+    }
+    for d in &mut table {
+        *d = vring_desc { addr: u64::from_le(d.addr), len: u32::from_le(d.len), flags: u16::from_le(d.flags), next: u16::from_le(d.next) };
+    }
+    Ok(Table::Copied(table))
+}
+
+/// Walks the chain that starts at `head`, calling `visit` for each buffer descriptor in order.
+/// Refuses loops, out-of-range `next`, nested indirect tables and bad indirect tables.
+pub fn walk<F>(mem: &MemoryTable, ring: &SplitRing, head: u16, mut visit: F) -> Result<(), Fault>
+where
+    F: FnMut(&vring_desc) -> Result<ControlFlow<()>, Fault>,
+{
+    let ring_table = Table::InPlace(ring.desc_table(), usize::from(ring.num()));
+    let first = ring_table.get(usize::from(head)).ok_or_else(|| Fault(format!("Guest says index {head} is available")))?;
+    let (table, mut i, indirect) = if first.flags & VRING_DESC_F_INDIRECT != 0 {
+        (indirect_table(mem, &first)?, 0usize, true)
+    } else {
+        (ring_table, usize::from(head), false)
+    };
+    let max = table.len();
+    let mut seen = 0usize;
+    loop {
+        let d = table.get(i).ok_or_else(|| Fault(format!("Desc next is {i}")))?;
+        seen += 1;
+        if seen > max {
+            return Err(Fault::new("Looped descriptor"));
+        }
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(Fault::new(if indirect {
+                "Nested indirect descriptor table"
+            } else {
+                "Indirect descriptor inside a descriptor chain"
+            }));
+        }
+        if visit(&d)?.is_break() {
+            return Ok(());
+        }
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            return Ok(());
+        }
+        i = usize::from(d.next);
+        if i >= max {
+            return Err(Fault(format!("Desc next is {i}")));
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! Split virtqueue operations behind `vu_queue_*`: pop, fill, flush, push, notify and friends.
+//! Every function takes the queue's device, the memory table (read-locked by the caller, so
+//! guest memory stays mapped), and the queue itself (one thread per queue, as in C).
+
+use std::mem::MaybeUninit;
+use std::ops::ControlFlow;
+use std::sync::atomic::{fence, Ordering};
+
+use libc::iovec;
+
+use crate::abi::*;
+use crate::device::Dev;
+use crate::dirty_log::VHOST_F_LOG_ALL;
+use crate::inflight;
+use crate::memory::MemoryTable;
+use crate::queue::chain::{self, VRING_DESC_F_WRITE};
+use crate::queue::element;
+use crate::queue::ring::{avail_ring_size, desc_table_size, used_ring_size, SplitRing};
+use crate::queue::Fault;
+
+pub const VIRTIO_F_NOTIFY_ON_EMPTY: u32 = 24;
+pub const VIRTIO_RING_F_INDIRECT_DESC: u32 = 28;
+pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+const VRING_USED_F_NO_NOTIFY: u16 = 1;
+
+/// Whether `num` is a ring size we accept: a power of two from 1 to 1024.
+pub fn valid_ring_size(num: u32) -> bool {
+    num.is_power_of_two() && num <= VIRTQUEUE_MAX_SIZE
+}
+
+/// Points `vq.vring` at its three parts, each checked to lie wholly in one region and be
+/// aligned as the virtio spec requires; on failure the ring is left unmapped.
+pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str> {
+    vq.vring.desc = std::ptr::null_mut();
+    vq.vring.avail = std::ptr::null_mut();
+    vq.vring.used = std::ptr::null_mut();
+    let num = vq.vring.num;
+    if !valid_ring_size(num) {
+        return Err("invalid ring size");
+    }
+    let n = u64::from(num);
+    let part = |qva: u64, len: u64, align: usize| {
+        mem.qva_to_va(qva, len).filter(|p| (*p as usize) % align == 0).ok_or("ring address outside guest memory or misaligned")
+    };
+    let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16)?;
+    let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2)?;
+    let used = part(vq.vra.used_user_addr, used_ring_size(n), 4)?;
+    vq.vring.desc = desc.cast();
+    vq.vring.avail = avail.cast();
+    vq.vring.used = used.cast();
+    Ok(())
+}
+
+/// The ring if the queue can be used now, remapping it if a memory change unmapped it
+/// (the original's `vu_is_vq_usable`).
+#[inline]
+pub fn usable(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<Option<SplitRing>, Fault> {
+    if dev.broken() {
+        return Ok(None);
+    }
+    // SAFETY: ring pointers are only ever set by `map_ring`, and the caller holds the read lock.
+    if let Some(r) = unsafe { SplitRing::of(vq) } {
+        return Ok(Some(r));
+    }
+    if vq.vra.desc_user_addr == 0 || vq.vra.used_user_addr == 0 || vq.vra.avail_user_addr == 0 {
+        return Ok(None);
+    }
+    if map_ring(mem, vq).is_err() {
+        return Err(Fault::new("remapping queue on access"));
+    }
+    // SAFETY: just mapped by `map_ring`.
+    Ok(unsafe { SplitRing::of(vq) })
+}
+
+/// Reads the driver's avail index into `shadow_avail_idx`, refusing a jump of more than the
+/// ring size past `from`.
+#[inline]
+fn refresh_avail(ring: &SplitRing, vq: &mut VuVirtq, from: u16) -> Result<u16, Fault> {
+    let idx = ring.avail_idx();
+    if idx.wrapping_sub(from) > ring.num() {
+        return Err(Fault(format!("Guest moved used index from {} to {}", from, idx)));
+    }
+    vq.shadow_avail_idx = idx;
+    Ok(idx)
+}
+
+/// Whether no buffer is waiting (`vu_queue_empty`).
+#[inline]
+pub fn is_empty(ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, Fault> {
+    if vq.shadow_avail_idx != vq.last_avail_idx {
+        return Ok(false);
+    }
+    Ok(refresh_avail(ring, vq, vq.last_avail_idx)? == vq.last_avail_idx)
+}
+
+pub fn empty(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<bool, Fault> {
+    match usable(dev, mem, vq)? {
+        Some(ring) => is_empty(&ring, vq),
+        None => Ok(true),
+    }
+}
+
+/// Maps the chain at `head` into one malloc'd element of `sz` bytes.
+fn map_element(mem: &MemoryTable, ring: &SplitRing, head: u16, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
+    const MAX: usize = VIRTQUEUE_MAX_SIZE as usize;
+    let mut iov: [MaybeUninit<iovec>; MAX] = [const { MaybeUninit::uninit() }; MAX];
+    let mut n = 0usize;
+    let mut out_num = 0usize;
+    let mut writing = false;
+    let mut hint = 0usize;
+    chain::walk(mem, ring, head, |d| {
+        let is_write = d.flags & VRING_DESC_F_WRITE != 0;
+        if !is_write && writing {
+            return Err(Fault::new("Incorrect order for descriptors"));
+        }
+        if d.len == 0 {
+            return Err(Fault::new("virtio: zero sized buffers are not allowed"));
+        }
+        let (mut addr, mut left) = (d.addr, u64::from(d.len));
+        while left > 0 {
+            if n == MAX {
+                return Err(Fault::new("virtio: too many descriptors in indirect table"));
+            }
+            let (p, len) =
+                mem.translate_cached(addr, left, &mut hint).ok_or_else(|| Fault::new("virtio: invalid address for buffers"))?;
+            iov[n].write(iovec { iov_base: p.cast(), iov_len: len as usize });
+            n += 1;
+            left -= len;
+            addr = addr.checked_add(len).ok_or_else(|| Fault::new("virtio: invalid address for buffers"))?;
+        }
+        if is_write {
+            writing = true;
+        } else {
+            out_num = n;
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    // SAFETY: the first `n` entries were written above.
+    let mapped = unsafe { std::slice::from_raw_parts(iov.as_ptr() as *const iovec, n) };
+    let (out, in_) = mapped.split_at(out_num);
+    Ok(element::alloc(sz, u32::from(head), out, in_).unwrap_or(std::ptr::null_mut()))
+}
+
+/// `vu_queue_pop`: the next request, or NULL when there is none (or no memory for it).
+pub fn pop(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(std::ptr::null_mut()) };
+
+    if !vq.resubmit_list.is_null() && vq.resubmit_num > 0 {
+        vq.resubmit_num -= 1;
+        // SAFETY: the list holds the original resubmit_num entries (malloc'd by inflight).
+        let head = unsafe { (*vq.resubmit_list.add(usize::from(vq.resubmit_num))).index };
+        if vq.resubmit_num == 0 {
+            inflight::free_resubmit_list(vq);
+        }
+        if head >= ring.num() {
+            return Err(Fault(format!("Guest says index {head} is available")));
+        }
+        return map_element(mem, &ring, head, sz);
+    }
+
+    if is_empty(&ring, vq)? {
+        return Ok(std::ptr::null_mut());
+    }
+    // Read the descriptors only after seeing the avail index that covers them.
+    fence(Ordering::Acquire);
+
+    if vq.inuse >= u32::from(ring.num()) {
+        return Err(Fault::new("Virtqueue size exceeded"));
+    }
+    let head = ring.avail_entry(vq.last_avail_idx);
+    vq.last_avail_idx = vq.last_avail_idx.wrapping_add(1);
+    if head >= ring.num() {
+        return Err(Fault(format!("Guest says index {head} is available")));
+    }
+    if dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
+        ring.set_avail_event(vq.last_avail_idx);
+    }
+    let elem = map_element(mem, &ring, head, sz)?;
+    if elem.is_null() {
+        return Ok(elem);
+    }
+    vq.inuse += 1;
+    inflight::on_pop(dev, vq, qidx, u32::from(head))?;
+    Ok(elem)
+}
+
+/// `vu_queue_unpop`.
+pub fn unpop(vq: &mut VuVirtq) {
+    vq.last_avail_idx = vq.last_avail_idx.wrapping_sub(1);
+    vq.inuse = vq.inuse.wrapping_sub(1);
+}
+
+/// `vu_queue_rewind`.
+pub fn rewind(vq: &mut VuVirtq, num: u32) -> bool {
+    if num > vq.inuse {
+        return false;
+    }
+    vq.last_avail_idx = vq.last_avail_idx.wrapping_sub(num as u16);
+    vq.inuse -= num;
+    true
+}
+
+/// Marks guest memory the device wrote as dirty when migration logging is on.
+pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
+    if !dev.has_feature(VHOST_F_LOG_ALL) || len == 0 {
+        return Ok(());
+    }
+    let log = dev.state().log.read();
+    let Some(l) = log.as_ref() else { return Ok(()) };
+    if !l.mark(addr, len) {
+        return Err(Fault(format!("dirty log too small for write at {addr:#x}+{len:#x}")));
+    }
+    // Still under the log's read lock: SET_LOG_FD replaces the fd under the write lock.
+    let fd = dev.log_call_fd();
+    if fd >= 0 && eventfd_write(fd).is_err() {
+        return Err(Fault(format!("Error writing eventfd: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// Logs the device-writable buffers of a completed element, up to `len` bytes.
+fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, head: u32, mut len: u32) -> Result<(), Fault> {
+    if !dev.has_feature(VHOST_F_LOG_ALL) || dev.state().log.read().is_none() {
+        return Ok(());
+    }
+    let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or_else(|| Fault::new("invalid element index"))?;
+    chain::walk(mem, ring, head, |d| {
+        if d.flags & VRING_DESC_F_WRITE != 0 {
+            let n = d.len.min(len);
+            log_write(dev, d.addr, u64::from(n))?;
+            len -= n;
+        }
+        Ok(if len == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+    })
+}
+
+/// `vu_queue_fill`.
+pub fn fill(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
+    log_fill(dev, mem, &ring, index, len)?;
+    let slot = vq.used_idx.wrapping_add(idx as u16);
+    ring.write_used(slot, index, len);
+    log_write(dev, vq.vring.log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
+}
+
+/// `vu_queue_flush`.
+pub fn flush(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, count: u32) -> Result<(), Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
+    let old = vq.used_idx;
+    let new = old.wrapping_add(count as u16);
+    ring.publish_used_idx(new);
+    vq.used_idx = new;
+    vq.inuse = vq.inuse.saturating_sub(count);
+    if i32::from(new.wrapping_sub(vq.signalled_used) as i16) < i32::from(new.wrapping_sub(old)) {
+        vq.signalled_used_valid = false;
+    }
+    log_write(dev, vq.vring.log_guest_addr.wrapping_add(2), 2)
+}
+
+/// `vu_queue_push`: fill + flush of one element, with inflight bookkeeping around the flush.
+pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, index: u32, len: u32) -> Result<(), Fault> {
+    fill(dev, mem, vq, index, len, 0)?;
+    inflight::before_put(dev, vq, qidx, index)?;
+    flush(dev, mem, vq, 1)?;
+    inflight::after_put(dev, vq, qidx, index)
+}
+
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// Whether the driver wants an interrupt now (EVENT_IDX and NOTIFY_ON_EMPTY rules).
+fn should_notify(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, Fault> {
+    // Expose the used entries before reading the driver's suppression state.
+    fence(Ordering::SeqCst);
+    if dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && vq.inuse == 0 && is_empty(ring, vq)? {
+        return Ok(true);
+    }
+    if !dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
+        return Ok(ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
+    }
+    let valid = vq.signalled_used_valid;
+    vq.signalled_used_valid = true;
+    let old = vq.signalled_used;
+    let new = vq.used_idx;
+    vq.signalled_used = new;
+    Ok(!valid || need_event(ring.used_event(), new, old))
+}
+
+fn eventfd_write(fd: libc::c_int) -> Result<(), ()> {
+    let one: u64 = 1;
+    loop {
+        // SAFETY: writing 8 bytes from a local to an fd.
+        let rc = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        if rc == 8 {
+            return Ok(());
+        }
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return Err(());
+    }
+}
+
+/// How a notification should be delivered, decided under the memory lock and carried out
+/// after it is released (an in-band message may block on the frontend).
+#[derive(Clone, Copy)]
+pub enum Notify {
+    None,
+    Eventfd(libc::c_int),
+    InBand { ack: bool },
+}
+
+/// Decides whether and how `vu_queue_notify(_sync)` signals the driver.
+pub fn notify_decision(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, sync: bool) -> Result<Notify, Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(Notify::None) };
+    if !should_notify(dev, &ring, vq)? {
+        return Ok(Notify::None);
+    }
+    use VhostUserProtocolFeature::*;
+    if vq.call_fd < 0
+        && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)
+        && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_BACKEND_REQ)
+    {
+        return Ok(Notify::InBand { ack: sync && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_REPLY_ACK) });
+    }
+    // No call fd (the frontend polls): nothing to signal.
+    if vq.call_fd < 0 {
+        return Ok(Notify::None);
+    }
+    Ok(Notify::Eventfd(vq.call_fd))
+}
+
+pub fn signal_eventfd(fd: libc::c_int) -> Result<(), Fault> {
+    eventfd_write(fd).map_err(|_| Fault(format!("Error writing eventfd: {}", std::io::Error::last_os_error())))
+}
+
+/// `vu_queue_set_notification`.
+pub fn set_notification(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, enable: bool) -> Result<(), Fault> {
+    vq.notification = enable;
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
+    if dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
+        let idx = refresh_avail(&ring, vq, vq.last_avail_idx)?;
+        if vq.notification {
+            ring.set_avail_event(idx);
+        }
+    } else if enable {
+        ring.set_used_flags(ring.used_flags() & !VRING_USED_F_NO_NOTIFY);
+    } else {
+        ring.set_used_flags(ring.used_flags() | VRING_USED_F_NO_NOTIFY);
+    }
+    if enable {
+        // Expose the event index / flags before the caller re-checks the avail index.
+        fence(Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// `vu_queue_get_avail_bytes`: bytes the driver offers in waiting requests, counted up to
+/// the given maxima. Returns (in, out).
+pub fn avail_bytes(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, max_in: u32, max_out: u32) -> Result<(u32, u32), Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok((0, 0)) };
+    let (mut in_total, mut out_total) = (0u32, 0u32);
+    let mut idx = vq.last_avail_idx;
+    loop {
+        let avail = ring.avail_idx();
+        let pending = avail.wrapping_sub(idx);
+        if avail.wrapping_sub(vq.last_avail_idx) > ring.num() {
+            return Err(Fault(format!("Guest moved used index from {} to {}", idx, avail)));
+        }
+        if pending == 0 {
+            return Ok((in_total, out_total));
+        }
+        fence(Ordering::Acquire);
+        let head = ring.avail_entry(idx);
+        idx = idx.wrapping_add(1);
+        if head >= ring.num() {
+            return Err(Fault(format!("Guest says index {head} is available")));
+        }
+        let mut done = false;
+        chain::walk(mem, &ring, head, |d| {
+            if d.flags & VRING_DESC_F_WRITE != 0 {
+                in_total = in_total.saturating_add(d.len);
+            } else {
+                out_total = out_total.saturating_add(d.len);
+            }
+            done = in_total >= max_in && out_total >= max_out;
+            Ok(if done { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
+        if done {
+            return Ok((in_total, out_total));
+        }
+    }
+}
+
+/// `empty` in the shape the C boundary wants.
+pub fn empty_op(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, _qidx: usize) -> Result<bool, Fault> {
+    empty(dev, mem, vq)
+}
