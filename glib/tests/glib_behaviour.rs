@@ -136,7 +136,6 @@ static int init_sets_up_watches(void)
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     CHECK(vug_init(&dev, 2, sv[0], on_panic, &iface));
     CHECK(dev.parent.sock == sv[0]);
-    CHECK(dev.parent.read_msg == NULL);
     CHECK(dev.parent.set_watch != NULL && dev.parent.remove_watch != NULL);
     CHECK(dev.parent.panic == on_panic);
     CHECK(dev.fdmap != NULL && dev.src != NULL);
