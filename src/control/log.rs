@@ -61,6 +61,7 @@ pub fn set_log_fd(dev: Dev, fds: &mut Incoming) -> Outcome {
         return Outcome::Failed;
     }
     let fd = fds.take(0).unwrap_or(-1);
+    crate::device::set_nonblocking(fd);
     // Queue threads signal this fd under the log's read lock.
     let _guard = dev.state().log.write();
     close_fd(dev.log_call_fd());

@@ -221,6 +221,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     // SAFETY: in-range queue.
     unsafe { close_fd(std::mem::replace(&mut (*vq).call_fd, fd)) };
     if fd != -1 {
+        crate::device::set_nonblocking(fd);
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
         let _ = crate::queue::split::signal_eventfd(fd);
     }
