@@ -256,6 +256,7 @@ unsafe fn read_uuid(uuid: *const c_uchar) -> Option<[u8; UUID_LEN]> {
 }
 
 /// Looks up the dma-buf fd of a shared object by UUID; stores it in @dmabuf_fd.
+/// cbindgen:ptrs-as-arrays=[[uuid; UUID_LEN]]
 #[no_mangle]
 pub unsafe extern "C" fn vu_lookup_shared_object(dev: *mut VuDev, uuid: *mut c_uchar, dmabuf_fd: *mut c_int) -> bool {
     guard(false, || {
@@ -276,6 +277,7 @@ pub unsafe extern "C" fn vu_lookup_shared_object(dev: *mut VuDev, uuid: *mut c_u
 }
 
 /// Registers this backend as the exporter of the object with this UUID.
+/// cbindgen:ptrs-as-arrays=[[uuid; UUID_LEN]]
 #[no_mangle]
 pub unsafe extern "C" fn vu_add_shared_object(dev: *mut VuDev, uuid: *mut c_uchar) -> bool {
     guard(false, || {
@@ -286,6 +288,7 @@ pub unsafe extern "C" fn vu_add_shared_object(dev: *mut VuDev, uuid: *mut c_ucha
 }
 
 /// Removes the shared object entry with this UUID.
+/// cbindgen:ptrs-as-arrays=[[uuid; UUID_LEN]]
 #[no_mangle]
 pub unsafe extern "C" fn vu_rm_shared_object(dev: *mut VuDev, uuid: *mut c_uchar) -> bool {
     guard(false, || {

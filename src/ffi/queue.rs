@@ -47,14 +47,16 @@ pub unsafe extern "C" fn vu_queue_set_notification(dev: *mut VuDev, vq: *mut VuV
 
 /// Returns whether the queue is enabled.
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_enabled(_dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
+pub unsafe extern "C" fn vu_queue_enabled(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
+    let _ = dev;
     // SAFETY: the caller passes one of its queues (or NULL).
     !vq.is_null() && unsafe { (*vq).enable } != 0
 }
 
 /// Returns whether the queue is started.
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_started(_dev: *const VuDev, vq: *const VuVirtq) -> bool {
+pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq) -> bool {
+    let _ = dev;
     // SAFETY: the caller passes one of its queues (or NULL).
     !vq.is_null() && unsafe { (*vq).started }
 }

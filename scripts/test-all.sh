@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite: the Rust and C API tests (cargo test), then the consumer tier
+# (QEMU's own consumers built unchanged against this library, under real frontends).
+# Ends with one summary line: "N passed, N failed".
+#   --no-consumers   skip the consumer tier (quick local runs)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+run_consumers=1
+for a in "$@"; do
+  case "$a" in
+    --no-consumers) run_consumers=0 ;;
+    *) echo "unknown option $a" >&2; exit 2 ;;
+  esac
+done
+bash scripts/install-deps.sh || exit 1
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+passed=0 failed=0 status=0
+
+# Integration tests link the C examples against the static library: build it first.
+cargo build --all-targets 2>&1 | tail -3
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+while read -r p f; do
+  passed=$((passed + p)); failed=$((failed + f))
+done < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log")
+
+if [ "$run_consumers" -eq 1 ] && [ -x tests/consumers/run.sh ]; then
+  tests/consumers/run.sh 2>&1 | tee "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+  if [ -n "$line" ]; then
+    p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
+    passed=$((passed + p)); failed=$((failed + f))
+  else
+    failed=$((failed + 1)); status=1
+  fi
+fi
+[ "$failed" -eq 0 ] || status=1
+echo "$passed passed, $failed failed"
+exit $status

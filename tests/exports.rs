@@ -1,0 +1,140 @@
+//! The shared library exports exactly the functions the header declares (no Rust internals, no
+//! missing API), under the soname `libvhost-user.so.0`; and the header declares every function
+//! of QEMU 10.0's libvhost-user.h.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Every function QEMU 10.0's libvhost-user.h declares.
+const QEMU_10_0_FUNCTIONS: &[&str] = &[
+    "vu_init",
+    "vu_deinit",
+    "vu_request_to_string",
+    "vu_dispatch",
+    "vu_gpa_to_va",
+    "vu_get_queue",
+    "vu_set_queue_handler",
+    "vu_set_queue_host_notifier",
+    "vu_lookup_shared_object",
+    "vu_add_shared_object",
+    "vu_rm_shared_object",
+    "vu_queue_set_notification",
+    "vu_queue_enabled",
+    "vu_queue_started",
+    "vu_queue_empty",
+    "vu_queue_notify",
+    "vu_config_change_msg",
+    "vu_queue_notify_sync",
+    "vu_queue_pop",
+    "vu_queue_unpop",
+    "vu_queue_rewind",
+    "vu_queue_fill",
+    "vu_queue_push",
+    "vu_queue_flush",
+    "vu_queue_get_avail_bytes",
+    "vu_queue_avail_bytes",
+];
+
+fn header_text() -> String {
+    std::fs::read_to_string(env!("VHOST_USER_GENERATED_HEADER")).expect("generated header")
+}
+
+/// Removes `/* */` and `//` comments.
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.find("*/").map_or("", |end| &r[end + 2..]);
+            out.push(' ');
+        } else if let Some(r) = rest.strip_prefix("//") {
+            rest = r.find('\n').map_or("", |end| &r[end..]);
+        } else {
+            let c = rest.chars().next().unwrap();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+/// The functions declared in the header's `extern "C"` block: for each declaration (up to
+/// `;`), the identifier before its first `(`.
+fn declared_functions(header: &str) -> BTreeSet<String> {
+    let start = header.find("extern \"C\" {").expect("extern \"C\" block") + "extern \"C\" {".len();
+    let end = start + header[start..].find("}  // extern \"C\"").expect("end of extern \"C\"");
+    let block = strip_comments(&header[start..end]);
+    let mut names = BTreeSet::new();
+    for decl in block.split(';') {
+        let decl: String = decl.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+        let Some(paren) = decl.find('(') else { continue };
+        let name: String = decl[..paren]
+            .trim_end()
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert!(!name.is_empty(), "cannot parse declaration {decl:?}");
+        assert!(names.insert(name.clone()), "{name} declared twice");
+    }
+    names
+}
+
+fn cdylib() -> PathBuf {
+    // target/<profile>/deps/exports-<hash> -> target/<profile>/libvhost_user.so
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().parent().unwrap().join("libvhost_user.so");
+    assert!(lib.is_file(), "{} not built", lib.display());
+    lib
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn header_parser_finds_declarations() {
+    let sample = "#ifdef __cplusplus\nextern \"C\" {\n#endif\n/** a (b) */\nbool vu_x(struct VuDev *d,\n int y);\n\nconst char *vu_y(unsigned int r);\nvoid *vu_z(void);\n#ifdef __cplusplus\n}  // extern \"C\"\n#endif\n";
+    let found: Vec<String> = declared_functions(sample).into_iter().collect();
+    assert_eq!(found, ["vu_x", "vu_y", "vu_z"]);
+}
+
+#[test]
+fn header_declares_every_qemu_10_0_function() {
+    let declared = declared_functions(&header_text());
+    let missing: Vec<&str> =
+        QEMU_10_0_FUNCTIONS.iter().copied().filter(|f| !declared.contains(*f)).collect();
+    assert!(missing.is_empty(), "the header lacks {missing:?}");
+}
+
+#[test]
+fn cdylib_exports_exactly_the_declared_functions() {
+    let declared = declared_functions(&header_text());
+    let nm = run(Command::new("nm").args(["-D", "--defined-only"]).arg(cdylib()));
+    let exported: BTreeSet<String> = nm
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|s| s.split('@').next().unwrap().to_string())
+        .collect();
+    let missing: Vec<_> = declared.difference(&exported).collect();
+    let extra: Vec<_> = exported.difference(&declared).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "declared but not exported: {missing:?}; exported but not declared: {extra:?}"
+    );
+}
+
+#[test]
+fn cdylib_has_the_soname() {
+    let dynamic = run(Command::new("readelf").arg("-d").arg(cdylib()));
+    assert!(
+        dynamic.lines().any(|l| l.contains("(SONAME)") && l.contains("[libvhost-user.so.0]")),
+        "no SONAME libvhost-user.so.0 in:\n{dynamic}"
+    );
+}
