@@ -113,7 +113,7 @@ def hotspots(path, per, top=15):
     function it was inlined into), per request."""
     if not os.path.exists(path):
         return []
-    txt = sh(f"callgrind_annotate --inclusive=no --threshold=100 '{path}'")
+    txt = sh(f"callgrind_annotate --auto=no --inclusive=no --threshold=100 '{path}'")
     agg = {}
     for line in txt.splitlines():
         m = FUNC_RE.match(line)
@@ -177,6 +177,7 @@ def main():
     res = json.load(open(os.path.join(a.raw, "results.json")))
     shutil.copy(os.path.join(a.raw, "results.json"), os.path.join(a.out, "results.json"))
 
+    load = sh("cut -d' ' -f1-3 /proc/loadavg")
     cpu = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
     info = [
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -184,7 +185,7 @@ def main():
         f"{res['seconds']} s windows; callgrind: {res['callgrind_requests']} requests (blk), "
         f"{res['callgrind_requests'] * 5} (micro), minus a zero-request baseline)",
         f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.release()}, "
-        f"load average at report time: {sh('cut -d\" \" -f1-3 /proc/loadavg')}",
+        f"load average at report time: {load}",
         f"- compilers: {sh('gcc --version | head -1')}; {sh('rustc --version')}",
         f"- commit: {sh('git -C ' + os.path.dirname(os.path.abspath(__file__)) + ' rev-parse --short HEAD')}",
     ]

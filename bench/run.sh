@@ -136,8 +136,8 @@ log "running ($MODE mode); raw results in $RAW"
 for lib in ours c10 c72; do
     f="$RAW/hotspot-$lib.callgrind"
     if [ -f "$f" ]; then
-        callgrind_annotate --inclusive=no "$f" 2>/dev/null | head -60 > "$RAW/hotspot-$lib.txt" || true
-        callgrind_annotate --inclusive=yes "$f" 2>/dev/null | head -60 > "$RAW/hotspot-$lib-incl.txt" || true
+        callgrind_annotate --auto=no --inclusive=no "$f" 2>/dev/null | head -60 > "$RAW/hotspot-$lib.txt" || true
+        callgrind_annotate --auto=no --inclusive=yes "$f" 2>/dev/null | head -60 > "$RAW/hotspot-$lib-incl.txt" || true
     fi
 done
 
