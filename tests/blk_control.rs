@@ -44,16 +44,16 @@ fn config_space_read_and_wce_write() {
     // A partial read at offset 0 gives the same prefix.
     assert_eq!(s.get_config(8), cfg[..8].to_vec());
     // Switch to writethrough and back.
-    ok(s.fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[0]), "SET_CONFIG wce=0");
+    s.ctl("SET_CONFIG wce=0", |fe| fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[0]));
     assert_eq!(s.get_config(CFG_LEN)[CFG_WCE], 0, "wce after writing 0");
     let data = pattern(77, 4096);
     s.write(0, 16, &data, Layout::default());
     assert!(b.image_content()[16 * 512..16 * 512 + 4096] == data[..]);
-    ok(s.fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[1]), "SET_CONFIG wce=1");
+    s.ctl("SET_CONFIG wce=1", |fe| fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[1]));
     assert_eq!(s.get_config(CFG_LEN)[CFG_WCE], 1, "wce after writing 1");
     // Writing a read-only field is refused (error reply or dropped
     // connection, depending on the library), and changes nothing.
-    let r = s.fe.set_config(CFG_CAPACITY as u32, VhostUserConfigFlags::empty(), &[0; 8]);
+    let r = s.try_ctl(|fe| fe.set_config(CFG_CAPACITY as u32, VhostUserConfigFlags::empty(), &[0; 8]));
     if r.is_ok() {
         // libvhost-user acks SET_CONFIG before the device's refusal takes
         // effect: then the device must have given up on this connection.
@@ -72,7 +72,7 @@ fn config_space_read_and_wce_write() {
 fn two_queues() {
     let mut b = Backend::start(BackendOpts { queues: 2, image_size: Some(512 * 1024), ..Default::default() });
     let mut s = Session::connect(&mut b, SessionOpts { queues: 2, event_idx: true, ..Default::default() });
-    assert_eq!(ok(s.fe.get_queue_num(), "GET_QUEUE_NUM"), 2);
+    assert_eq!(s.ctl("GET_QUEUE_NUM", |fe| fe.get_queue_num()), 2);
     assert_eq!(le16(&s.get_config(CFG_LEN)[CFG_NUM_QUEUES..]), 2);
     // Each queue works on its own.
     for q in 0..2 {

@@ -18,3 +18,5 @@ pub use blk::*;
 pub use mem::*;
 pub use session::*;
 pub use vring::*;
+pub use vhost::vhost_user::VhostUserFrontend;
+pub use vhost::VhostBackend;

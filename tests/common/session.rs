@@ -4,7 +4,9 @@
 
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
@@ -51,8 +53,72 @@ impl Default for SessionOpts {
     }
 }
 
+/// Bounds control calls: vhost 0.18 retries EAGAIN from a socket read
+/// timeout forever, so instead a watchdog thread shuts the socket down when
+/// an armed deadline passes, which makes the pending call fail.
+pub struct Watchdog {
+    state: Arc<(Mutex<WatchState>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    deadline: Option<Instant>,
+    fired: bool,
+    stop: bool,
+}
+
+impl Watchdog {
+    pub fn new(sock: UnixStream) -> Self {
+        let state = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let (m, cv) = &*st;
+            let mut g = m.lock().unwrap();
+            loop {
+                if g.stop {
+                    break;
+                }
+                match g.deadline {
+                    Some(d) if Instant::now() >= d => {
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                        g.fired = true;
+                        g.deadline = None;
+                    }
+                    Some(d) => g = cv.wait_timeout(g, d - Instant::now()).unwrap().0,
+                    None => g = cv.wait(g).unwrap(),
+                }
+            }
+        });
+        Watchdog { state, thread: Some(thread) }
+    }
+
+    pub fn arm(&self, t: Duration) {
+        self.state.0.lock().unwrap().deadline = Some(Instant::now() + t);
+        self.state.1.notify_all();
+    }
+
+    /// Disarm; true if the deadline had passed (the socket is shut down).
+    pub fn disarm(&self) -> bool {
+        let mut g = self.state.0.lock().unwrap();
+        g.deadline = None;
+        g.fired
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.state.0.lock().unwrap().stop = true;
+        self.state.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub struct Session {
     pub fe: Frontend,
+    pub watchdog: Watchdog,
     pub mem: Arc<GuestMemory>,
     pub qs: Vec<SplitQueue>,
     pub features: u64,
@@ -79,9 +145,21 @@ impl Session {
     pub fn from_stream(stream: UnixStream, opts: SessionOpts) -> Self {
         stream.set_read_timeout(Some(CTRL_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(CTRL_TIMEOUT)).unwrap();
-        let mut fe = Frontend::from_stream(stream, opts.queues as u64);
-        ok(fe.set_owner(), "SET_OWNER");
-        let features = ok(fe.get_features(), "GET_FEATURES");
+        let watchdog = Watchdog::new(stream.try_clone().unwrap());
+        let fe = Frontend::from_stream(stream, opts.queues as u64);
+        let mem = GuestMemory::new(&opts.layout);
+        let mut s = Session {
+            fe,
+            watchdog,
+            mem,
+            qs: Vec::new(),
+            features: 0,
+            acked: 0,
+            protocol: VhostUserProtocolFeatures::empty(),
+            opts,
+        };
+        s.ctl("SET_OWNER", |fe| fe.set_owner());
+        let features = s.ctl("GET_FEATURES", |fe| fe.get_features());
         assert!(features & VHOST_USER_F_PROTOCOL_FEATURES != 0, "backend lacks PROTOCOL_FEATURES: {features:#x}");
         let mut want = VIRTIO_F_VERSION_1
             | VHOST_USER_F_PROTOCOL_FEATURES
@@ -89,39 +167,62 @@ impl Session {
             | VIRTIO_BLK_F_BLK_SIZE
             | VIRTIO_BLK_F_FLUSH
             | VIRTIO_BLK_F_CONFIG_WCE;
-        if opts.queues > 1 {
+        if s.opts.queues > 1 {
             want |= VIRTIO_BLK_F_MQ;
         }
-        if opts.event_idx {
+        if s.opts.event_idx {
             want |= VIRTIO_RING_F_EVENT_IDX;
         }
-        if opts.indirect {
+        if s.opts.indirect {
             want |= VIRTIO_RING_F_INDIRECT_DESC;
         }
         assert_eq!(features & want, want, "backend features {features:#x} lack some of {want:#x}");
-        ok(fe.set_features(want), "SET_FEATURES");
-        let pf = ok(fe.get_protocol_features(), "GET_PROTOCOL_FEATURES");
+        s.ctl("SET_FEATURES", |fe| fe.set_features(want));
+        let pf = s.ctl("GET_PROTOCOL_FEATURES", |fe| fe.get_protocol_features());
         let need = VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK;
         assert!(pf.contains(need), "backend protocol features {pf:?} lack {need:?}");
-        ok(fe.set_protocol_features(need), "SET_PROTOCOL_FEATURES");
-        if opts.need_reply {
-            fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        s.ctl("SET_PROTOCOL_FEATURES", |fe| fe.set_protocol_features(need));
+        if s.opts.need_reply {
+            s.fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         }
-        let nq = ok(fe.get_queue_num(), "GET_QUEUE_NUM");
-        assert!(nq >= opts.queues as u64, "backend has {nq} queues, want {}", opts.queues);
-
-        let mem = GuestMemory::new(&opts.layout);
-        ok(fe.set_mem_table(&mem.region_infos()), "SET_MEM_TABLE");
-        let qs = (0..opts.queues)
-            .map(|_| SplitQueue::new(&mem, opts.queue_size, opts.event_idx, opts.base))
+        let nq = s.ctl("GET_QUEUE_NUM", |fe| fe.get_queue_num());
+        assert!(nq >= s.opts.queues as u64, "backend has {nq} queues, want {}", s.opts.queues);
+        let regions = s.mem.region_infos();
+        s.ctl("SET_MEM_TABLE", |fe| fe.set_mem_table(&regions));
+        s.qs = (0..s.opts.queues)
+            .map(|_| SplitQueue::new(&s.mem, s.opts.queue_size, s.opts.event_idx, s.opts.base))
             .collect();
-        let mut s = Session { fe, mem, qs, features, acked: want, protocol: need, opts };
+        s.features = features;
+        s.acked = want;
+        s.protocol = need;
         if s.opts.start_queues {
             for i in 0..s.qs.len() {
                 s.start_queue(i);
             }
         }
         s
+    }
+
+    /// Run one control call under the watchdog; Err on failure or timeout.
+    pub fn try_ctl<R>(&mut self, f: impl FnOnce(&mut Frontend) -> vhost::Result<R>) -> Result<R, String> {
+        self.watchdog.arm(CTRL_TIMEOUT);
+        let r = f(&mut self.fe);
+        let fired = self.watchdog.disarm();
+        match r {
+            Ok(v) if !fired => Ok(v),
+            Ok(_) => Err("timed out".into()),
+            Err(e) if fired => Err(format!("timed out after {CTRL_TIMEOUT:?} ({e:?})")),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    /// Like try_ctl, panicking with context on failure.
+    #[track_caller]
+    pub fn ctl<R>(&mut self, what: &str, f: impl FnOnce(&mut Frontend) -> vhost::Result<R>) -> R {
+        match self.try_ctl(f) {
+            Ok(v) => v,
+            Err(e) => panic!("{what} failed: {e}"),
+        }
     }
 
     /// SET_VRING_NUM/BASE/ADDR/CALL/KICK/ENABLE for queue i.
@@ -138,13 +239,16 @@ impl Session {
     }
 
     fn start_queue_at(&mut self, i: usize, base: u16) {
-        let q = &self.qs[i];
-        ok(self.fe.set_vring_num(i, q.size), "SET_VRING_NUM");
-        ok(self.fe.set_vring_base(i, base), "SET_VRING_BASE");
-        ok(self.fe.set_vring_addr(i, &q.config(0)), "SET_VRING_ADDR");
-        ok(self.fe.set_vring_call(i, &q.call), "SET_VRING_CALL");
-        ok(self.fe.set_vring_kick(i, &q.kick), "SET_VRING_KICK");
-        ok(self.fe.set_vring_enable(i, true), "SET_VRING_ENABLE");
+        let size = self.qs[i].size;
+        let cfg = self.qs[i].config(0);
+        let call = self.qs[i].call.try_clone().unwrap();
+        let kick = self.qs[i].kick.try_clone().unwrap();
+        self.ctl("SET_VRING_NUM", |fe| fe.set_vring_num(i, size));
+        self.ctl("SET_VRING_BASE", |fe| fe.set_vring_base(i, base));
+        self.ctl("SET_VRING_ADDR", |fe| fe.set_vring_addr(i, &cfg));
+        self.ctl("SET_VRING_CALL", |fe| fe.set_vring_call(i, &call));
+        self.ctl("SET_VRING_KICK", |fe| fe.set_vring_kick(i, &kick));
+        self.ctl("SET_VRING_ENABLE", |fe| fe.set_vring_enable(i, true));
         // libvhost-user signals a new call fd once (in case a reconnecting
         // driver missed an interrupt): start counting from zero.
         self.qs[i].take_calls();
@@ -152,22 +256,21 @@ impl Session {
 
     /// GET_VRING_BASE: stops queue i, returns the backend's next avail index.
     pub fn stop_queue(&mut self, i: usize) -> u32 {
-        ok(self.fe.get_vring_base(i), "GET_VRING_BASE")
+        self.ctl("GET_VRING_BASE", |fe| fe.get_vring_base(i))
     }
 
-    pub fn get_config_raw(&mut self, len: usize) -> vhost::Result<Vec<u8>> {
+    pub fn get_config_raw(&mut self, len: usize) -> Result<Vec<u8>, String> {
         let buf = vec![0u8; len];
-        let (_, payload) = self.fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf)?;
+        let (_, payload) = self.try_ctl(|fe| fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf))?;
         Ok(payload.to_vec())
     }
 
+    #[track_caller]
     pub fn get_config(&mut self, len: usize) -> Vec<u8> {
-        let buf = vec![0u8; len];
-        let (_, payload) = ok(
-            self.fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf),
-            "GET_CONFIG",
-        );
-        payload.to_vec()
+        match self.get_config_raw(len) {
+            Ok(v) => v,
+            Err(e) => panic!("GET_CONFIG failed: {e}"),
+        }
     }
 
     /// Submit a prepared request on queue q (kicking per EVENT_IDX/NO_NOTIFY).
