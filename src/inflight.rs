@@ -19,12 +19,13 @@ pub fn queue_region_size(queue_size: u16) -> u64 {
 }
 
 /// The state slot of descriptor `idx` in the queue's area, if the area has one.
+#[inline]
 fn slot(dev: Dev, vq: &VuVirtq, qidx: usize, idx: u32) -> Result<Option<*mut VuDescStateSplit>, Fault> {
-    if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) || vq.inflight.is_null() {
+    if vq.inflight.is_null() || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
         return Ok(None);
     }
     if idx >= u32::from(dev.state().inflight_capacity(qidx)) {
-        return Err(Fault(format!("inflight area of queue {qidx} has no slot for descriptor {idx}")));
+        return Err(Fault::InflightSlot { queue: qidx, desc: idx });
     }
     // SAFETY: `inflight` points into our inflight mapping at a queue area holding
     // `inflight_capacity` slots (set together in SET_INFLIGHT_FD); idx is below it.
@@ -32,6 +33,7 @@ fn slot(dev: Dev, vq: &VuVirtq, qidx: usize, idx: u32) -> Result<Option<*mut VuD
 }
 
 /// Records that `head` was popped (the original's `vu_queue_inflight_get`).
+#[inline]
 pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
     if let Some(s) = slot(dev, vq, qidx, head)? {
         let counter = vq.counter;
@@ -46,6 +48,7 @@ pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), 
 }
 
 /// Before publishing `head` as used: remember it as the last batch head.
+#[inline]
 pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
     if slot(dev, vq, qidx, head)?.is_some() {
         // SAFETY: `inflight` is valid (slot() checked it).
@@ -55,6 +58,7 @@ pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<
 }
 
 /// After publishing `head` as used: clear it and record the used index.
+#[inline]
 pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
     if let Some(s) = slot(dev, vq, qidx, head)? {
         compiler_fence(Ordering::SeqCst);

@@ -32,7 +32,7 @@ unsafe fn with_queue<R: Copy>(
         match result {
             Ok(r) => r,
             Err(fault) => {
-                d.panic(&fault.0);
+                d.panic(&fault.to_string());
                 fallback
             }
         }
@@ -72,7 +72,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     guard((), || match decision {
         Some((d, _, Notify::Eventfd(fd))) => {
             if let Err(f) = split::signal_eventfd(fd) {
-                d.panic(&f.0);
+                d.panic(&f.to_string());
             }
         }
         Some((d, qidx, Notify::InBand { ack })) => backend::vring_call(d, qidx, ack),
