@@ -381,3 +381,150 @@ fn blk_inflight(consumer: &str, t: &Target) -> Result<Facts, String> {
 fn blk_inflight_sigkill_reconnect() {
     run_all("blk_inflight", &["vhost-user-blk"], true, blk_inflight);
 }
+
+// ---- config change notification (qemu-storage-daemon 10.0 on block_resize)
+
+const BACKEND_CONFIG_CHANGE_MSG: u32 = 2;
+
+fn qsd_config_change(consumer: &str, t: &Target) -> Result<Facts, String> {
+    let mut facts = Facts::default();
+    if t.gen == "7.2" {
+        // QEMU 7.2's export has no resize callback (vu_config_change_msg came later).
+        crate::consumer_frontend::env::skip(&format!("blk_config_change: {}: QEMU 7.2's vhost-user-blk export sends no config change", t.name(consumer)));
+        facts.info("not applicable to 7.2");
+        return Ok(facts);
+    }
+    let w = WorkDir::new(&t.name(consumer));
+    let img = w.path("disk.img");
+    make_image(&img, DISK, 0x7777);
+    let (mut p, sock) = start_blk(t, Blk::Qsd, &w, "r", &img, 1, true);
+    let mut fe = blk_session(&mut p, &sock, 1, true, true, P::BACKEND_REQ)?;
+    if !fe.protocol.contains(P::BACKEND_REQ) {
+        return Err(format!("BACKEND_REQ not offered: {:?}", fe.protocol_offered));
+    }
+    let chan = fe.backend_channel()?;
+    start_all(&mut fe, 1, true)?;
+    check_blk_config(&mut fe, Blk::Qsd, 1, DISK / 512, &mut facts)?;
+    let mut qmp = Qmp::connect(&w.path("qmp.sock"), Duration::from_secs(10))?;
+    let new_size = 2 * DISK;
+    qmp.execute(&format!(r#"{{"execute":"block_resize","arguments":{{"node-name":"f0","size":{new_size}}}}}"#))?;
+    let (req, flags, payload) = recv_backend_msg(&chan, Duration::from_secs(10))?;
+    if req != BACKEND_CONFIG_CHANGE_MSG {
+        return Err(format!("backend channel: request {req} (flags {flags:#x}, {} bytes), want CONFIG_CHANGE_MSG", payload.len()));
+    }
+    facts.cmp("config change msg", format!("req {req} flags {flags:#x} size {}", payload.len()));
+    let cfg = fe.get_config(BLK_CFG_LEN)?;
+    let cap = le64(&cfg, 0);
+    if cap != new_size / 512 {
+        return Err(format!("capacity after resize {cap}, want {}", new_size / 512));
+    }
+    // the new area is readable (zeros), the old one unchanged
+    let mut arena = Arena::new(&fe.mem);
+    let mut expect = std::fs::read(&img).map_err(|e| e.to_string())?;
+    expect.resize(new_size as usize, 0);
+    let n = blkio::sweep(&mut fe, &mut arena, false, DISK - (1 << 20), new_size, &expect, 16, true)?;
+    facts.info(format!("CONFIG_CHANGE_MSG received (flags {flags:#x}), capacity {} -> {cap} sectors, {n} reads across the old end", DISK / 512));
+    drop(fe);
+    drop(qmp);
+    let (st, by_term) = p.terminate(EXIT_TIMEOUT);
+    if !by_term || !st.success() {
+        return Err(format!("qemu-storage-daemon SIGTERM: {st}; output:\n{}", p.output()));
+    }
+    Ok(facts)
+}
+
+#[test]
+fn blk_config_change_on_resize() {
+    run_all("blk_config_change", &["qemu-storage-daemon"], true, qsd_config_change);
+}
+
+// ---- gpu / input / scsi: the control plane
+
+/// Negotiation, protocol features, config space (when CONFIG is offered),
+/// queue setup on every queue, GET_VRING_BASE, restart, and the backend's
+/// reaction to the frontend leaving.
+fn control_plane(consumer: &str, t: &Target, args: &[String], sock: &std::path::Path, w: &WorkDir, nq: usize, cfg_len: usize, dev_features: u64) -> Result<Facts, String> {
+    let mut facts = Facts::default();
+    let mut p = Proc::spawn(t, w, consumer, args);
+    let stream = p.connect(sock);
+    let mut fe = Fe::connect(stream, nq as u64, &[(0, 1 << 20)])?;
+    facts.cmp("features", format!("{:#x}", fe.features));
+    let want = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC | (fe.features & dev_features);
+    fe.negotiate(want, P::REPLY_ACK | P::MQ | P::CONFIG, P::empty())?;
+    facts.info(format!("features {:#x} protocol {:#x} queue_num {:?}", fe.features, fe.protocol_offered.bits(), fe.queue_num));
+    facts.cmp("queue_num", format!("{:?}", fe.queue_num));
+    if let Some(n) = fe.queue_num {
+        if n < nq as u64 {
+            return Err(format!("GET_QUEUE_NUM {n} < {nq}"));
+        }
+    }
+    if fe.protocol.contains(P::CONFIG) && cfg_len > 0 {
+        let cfg = fe.get_config(cfg_len)?;
+        if cfg.len() != cfg_len {
+            return Err(format!("GET_CONFIG: {} bytes, want {cfg_len}", cfg.len()));
+        }
+        facts.cmp("config", format!("{cfg:02x?}"));
+        facts.info(format!("config {cfg:02x?}"));
+    }
+    start_all(&mut fe, nq, true)?;
+    for i in 0..nq {
+        let b = fe.get_vring_base(i)?;
+        if b != 0 {
+            return Err(format!("GET_VRING_BASE({i}) = {b} with nothing submitted"));
+        }
+        fe.start_queue(i, 5)?;
+        let b = fe.get_vring_base(i)?;
+        if b != 5 {
+            return Err(format!("GET_VRING_BASE({i}) after a restart at 5 = {b}"));
+        }
+    }
+    drop(fe);
+    let st = p.wait_exit(EXIT_TIMEOUT);
+    facts.cmp("after disconnect", format!("{st:?}"));
+    facts.info(format!("after disconnect: {}", st.map(|s| s.to_string()).unwrap_or("still running (killed)".into())));
+    p.kill();
+    Ok(facts)
+}
+
+const VIRTIO_GPU_F_EDID: u64 = 1 << 1;
+
+#[test]
+fn gpu_control_plane() {
+    run_all("gpu_control", &["vhost-user-gpu"], false, |c, t| {
+        let w = WorkDir::new(&t.name(c));
+        let sock = w.path("gpu.sock");
+        control_plane(c, t, &["-s".into(), sock.display().to_string()], &sock, &w, 2, 16, VIRTIO_GPU_F_EDID)
+    });
+}
+
+/// vhost-user-input needs an evdev device: a uinput one when /dev/uinput
+/// exists (not created here: it needs the uinput module), else skipped.
+#[test]
+fn input_control_plane() {
+    let evdev = std::env::var("VU_EVDEV").ok().filter(|p| std::path::Path::new(p).exists());
+    let Some(evdev) = evdev else {
+        crate::consumer_frontend::env::skip(&format!("input_control: vhost-user-input needs an evdev device (set VU_EVDEV=/dev/input/eventN; none given)"));
+        return;
+    };
+    run_all("input_control", &["vhost-user-input"], false, |c, t| {
+        let w = WorkDir::new(&t.name(c));
+        let sock = w.path("input.sock");
+        let args = vec!["--no-grab".into(), "-p".into(), evdev.clone(), "-s".into(), sock.display().to_string()];
+        control_plane(c, t, &args, &sock, &w, 2, 0, 0)
+    });
+}
+
+/// vhost-user-scsi connects to an iSCSI target before serving.
+#[test]
+fn scsi_control_plane() {
+    let Some(uri) = std::env::var("VU_ISCSI_URI").ok().filter(|s| !s.is_empty()) else {
+        crate::consumer_frontend::env::skip(&format!("scsi_control: vhost-user-scsi needs an iSCSI target (set VU_ISCSI_URI=iscsi://127.0.0.1/iqn.../0; none given)"));
+        return;
+    };
+    run_all("scsi_control", &["vhost-user-scsi"], false, |c, t| {
+        let w = WorkDir::new(&t.name(c));
+        let sock = w.path("scsi.sock");
+        let args = vec!["-i".into(), uri.clone(), "-s".into(), sock.display().to_string()];
+        control_plane(c, t, &args, &sock, &w, 3, 0, 0)
+    });
+}

@@ -69,8 +69,7 @@ pub fn load(test: &str) -> Option<ConsumersEnv> {
             if required() {
                 panic!("VU_REQUIRE_CONSUMERS=1 but {why}");
             }
-            println!("skipped: {why}");
-            eprintln!("skipped: {why}");
+            crate::consumer_frontend::env::skip(&format!("{why}"));
             return None;
         }
     };
@@ -104,7 +103,7 @@ pub fn load(test: &str) -> Option<ConsumersEnv> {
         if required() {
             panic!("VU_REQUIRE_CONSUMERS=1 but {why}");
         }
-        println!("skipped: {why}");
+        crate::consumer_frontend::env::skip(&format!("{why}"));
         return None;
     }
     Some(ConsumersEnv { vars, pairs })
@@ -131,11 +130,18 @@ impl ConsumersEnv {
                     if essential && required() {
                         missing.push(why);
                     } else {
-                        println!("skipped: {why}");
+                        crate::consumer_frontend::env::skip(&format!("{why}"));
                     }
                 }
             }
         }
         v
     }
+}
+
+/// Print a skip reason where it is seen even when libtest captures output
+/// (direct writes to stderr bypass the capture).
+pub fn skip(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {msg}");
 }

@@ -87,7 +87,7 @@ pub fn run_all(test: &str, consumers: &[&str], essential: bool, f: impl Fn(&str,
         }
     }
     if ran == 0 && failures.is_empty() {
-        println!("skipped: {test}: none of {consumers:?} is built");
+        crate::consumer_frontend::env::skip(&format!("{test}: none of {consumers:?} is built"));
     }
     assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
