@@ -86,6 +86,9 @@ macro_rules! field {
     };
 }
 
+// Raw pointer arguments below are stored into or passed through the C struct, never
+// dereferenced; the device pointer itself was validated when the `Dev` was made.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 impl Dev {
     /// # Safety
     /// `raw` must be NULL or point to a `VuDev` that is valid for reads and writes.
@@ -99,7 +102,11 @@ impl Dev {
     }
 
     /// Wraps a pointer without checks, for `vu_init` before the private state exists.
-    pub fn new_unchecked(raw: *mut VuDev) -> Dev {
+    ///
+    /// # Safety
+    /// `raw` must point to a `VuDev` valid for reads and writes; `state()` must not be called
+    /// before the private state is attached.
+    pub unsafe fn new_unchecked(raw: *mut VuDev) -> Dev {
         Dev { raw }
     }
 

@@ -114,7 +114,7 @@ pub fn check_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize, used_idx: Option<u16
         vq.shadow_avail_idx = last;
         if !pending.is_empty() {
             // Oldest last: pop takes from the end, so requests resume in fetch order.
-            pending.sort_by(|a, b| b.counter.cmp(&a.counter));
+            pending.sort_by_key(|d| std::cmp::Reverse(d.counter));
             let bytes = pending.len() * std::mem::size_of::<VuVirtqInflightDesc>();
             let list = libc::malloc(bytes) as *mut VuVirtqInflightDesc;
             if list.is_null() {

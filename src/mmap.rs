@@ -41,6 +41,10 @@ impl Mapping {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Advises the kernel about the whole mapping; failures are not errors (advice only).
     pub fn advise(&self, advice: libc::c_int) -> io::Result<()> {
         // SAFETY: the range is exactly our own mapping.

@@ -153,6 +153,9 @@ fn queue_fd(dev: Dev, vmsg: &VhostUserMsg, fds: &mut Incoming) -> Option<(usize,
 }
 
 /// The watch callback for kick eventfds: drains the kick and runs the queue handler.
+///
+/// # Safety
+/// Called by the C event loop with the device that registered the watch.
 pub unsafe extern "C" fn kick_watch_cb(raw: *mut VuDev, _condition: libc::c_int, data: *mut libc::c_void) {
     crate::ffi::guard((), || {
         // SAFETY: called by the C event loop with the device it registered the watch for.

@@ -57,7 +57,8 @@ pub unsafe extern "C" fn vu_init(
         }
         // SAFETY: the caller passes a VuDev-sized, writable struct; all-zero is a valid VuDev.
         unsafe { std::ptr::write_bytes(dev, 0, 1) };
-        let d = Dev::new_unchecked(dev);
+        // SAFETY: checked non-NULL; the caller passes a VuDev (zeroed just above).
+        let d = unsafe { Dev::new_unchecked(dev) };
         d.set_sock(socket);
         d.set_panic_cb(panic);
         d.set_read_msg(if read_msg.is_some() { read_msg } else { Some(default_read_msg) });

@@ -49,7 +49,7 @@ fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
         return Err(Fault::new("Invalid indirect buffer table"));
     }
     if let Some(p) = mem.translate_exact(d.addr, u64::from(d.len)) {
-        if (p as usize) % std::mem::align_of::<vring_desc>() == 0 {
+        if (p as usize).is_multiple_of(std::mem::align_of::<vring_desc>()) {
             return Ok(Table::InPlace(p as *const vring_desc, count));
         }
     }

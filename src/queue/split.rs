@@ -42,7 +42,7 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str>
     }
     let n = u64::from(num);
     let part = |qva: u64, len: u64, align: usize| {
-        mem.qva_to_va(qva, len).filter(|p| (*p as usize) % align == 0).ok_or("ring address outside guest memory or misaligned")
+        mem.qva_to_va(qva, len).filter(|p| (*p as usize).is_multiple_of(align)).ok_or("ring address outside guest memory or misaligned")
     };
     let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16)?;
     let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2)?;
