@@ -102,7 +102,14 @@ pub struct ProcStats {
 
 pub fn proc_stats(pid: u32) -> Option<ProcStats> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?.lines().count();
+    // File-backed mappings only (guest memory, log, inflight areas: memfds).
+    // Anonymous ones come and go with glibc's per-thread arenas and cached
+    // thread stacks (-T mode); the RSS bound covers those.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .ok()?
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4).map(|ino| ino != "0").unwrap_or(false))
+        .count();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> u64 {
         status
@@ -131,6 +138,7 @@ pub fn rss_limit_kib() -> u64 {
 /// Health checks between iterations.
 pub struct Health {
     pub base: ProcStats,
+    base_maps: String,
 }
 
 impl Health {
@@ -146,7 +154,8 @@ impl Health {
             base.maps = base.maps.min(s.maps);
             base.threads = base.threads.min(s.threads);
         }
-        Health { base }
+        let base_maps = std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
+        Health { base, base_maps }
     }
 
     /// The backend is alive, serves a new frontend, and once idle holds no
@@ -161,14 +170,24 @@ impl Health {
         let t0 = Instant::now();
         loop {
             let s = proc_stats(b.pid()).expect("backend /proc entry");
-            let ok = s.fds <= self.base.fds && s.maps <= self.base.maps + 2 && s.threads <= self.base.threads;
+            let ok = s.fds <= self.base.fds && s.maps <= self.base.maps && s.threads <= self.base.threads;
             assert!(s.rss_kib < rss_limit_kib(), "backend RSS {} KiB exceeds the bound", s.rss_kib);
             if ok {
                 return;
             }
             if t0.elapsed() > Duration::from_secs(5) {
                 let fds = list_fds(b.pid());
-                panic!("backend leaks: now {s:?}, baseline {:?}\nfds:\n{fds}", self.base);
+                let maps = std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
+                let new: Vec<&str> = maps
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(4).map(|i| i != "0").unwrap_or(false))
+                    .filter(|l| !self.base_maps.lines().any(|x| x == *l))
+                    .collect();
+                panic!(
+                    "backend leaks: now {s:?}, baseline {:?}\nfds:\n{fds}mappings not in the baseline:\n  {}",
+                    self.base,
+                    new.join("\n  ")
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
