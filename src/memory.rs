@@ -154,8 +154,14 @@ impl<'a> MemoryTableMut<'a> {
     }
 
     /// Maps a region from the frontend's description and inserts it in order; returns where it
-    /// is mapped. `prot_none` is for postcopy, where pages must fault until userfaultfd is armed.
-    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>, prot_none: bool) -> Result<VuDevRegion, AddError> {
+    /// is mapped.
+    ///
+    /// `_postcopy`: the original maps postcopy regions PROT_NONE until userfaultfd is armed,
+    /// so a frontend that sends a ring address or a kick before that (or never arms it) kills
+    /// the process with SIGSEGV. We map them read/write from the start: a page read before
+    /// arming shows the file's current content, and `postcopy::generate_faults` drops every
+    /// page (MADV_DONTNEED) when it registers the region, so later reads fault as intended.
+    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>, _postcopy: bool) -> Result<VuDevRegion, AddError> {
         let n = self.len();
         if n >= VHOST_USER_MAX_RAM_SLOTS {
             return Err(AddError::Full);
@@ -182,7 +188,7 @@ impl<'a> MemoryTableMut<'a> {
                 return Err(AddError::Invalid("region extends beyond the end of its file"));
             }
         }
-        let prot = if prot_none { libc::PROT_NONE } else { libc::PROT_READ | libc::PROT_WRITE };
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
         let mapping = Mapping::map_shared(fd, map_len, fd_offset, prot, true).map_err(AddError::Mmap)?;
         // Guest RAM has no place in our core dumps.
         let _ = mapping.advise(libc::MADV_DONTDUMP);
