@@ -236,10 +236,10 @@ fn stress(threads: bool, default_iters: u64, name: &str) {
 
 #[test]
 fn stress_rings() {
-    stress(false, 600, "stress_rings");
+    stress(false, 1500, "stress_rings");
 }
 
 #[test]
 fn stress_rings_worker_threads() {
-    stress(true, 400, "stress_rings_worker_threads");
+    stress(true, 1000, "stress_rings_worker_threads");
 }

@@ -249,6 +249,17 @@ pub fn run(name: &str, default_iters: u64, mut iter: impl FnMut(&mut Rng, u64, &
 pub fn finish(mut b: Backend) {
     let st = b.terminate();
     let err = b.stderr();
+    // What the library refused, for whoever runs with --nocapture.
+    let mut hist: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in err.lines().filter(|l| l.starts_with("vhost-user panic:")) {
+        let k: String = l.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(90).collect();
+        *hist.entry(k).or_default() += 1;
+    }
+    let mut hist: Vec<_> = hist.into_iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(&a.1));
+    for (k, n) in hist.iter().take(40) {
+        eprintln!("{n:6} {k}");
+    }
     assert!(st.signal().is_none() && st.code() == Some(0), "backend exit: {}\nstderr tail:\n{}", describe(st), tail(&err));
     for pat in ["Invalid read", "Invalid write", "uninitialised", "Invalid free", "Mismatched free"] {
         assert!(!err.contains(pat), "memcheck reported '{pat}':\n{}", err);
