@@ -482,13 +482,6 @@ fn stress(threads: bool, default_iters: u64, name: &str) {
             pool.mem.write(r.gpa, &rng.bytes(16384.min(r.size as usize)));
         }
         for m in seq.iter_mut() {
-            // VHOST_USER_NONE goes to the example's process_msg, which takes it
-            // as a disconnect and does not close fds sent with it (the library
-            // leaves a claimed message's fds to the device, as the original
-            // does): no fds with it, or every such message would "leak".
-            if m.req == 0 {
-                m.fds.clear();
-            }
             log.push(m.describe());
             let size = m.size.unwrap_or(m.payload.len() as u32);
             if c.send_sized(m.req, m.flags, size, &m.payload, &m.fds).is_err() {
