@@ -42,7 +42,7 @@ fn main() {
     }
 
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{SONAME}");
+        println!("cargo:rustc-link-arg=-Wl,-soname,{SONAME}");
     }
 }
 

@@ -107,11 +107,12 @@ fn expect_panic(be: &mut ProtoBackend, fe: &Front, what: &str, f: impl FnOnce(&F
     let fds_before = fd_count(be.pid());
     f(fe);
     assert_eq!(fe.c.call(GET_MAX_MEM_SLOTS, &[], &[]).u64(), 509, "backend stopped answering after: {what}");
-    assert!(
-        be.wait_stderr(&"PANIC".repeat(1), Duration::from_secs(2)) && be.stderr().matches("PANIC").count() > before_panics,
-        "no panic reported for: {what}\n{}",
-        be.stderr()
-    );
+    // The backend's stderr is collected asynchronously: wait for the new report to arrive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while be.stderr().matches("PANIC").count() <= before_panics && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(be.stderr().matches("PANIC").count() > before_panics, "no panic reported for: {what}\n{}", be.stderr());
     let last = be.stderr().lines().filter(|l| l.contains("PANIC")).last().unwrap_or("").to_string();
     assert!(last.to_lowercase().contains(&what.to_lowercase()), "panic for '{what}' says: {last}");
     be.assert_alive();

@@ -31,7 +31,7 @@ pub fn set_vring_num(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         return Outcome::Failed;
     }
     // Hold the memory lock: a queue thread may be reading the ring geometry.
-    let _mem = dev.state().mem.write();
+    let _mem = dev.mem_mut();
     // SAFETY: in-range queue; the write lock keeps queue operations out.
     let vq = unsafe { &mut *vq };
     vq.vring.num = num;
@@ -54,13 +54,14 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         return Outcome::Failed;
     };
     let used_idx = {
-        let mem = dev.state().mem.write();
+        let mem = dev.mem_mut();
+        let table = mem.table();
         // SAFETY: in-range queue; the write lock keeps queue operations out.
         let vq = unsafe { &mut *vq };
         vq.vra = addr;
         vq.vring.flags = addr.flags;
         vq.vring.log_guest_addr = addr.log_guest_addr;
-        if map_ring(&mem, vq).is_err() {
+        if map_ring(&table, vq).is_err() {
             drop(mem);
             dev.panic("Invalid vring_addr message");
             return Outcome::Failed;
@@ -153,6 +154,9 @@ fn queue_fd(dev: Dev, vmsg: &VhostUserMsg, fds: &mut Incoming) -> Option<(usize,
 }
 
 /// The watch callback for kick eventfds: drains the kick and runs the queue handler.
+///
+/// # Safety
+/// Called by the C event loop with the device that registered the watch.
 pub unsafe extern "C" fn kick_watch_cb(raw: *mut VuDev, _condition: libc::c_int, data: *mut libc::c_void) {
     crate::ffi::guard((), || {
         // SAFETY: called by the C event loop with the device it registered the watch for.
@@ -200,7 +204,7 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
         dev.set_watch(kick, VuWatchCondtion::VU_WATCH_IN as libc::c_int, Some(kick_watch_cb), idx as *mut libc::c_void);
     }
     let result = {
-        let mem = dev.state().mem.read();
+        let mem = dev.mem();
         // SAFETY: in-range queue, under the memory lock for its ring.
         let q = unsafe { &mut *vq };
         let used = crate::queue::split::usable(dev, &mem, q).ok().flatten().map(|r| r.used_idx());
@@ -218,6 +222,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     // SAFETY: in-range queue.
     unsafe { close_fd(std::mem::replace(&mut (*vq).call_fd, fd)) };
     if fd != -1 {
+        crate::device::set_nonblocking(fd);
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
         let _ = crate::queue::split::signal_eventfd(fd);
     }

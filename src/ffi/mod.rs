@@ -1,5 +1,10 @@
 //! The C boundary: every `vu_*` symbol, each a thin shell that checks its pointers, catches
 //! any Rust panic (none may unwind into C) and calls the safe core.
+//!
+//! Safety contract of every function here: the C API's. Pointers are NULL or what the C
+//! caller got from this library (`dev` initialised by `vu_init`, `vq` one of its queues,
+//! elements from `vu_queue_pop`) or owns (output pointers, buffers of the documented size).
+#![allow(clippy::missing_safety_doc)]
 
 mod device;
 mod queue;

@@ -24,7 +24,7 @@ unsafe fn with_queue<R: Copy>(
         // SAFETY: the caller passes its initialised device.
         let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return fallback };
         let Some(qidx) = d.queue_index(vq) else { return fallback };
-        let mem = d.state().mem.read();
+        let mem = d.mem();
         // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
         // the C API requires.
         let result = f(d, &mem, unsafe { &mut *vq }, qidx);
@@ -32,7 +32,7 @@ unsafe fn with_queue<R: Copy>(
         match result {
             Ok(r) => r,
             Err(fault) => {
-                d.panic(&fault.0);
+                d.panic(&fault.to_string());
                 fallback
             }
         }
@@ -72,7 +72,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     guard((), || match decision {
         Some((d, _, Notify::Eventfd(fd))) => {
             if let Err(f) = split::signal_eventfd(fd) {
-                d.panic(&f.0);
+                d.panic(&f.to_string());
             }
         }
         Some((d, qidx, Notify::InBand { ack })) => backend::vring_call(d, qidx, ack),

@@ -41,15 +41,15 @@ impl Table {
 
 fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
     if d.len == 0 || u64::from(d.len) % DESC_SIZE != 0 {
-        return Err(Fault::new("Invalid size for indirect buffer table"));
+        return Err(Fault::IndirectSize);
     }
     let count = (u64::from(d.len) / DESC_SIZE) as usize;
     // A chain is never longer than the largest queue (virtio spec), so neither is a table.
     if count > VIRTQUEUE_MAX_SIZE as usize {
-        return Err(Fault::new("Invalid indirect buffer table"));
+        return Err(Fault::IndirectTable);
     }
     if let Some(p) = mem.translate_exact(d.addr, u64::from(d.len)) {
-        if (p as usize) % std::mem::align_of::<vring_desc>() == 0 {
+        if (p as usize).is_multiple_of(std::mem::align_of::<vring_desc>()) {
             return Ok(Table::InPlace(p as *const vring_desc, count));
         }
     }
@@ -58,12 +58,12 @@ fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
     let dst = table.as_mut_ptr() as *mut u8;
     let (mut addr, mut done, total) = (d.addr, 0u64, u64::from(d.len));
     while done < total {
-        let (src, n) = mem.translate(addr, total - done).ok_or_else(|| Fault::new("Invalid indirect buffer table"))?;
+        let (src, n) = mem.translate(addr, total - done).ok_or(Fault::IndirectTable)?;
         // SAFETY: `src` is valid for `n` bytes of mapped guest memory (under the read lock);
         // `dst + done` has `total - done >= n` bytes left in the vector.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.add(done as usize), n as usize) };
         done += n;
-        addr = addr.checked_add(n).ok_or_else(|| Fault::new("Invalid indirect buffer table"))?;
+        addr = addr.checked_add(n).ok_or(Fault::IndirectTable)?;
     }
     for d in &mut table {
         *d = vring_desc { addr: u64::from_le(d.addr), len: u32::from_le(d.len), flags: u16::from_le(d.flags), next: u16::from_le(d.next) };
@@ -78,7 +78,7 @@ where
     F: FnMut(&vring_desc) -> Result<ControlFlow<()>, Fault>,
 {
     let ring_table = Table::InPlace(ring.desc_table(), usize::from(ring.num()));
-    let first = ring_table.get(usize::from(head)).ok_or_else(|| Fault(format!("Guest says index {head} is available")))?;
+    let first = ring_table.get(usize::from(head)).ok_or(Fault::BadHead(u32::from(head)))?;
     let (table, mut i, indirect) = if first.flags & VRING_DESC_F_INDIRECT != 0 {
         (indirect_table(mem, &first)?, 0usize, true)
     } else {
@@ -87,17 +87,13 @@ where
     let max = table.len();
     let mut seen = 0usize;
     loop {
-        let d = table.get(i).ok_or_else(|| Fault(format!("Desc next is {i}")))?;
+        let d = table.get(i).ok_or(Fault::DescNext(i as u32))?;
         seen += 1;
         if seen > max {
-            return Err(Fault::new("Looped descriptor"));
+            return Err(Fault::Looped);
         }
         if d.flags & VRING_DESC_F_INDIRECT != 0 {
-            return Err(Fault::new(if indirect {
-                "Nested indirect descriptor table"
-            } else {
-                "Indirect descriptor inside a descriptor chain"
-            }));
+            return Err(if indirect { Fault::NestedIndirect } else { Fault::IndirectInChain });
         }
         if visit(&d)?.is_break() {
             return Ok(());
@@ -107,7 +103,7 @@ where
         }
         i = usize::from(d.next);
         if i >= max {
-            return Err(Fault(format!("Desc next is {i}")));
+            return Err(Fault::DescNext(i as u32));
         }
     }
 }

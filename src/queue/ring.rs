@@ -40,7 +40,7 @@ impl SplitRing {
         if r.desc.is_null() || r.avail.is_null() || r.used.is_null() {
             return None;
         }
-        let num = u16::try_from(r.num).ok().filter(|n| *n > 0)?;
+        let num = u16::try_from(r.num).ok().filter(|n| n.is_power_of_two())?;
         Some(SplitRing { desc: r.desc, avail: r.avail, used: r.used, num })
     }
 
@@ -67,10 +67,16 @@ impl SplitRing {
         u16::from_le(unsafe { std::ptr::addr_of!((*self.avail).flags).read_volatile() })
     }
 
+    /// `i % num` (num is a power of two: checked when the ring was mapped).
+    #[inline]
+    fn slot(&self, i: u16) -> usize {
+        usize::from(i & (self.num - 1))
+    }
+
     /// Entry `i % num` of the avail ring.
     #[inline]
     pub fn avail_entry(&self, i: u16) -> u16 {
-        let slot = usize::from(i % self.num);
+        let slot = self.slot(i);
         // SAFETY: slot < num and the ring holds num entries after its 4-byte header.
         u16::from_le(unsafe { (std::ptr::addr_of!((*self.avail).ring) as *const u16).add(slot).read_volatile() })
     }
@@ -123,7 +129,7 @@ impl SplitRing {
     /// Writes used entry `slot % num`.
     #[inline]
     pub fn write_used(&self, slot: u16, id: u32, len: u32) {
-        let slot = usize::from(slot % self.num);
+        let slot = self.slot(slot);
         // SAFETY: slot < num and the used ring holds num entries.
         unsafe {
             let p = (std::ptr::addr_of_mut!((*self.used).ring) as *mut vring_used_elem).add(slot);
@@ -133,7 +139,7 @@ impl SplitRing {
 
     /// Byte offset of used entry `slot % num` inside the used ring (for dirty logging).
     pub fn used_entry_offset(&self, slot: u16) -> u64 {
-        4 + 8 * u64::from(slot % self.num)
+        4 + 8 * self.slot(slot) as u64
     }
 }
 

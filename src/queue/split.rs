@@ -2,7 +2,6 @@
 //! Every function takes the queue's device, the memory table (read-locked by the caller, so
 //! guest memory stays mapped), and the queue itself (one thread per queue, as in C).
 
-use std::mem::MaybeUninit;
 use std::ops::ControlFlow;
 use std::sync::atomic::{fence, Ordering};
 
@@ -14,7 +13,7 @@ use crate::dirty_log::VHOST_F_LOG_ALL;
 use crate::inflight;
 use crate::memory::MemoryTable;
 use crate::queue::chain::{self, VRING_DESC_F_WRITE};
-use crate::queue::element;
+use crate::queue::element::ElementBuilder;
 use crate::queue::ring::{avail_ring_size, desc_table_size, used_ring_size, SplitRing};
 use crate::queue::Fault;
 
@@ -42,7 +41,7 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str>
     }
     let n = u64::from(num);
     let part = |qva: u64, len: u64, align: usize| {
-        mem.qva_to_va(qva, len).filter(|p| (*p as usize) % align == 0).ok_or("ring address outside guest memory or misaligned")
+        mem.qva_to_va(qva, len).filter(|p| (*p as usize).is_multiple_of(align)).ok_or("ring address outside guest memory or misaligned")
     };
     let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16)?;
     let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2)?;
@@ -68,7 +67,7 @@ pub fn usable(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<Option<Sp
         return Ok(None);
     }
     if map_ring(mem, vq).is_err() {
-        return Err(Fault::new("remapping queue on access"));
+        return Err(Fault::Remap);
     }
     // SAFETY: just mapped by `map_ring`.
     Ok(unsafe { SplitRing::of(vq) })
@@ -80,7 +79,7 @@ pub fn usable(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<Option<Sp
 fn refresh_avail(ring: &SplitRing, vq: &mut VuVirtq, from: u16) -> Result<u16, Fault> {
     let idx = ring.avail_idx();
     if idx.wrapping_sub(from) > ring.num() {
-        return Err(Fault(format!("Guest moved used index from {} to {}", from, idx)));
+        return Err(Fault::AvailIndexJump { from, to: idx });
     }
     vq.shadow_avail_idx = idx;
     Ok(idx)
@@ -102,45 +101,37 @@ pub fn empty(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<bool, Faul
     }
 }
 
-/// Maps the chain at `head` into one malloc'd element of `sz` bytes.
+/// Maps the chain at `head` into one malloc'd element of `sz` bytes (NULL when out of memory).
 fn map_element(mem: &MemoryTable, ring: &SplitRing, head: u16, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
-    const MAX: usize = VIRTQUEUE_MAX_SIZE as usize;
-    let mut iov: [MaybeUninit<iovec>; MAX] = [const { MaybeUninit::uninit() }; MAX];
-    let mut n = 0usize;
+    let Some(mut elem) = ElementBuilder::new(sz) else { return Ok(std::ptr::null_mut()) };
     let mut out_num = 0usize;
     let mut writing = false;
     let mut hint = 0usize;
     chain::walk(mem, ring, head, |d| {
         let is_write = d.flags & VRING_DESC_F_WRITE != 0;
         if !is_write && writing {
-            return Err(Fault::new("Incorrect order for descriptors"));
+            return Err(Fault::Order);
         }
         if d.len == 0 {
-            return Err(Fault::new("virtio: zero sized buffers are not allowed"));
+            return Err(Fault::ZeroSized);
         }
         let (mut addr, mut left) = (d.addr, u64::from(d.len));
         while left > 0 {
-            if n == MAX {
-                return Err(Fault::new("virtio: too many descriptors in indirect table"));
+            let (p, len) = mem.translate_cached(addr, left, &mut hint).ok_or(Fault::BadAddress)?;
+            if !elem.push(iovec { iov_base: p.cast(), iov_len: len as usize }) {
+                return Err(Fault::TooManySegments);
             }
-            let (p, len) =
-                mem.translate_cached(addr, left, &mut hint).ok_or_else(|| Fault::new("virtio: invalid address for buffers"))?;
-            iov[n].write(iovec { iov_base: p.cast(), iov_len: len as usize });
-            n += 1;
             left -= len;
-            addr = addr.checked_add(len).ok_or_else(|| Fault::new("virtio: invalid address for buffers"))?;
+            addr = addr.checked_add(len).ok_or(Fault::BadAddress)?;
         }
         if is_write {
             writing = true;
         } else {
-            out_num = n;
+            out_num = elem.len();
         }
         Ok(ControlFlow::Continue(()))
     })?;
-    // SAFETY: the first `n` entries were written above.
-    let mapped = unsafe { std::slice::from_raw_parts(iov.as_ptr() as *const iovec, n) };
-    let (out, in_) = mapped.split_at(out_num);
-    Ok(element::alloc(sz, u32::from(head), out, in_).unwrap_or(std::ptr::null_mut()))
+    Ok(elem.finish(u32::from(head), out_num))
 }
 
 /// `vu_queue_pop`: the next request, or NULL when there is none (or no memory for it).
@@ -155,7 +146,7 @@ pub fn pop(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, sz: usize
             inflight::free_resubmit_list(vq);
         }
         if head >= ring.num() {
-            return Err(Fault(format!("Guest says index {head} is available")));
+            return Err(Fault::BadHead(u32::from(head)));
         }
         return map_element(mem, &ring, head, sz);
     }
@@ -167,12 +158,12 @@ pub fn pop(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, sz: usize
     fence(Ordering::Acquire);
 
     if vq.inuse >= u32::from(ring.num()) {
-        return Err(Fault::new("Virtqueue size exceeded"));
+        return Err(Fault::SizeExceeded);
     }
     let head = ring.avail_entry(vq.last_avail_idx);
     vq.last_avail_idx = vq.last_avail_idx.wrapping_add(1);
     if head >= ring.num() {
-        return Err(Fault(format!("Guest says index {head} is available")));
+        return Err(Fault::BadHead(u32::from(head)));
     }
     if dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
         ring.set_avail_event(vq.last_avail_idx);
@@ -202,30 +193,42 @@ pub fn rewind(vq: &mut VuVirtq, num: u32) -> bool {
     true
 }
 
+/// Whether migration logging is on (checked inline; the logging itself is out of line).
+#[inline]
+fn logging(dev: Dev) -> bool {
+    dev.has_feature(VHOST_F_LOG_ALL)
+}
+
 /// Marks guest memory the device wrote as dirty when migration logging is on.
+#[cold]
+#[inline(never)]
 pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
-    if !dev.has_feature(VHOST_F_LOG_ALL) || len == 0 {
+    if !logging(dev) || len == 0 {
         return Ok(());
     }
-    let log = dev.state().log.read();
-    let Some(l) = log.as_ref() else { return Ok(()) };
-    if !l.mark(addr, len) {
-        return Err(Fault(format!("dirty log too small for write at {addr:#x}+{len:#x}")));
+    if dev.log_table().is_null() {
+        return Ok(());
     }
-    // Still under the log's read lock: SET_LOG_FD replaces the fd under the write lock.
+    if !crate::dirty_log::mark(dev, addr, len) {
+        return Err(Fault::LogTooSmall { addr, len });
+    }
+    // The caller holds the memory lock: SET_LOG_FD replaces the fd under the write lock.
     let fd = dev.log_call_fd();
     if fd >= 0 && eventfd_write(fd).is_err() {
-        return Err(Fault(format!("Error writing eventfd: {}", std::io::Error::last_os_error())));
+        return Err(crate::queue::eventfd_fault());
     }
     Ok(())
 }
 
-/// Logs the device-writable buffers of a completed element, up to `len` bytes.
-fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, head: u32, mut len: u32) -> Result<(), Fault> {
-    if !dev.has_feature(VHOST_F_LOG_ALL) || dev.state().log.read().is_none() {
+/// Logs the device-writable buffers of a completed element, up to `len` bytes, and its used
+/// ring entry.
+#[cold]
+#[inline(never)]
+fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, vq: &VuVirtq, head: u32, mut len: u32, slot: u16) -> Result<(), Fault> {
+    if dev.log_table().is_null() {
         return Ok(());
     }
-    let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or_else(|| Fault::new("invalid element index"))?;
+    let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;
     chain::walk(mem, ring, head, |d| {
         if d.flags & VRING_DESC_F_WRITE != 0 {
             let n = d.len.min(len);
@@ -233,21 +236,22 @@ fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, head: u32, mut len: u
             len -= n;
         }
         Ok(if len == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
-    })
-}
-
-/// `vu_queue_fill`.
-pub fn fill(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
-    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
-    log_fill(dev, mem, &ring, index, len)?;
-    let slot = vq.used_idx.wrapping_add(idx as u16);
-    ring.write_used(slot, index, len);
+    })?;
     log_write(dev, vq.vring.log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
 }
 
-/// `vu_queue_flush`.
-pub fn flush(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, count: u32) -> Result<(), Fault> {
-    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
+#[inline]
+fn fill_ring(dev: Dev, mem: &MemoryTable, ring: &SplitRing, vq: &VuVirtq, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
+    let slot = vq.used_idx.wrapping_add(idx as u16);
+    ring.write_used(slot, index, len);
+    if logging(dev) {
+        log_fill(dev, mem, ring, vq, index, len, slot)?;
+    }
+    Ok(())
+}
+
+#[inline]
+fn flush_ring(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq, count: u32) -> Result<(), Fault> {
     let old = vq.used_idx;
     let new = old.wrapping_add(count as u16);
     ring.publish_used_idx(new);
@@ -256,14 +260,34 @@ pub fn flush(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, count: u32) -> Resul
     if i32::from(new.wrapping_sub(vq.signalled_used) as i16) < i32::from(new.wrapping_sub(old)) {
         vq.signalled_used_valid = false;
     }
-    log_write(dev, vq.vring.log_guest_addr.wrapping_add(2), 2)
+    if logging(dev) {
+        log_write(dev, vq.vring.log_guest_addr.wrapping_add(2), 2)?;
+    }
+    Ok(())
+}
+
+/// `vu_queue_fill`.
+pub fn fill(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
+    fill_ring(dev, mem, &ring, vq, index, len, idx)
+}
+
+/// `vu_queue_flush`.
+pub fn flush(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, count: u32) -> Result<(), Fault> {
+    let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
+    flush_ring(dev, &ring, vq, count)
 }
 
 /// `vu_queue_push`: fill + flush of one element, with inflight bookkeeping around the flush.
 pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, index: u32, len: u32) -> Result<(), Fault> {
-    fill(dev, mem, vq, index, len, 0)?;
+    let Some(ring) = usable(dev, mem, vq)? else {
+        // No ring: nothing to publish, but the element is no longer in flight.
+        inflight::before_put(dev, vq, qidx, index)?;
+        return inflight::after_put(dev, vq, qidx, index);
+    };
+    fill_ring(dev, mem, &ring, vq, index, len, 0)?;
     inflight::before_put(dev, vq, qidx, index)?;
-    flush(dev, mem, vq, 1)?;
+    flush_ring(dev, &ring, vq, 1)?;
     inflight::after_put(dev, vq, qidx, index)
 }
 
@@ -334,7 +358,7 @@ pub fn notify_decision(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, sync: bool
 }
 
 pub fn signal_eventfd(fd: libc::c_int) -> Result<(), Fault> {
-    eventfd_write(fd).map_err(|_| Fault(format!("Error writing eventfd: {}", std::io::Error::last_os_error())))
+    eventfd_write(fd).map_err(|_| crate::queue::eventfd_fault())
 }
 
 /// `vu_queue_set_notification`.
@@ -368,7 +392,7 @@ pub fn avail_bytes(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, max_in: u32, m
         let avail = ring.avail_idx();
         let pending = avail.wrapping_sub(idx);
         if avail.wrapping_sub(vq.last_avail_idx) > ring.num() {
-            return Err(Fault(format!("Guest moved used index from {} to {}", idx, avail)));
+            return Err(Fault::AvailIndexJump { from: idx, to: avail });
         }
         if pending == 0 {
             return Ok((in_total, out_total));
@@ -377,7 +401,7 @@ pub fn avail_bytes(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, max_in: u32, m
         let head = ring.avail_entry(idx);
         idx = idx.wrapping_add(1);
         if head >= ring.num() {
-            return Err(Fault(format!("Guest says index {head} is available")));
+            return Err(Fault::BadHead(u32::from(head)));
         }
         let mut done = false;
         chain::walk(mem, &ring, head, |d| {

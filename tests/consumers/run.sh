@@ -128,7 +128,7 @@ if [ "$DO_RUST" = 1 ]; then
     [ "$LIBS" = c-original ] || [ "$LIBS" = ours ] && sel_lib=$LIBS
     [ "$GENS" = 7.2 ] || [ "$GENS" = 10.0 ] && sel_gen=$GENS
     VU_CACHE=$CACHE VU_RESULTS=$RESULTS VU_LOGDIR=$LOGDIR \
-        bash "$TIER_DIR/rust-stage.sh" --lib "$sel_lib" --gen "$sel_gen" || true
+        bash "$TIER_DIR/rust-stage.sh" --lib "$sel_lib" --gen "$sel_gen" --env "$ENV_FILE" || true
 fi
 
 # ---- results table

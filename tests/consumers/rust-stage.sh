@@ -4,11 +4,14 @@
 # against the consumer binaries that tests/consumers/run.sh built.
 #
 #   tests/consumers/rust-stage.sh [--lib ours|c-original|both] [--gen 7.2|10.0|both]
+#                                 [--env ENV_FILE]
 #
 # Runs each such cargo test once per (generation, library) with
-#   VU_CONSUMERS_ENV=$VU_CACHE/consumers.env  VU_REQUIRE_CONSUMERS=1
+#   VU_CONSUMERS_ENV=ENV_FILE (default $VU_CONSUMERS_ENV, else
+#   $VU_CACHE/consumers.env)  VU_REQUIRE_CONSUMERS=1
 #   VU_CONSUMER_GEN=<gen>  VU_CONSUMER_LIB=<lib>
-# (a missing binary is then a failure, not a skip).  Called by run.sh, which
+# (a missing binary is then a failure, not a skip); VU_EVDEV and VU_ISCSI_URI
+# pass through to enable the vhost-user-input / -scsi tests.  Called by run.sh, which
 # passes VU_RESULTS so the results land in its table; standalone it prints
 # its own "N passed, N failed" line.
 # SPDX-License-Identifier: GPL-2.0-or-later
@@ -20,11 +23,13 @@ main() {
     REPO=$(cd "$TIER_DIR/../.." && pwd)
     CACHE=${VU_CACHE:-/var/tmp/vu-consumers}
     local LIBS="c-original ours" GENS="7.2 10.0"
+    local env_file=${VU_CONSUMERS_ENV:-$CACHE/consumers.env}
     while [ $# -gt 0 ]; do
         case $1 in
             --lib) shift; case ${1:-} in both) ;; ours|c-original) LIBS=$1 ;; *) exit 2 ;; esac ;;
             --gen) shift; case ${1:-} in both) ;; 7.2|10.0) GENS=$1 ;; *) exit 2 ;; esac ;;
-            *) sed -n '2,14p' "$0"; exit 2 ;;
+            --env) shift; env_file=${1:-} ;;
+            *) sed -n '2,17p' "$0"; exit 2 ;;
         esac
         shift
     done
@@ -39,7 +44,7 @@ main() {
     # shellcheck source=lib/common.sh
     . "$TIER_DIR/lib/common.sh"
 
-    local env_file=$CACHE/consumers.env tests=() f name gen lib
+    local tests=() f name gen lib
     for f in "$REPO"/tests/consumers_*.rs "$REPO"/tests/consumer_*.rs; do
         [ -f "$f" ] && tests+=("$(basename "$f" .rs)")
     done
@@ -57,7 +62,8 @@ main() {
                     log "stage 2: cargo test --test $name ($gen, $lib)"
                     if VU_CONSUMERS_ENV=$env_file VU_REQUIRE_CONSUMERS=1 VU_CONSUMER_GEN=$gen \
                        VU_CONSUMER_LIB=$lib timeout -k 10 1500 \
-                       cargo test --manifest-path "$REPO/Cargo.toml" --test "$name" > "$lg" 2>&1; then
+                       cargo test --manifest-path "$REPO/Cargo.toml" --test "$name" \
+                       -- --nocapture --test-threads 2 > "$lg" 2>&1; then
                         summary=$(grep -E '^test result:' "$lg" | tail -1)
                         result PASS "rust/$gen/$lib/$name" "$summary" rust-frontend "$gen" "$lib"
                     else
