@@ -193,6 +193,9 @@ if [[ ",$SECTIONS," == *",consumers,"* ]]; then
             done
         done
     done
+    if [ -n "${BENCH_CONSUMERS_OURS:-}" ]; then
+        echo "\`ours\` consumer binaries: $BENCH_CONSUMERS_OURS/<gen>/ (not the consumer tier's), e.g. relinked by bench/relink-consumers.sh with this checkout's library." > "$RAW/consumers-note.txt"
+    fi
 fi
 
 DRIVER_SECTIONS=$(echo "$SECTIONS" | tr , '\n' | grep -v '^mem$' | paste -sd, || true)
