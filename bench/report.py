@@ -208,6 +208,8 @@ def load_results(raw):
     files = sorted(f for f in os.listdir(raw) if f.startswith("results") and f.endswith(".json"))
     files.sort(key=lambda f: (f != "results.json", os.path.getmtime(os.path.join(raw, f))))
     res = None
+    if not files:  # e.g. `run.sh --only mem` without an earlier run
+        return {"mode": "-", "reps": 0, "seconds": 0, "callgrind_requests": 0, "micro_requests": 0}
     for f in files:
         r = json.load(open(os.path.join(raw, f)))
         if res is None:
@@ -254,13 +256,13 @@ def hotspots(path, per, top=15):
     return [(f, n / per, 100.0 * n / total) for f, n in items]
 
 
-def plot(res, out_png):
+def plot(res, out_png, raw):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [("blk", "vhost-user-blk --null backend"), ("micro", "in-process pop/push/notify"),
-              ("ctrl", "control plane"), ("consumers", "real consumers (ours/C same gen)")]
+              ("ctrl", "control plane"), ("consumers", "real consumers, ours/C same gen (green: library instr)")]
     fig, axes = plt.subplots(1, 4, figsize=(26, 8))
     for ax, (key, title) in zip(axes, panels):
         rows = res.get(key, [])
@@ -272,7 +274,11 @@ def plot(res, out_png):
             names.append(r["workload"])
             series["rate"].append(ratio(med(o.get("rps") or []), med(c.get("rps") or [])))
             series["cpu"].append(ratio(med(o.get("cpu_ns") or []), med(c.get("cpu_ns") or [])))
-            series["ir"].append(ratio(o.get("ir"), c.get("ir")))
+            if key == "consumers":  # the library's own instructions (see section 4)
+                n = res["callgrind_requests"] // 4
+                series["ir"].append(ratio(consumer_lib_ir(raw, r, "ours", n), consumer_lib_ir(raw, r, "c-original", n)))
+            else:
+                series["ir"].append(ratio(o.get("ir"), c.get("ir")))
         y = list(range(len(names)))
         h = 0.27
         for k, (s, lab) in enumerate([("rate", "rate ours/C10 (>1 better)"), ("cpu", "CPU per op ours/C10 (<1 better)"), ("ir", "instructions/req ours/C10 (<1 better)")]):
@@ -404,7 +410,7 @@ def main():
     md += ["![ratios](report.png)", ""]
     open(os.path.join(a.out, "REPORT.md"), "w").write("\n".join(md))
     try:
-        plot(res, os.path.join(a.out, "report.png"))
+        plot(res, os.path.join(a.out, "report.png"), a.raw)
     except Exception as e:  # the table is the primary output
         print(f"plot failed: {e}")
 
