@@ -318,7 +318,8 @@ def main():
         f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.release()}, "
         f"load average at report time: {load}",
         f"- compilers: {sh('gcc --version | head -1')}; {sh('rustc --version')}",
-        f"- commit: {sh('git -C ' + os.path.dirname(os.path.abspath(__file__)) + ' rev-parse --short HEAD')}",
+        f"- commit measured: {open(os.path.join(a.raw, 'commit.txt')).read().strip() if os.path.exists(os.path.join(a.raw, 'commit.txt')) else '?'}"
+        f" (report written at {sh('git -C ' + os.path.dirname(os.path.abspath(__file__)) + ' rev-parse --short HEAD')})",
     ]
     md = ["# libvhost-user benchmark: this library vs the C original", "", *info, "",
           "Libraries: **ours** (release, `cargo build --release`), **C 10.0.2** and **C 7.2** "

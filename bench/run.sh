@@ -146,6 +146,8 @@ if [ -z "$ONLY" ]; then
     rm -rf "$RAW"
     OUT="$RAW/results.json"
     SECTIONS=blk,micro,ctrl,consumers
+    mkdir -p "$RAW"
+    git -C "$ROOT" rev-parse --short HEAD > "$RAW/commit.txt" 2>/dev/null || true
 else
     OUT="$RAW/results-${ONLY//,/-}.json"
     SECTIONS=$ONLY
