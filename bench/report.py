@@ -378,7 +378,9 @@ def main():
         md[-1:-1] = ["", open(note).read().strip()]
     ms = mem_section(os.path.join(a.raw, "mem.txt"))
     if ms:
-        md += ["## 5. Memory footprint", "",
+        mc = os.path.join(a.raw, "mem-commit.txt")
+        mc = open(mc).read().strip() if os.path.exists(mc) else "?"
+        md += ["## 5. Memory footprint", "", f"Measured at commit {mc}.", "",
                "Heap in use (glibc `mallinfo2().uordblks`, bytes, chunk overhead included) of `bench/mem.c` linked "
                "against each library: after `vu_init(max_queues)`, then the increase caused by SET_MEM_TABLE with "
                "8 regions or by ADD_MEM_REG one region at a time (memfd regions of 2 MiB; mappings are not heap). "

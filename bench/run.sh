@@ -158,6 +158,7 @@ mkdir -p "$RAW"
 if want mem; then
     log "memory footprint"
     : > "$RAW/mem.txt"
+    git -C "$ROOT" rev-parse --short HEAD > "$RAW/mem-commit.txt" 2>/dev/null || true
     for lib in ours c10 c72; do
         for args in "-q 1" "-q 64" "-q 1 -m" "-q 1 -a 32" "-q 1 -a 256"; do
             out=$("$WORK/bin/mem-$lib" $args 2>&1 | tail -1) || true
