@@ -641,6 +641,11 @@ static int blk_process_msg(VuDev *dev, VhostUserMsg *vmsg, int *do_reply)
     struct blk *b = blk_of(dev);
 
     if (vmsg->request == VHOST_USER_NONE) {
+        /* A claimed message's fds are ours to close. */
+        for (int i = 0; i < vmsg->fd_num; i++) {
+            close(vmsg->fds[i]);
+        }
+        vmsg->fd_num = 0;
         b->peer_gone = true;
         *do_reply = 0;
         return 1;

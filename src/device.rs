@@ -1,47 +1,73 @@
 //! The library's private state behind a C `VuDev`, and checked access to the C struct.
 //!
-//! C code embeds `VuDev` by value and reads its fields, so it can hold no Rust state. Ours
-//! lives in one allocation whose first field is the C-visible `regions` array: `dev->regions`
-//! points at it, and that pointer leads back to the whole `DeviceState`.
+//! C code embeds `VuDev` by value and reads its fields, so it can hold no Rust state. The
+//! C-visible fields are the state (regions, dirty log, inflight area: nothing is kept twice);
+//! the one thing the library adds is a lock, placed after the `regions` array in the same
+//! allocation the original makes for that array: `dev->regions` leads back to it.
 
 use std::cell::UnsafeCell;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::ops::Deref;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::abi::*;
-use crate::dirty_log::DirtyLog;
-use crate::memory::MemoryTable;
+use crate::memory::{MemoryTable, MemoryTableMut};
 
-/// Everything the library keeps per device besides the C-visible fields.
+/// What `VuDev.regions` points to.
 #[repr(C)]
 pub struct DeviceState {
     /// Must stay first: `VuDev.regions` points here (see the module docs).
     c_regions: UnsafeCell<[VuDevRegion; VHOST_USER_MAX_RAM_SLOTS]>,
-    /// Guest memory. Queue operations hold the read lock while they touch guest memory; the
-    /// control plane takes the write lock to change the table.
-    pub mem: RwLock<MemoryTable>,
-    /// The dirty log, when the frontend has set one.
-    pub log: RwLock<Option<DirtyLog>>,
-    /// Per queue: how many descriptor states its inflight area holds (0 = none).
-    pub inflight_capacity: Box<[AtomicU16]>,
-    /// The inflight area we own (mapped by GET/SET_INFLIGHT_FD).
-    pub inflight_mapping: parking_lot::Mutex<Option<crate::mmap::Mapping>>,
+    /// Guards everything the frontend's shared memory consists of: the regions (and the ring
+    /// pointers into them), the dirty log and the inflight area. Queue operations hold it for
+    /// reading while they touch that memory; the control plane writes to change any of it.
+    lock: RwLock<()>,
 }
 
-// SAFETY: `c_regions` is written only by the control plane while it holds `mem`'s write lock;
-// everything else is behind locks or atomics.
+// SAFETY: `c_regions` is written only under the write lock and read under the read lock.
 unsafe impl Sync for DeviceState {}
 
+/// Shared memory, read-locked: guest memory stays mapped while this lives.
+pub struct MemRead<'a> {
+    _guard: RwLockReadGuard<'a, ()>,
+    table: MemoryTable<'a>,
+}
+
+impl<'a> Deref for MemRead<'a> {
+    type Target = MemoryTable<'a>;
+    fn deref(&self) -> &MemoryTable<'a> {
+        &self.table
+    }
+}
+
+/// Shared memory, write-locked: no queue operation runs while this lives.
+pub struct MemWrite<'a> {
+    _guard: RwLockWriteGuard<'a, ()>,
+    state: &'a DeviceState,
+    dev: Dev,
+}
+
+impl MemWrite<'_> {
+    pub fn table(&self) -> MemoryTable<'_> {
+        // SAFETY: we hold the write lock; nregions <= 509 (only MemoryTableMut changes it).
+        let regions = unsafe { &*self.state.c_regions.get() };
+        MemoryTable::new(&regions[..(self.dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
+    }
+
+    pub fn table_mut(&mut self) -> MemoryTableMut<'_> {
+        // SAFETY: we hold the write lock, so nobody else reads or writes the array or count;
+        // both live as long as the device (and so this guard).
+        let (slots, count) = unsafe { (&mut *self.state.c_regions.get(), &mut *std::ptr::addr_of_mut!((*self.dev.raw()).nregions)) };
+        MemoryTableMut::new(slots, count)
+    }
+}
+
 impl DeviceState {
-    pub fn new(max_queues: u16) -> Box<DeviceState> {
+    pub fn new() -> Box<DeviceState> {
         Box::new(DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
-            mem: RwLock::new(MemoryTable::default()),
-            log: RwLock::new(None),
-            inflight_capacity: (0..max_queues).map(|_| AtomicU16::new(0)).collect(),
-            inflight_mapping: parking_lot::Mutex::new(None),
+            lock: RwLock::new(()),
         })
     }
 
@@ -49,16 +75,18 @@ impl DeviceState {
         self.c_regions.get().cast()
     }
 
-    /// Mirrors `table` into the C-visible array and count. The caller holds `mem`'s write lock
-    /// (it passes the guarded table), so no reader sees a half-written array.
-    pub fn export_regions(&self, dev: Dev, table: &MemoryTable) {
-        // SAFETY: only the control plane writes the array, under the write lock it holds.
-        let n = table.export(unsafe { &mut *self.c_regions.get() });
-        dev.set_nregions(n);
+    #[inline]
+    pub fn read(&self, dev: Dev) -> MemRead<'_> {
+        let guard = self.lock.read();
+        // SAFETY: under the read lock writers are excluded, so the array and count are stable;
+        // MemoryTableMut keeps nregions <= 509.
+        let regions = unsafe { &*self.c_regions.get() };
+        let table = MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)]);
+        MemRead { _guard: guard, table }
     }
 
-    pub fn inflight_capacity(&self, qidx: usize) -> u16 {
-        self.inflight_capacity.get(qidx).map_or(0, |c| c.load(Ordering::Acquire))
+    pub fn write(&self, dev: Dev) -> MemWrite<'_> {
+        MemWrite { _guard: self.lock.write(), state: self, dev }
     }
 }
 
@@ -117,7 +145,7 @@ impl Dev {
 
     /// The private state attached by `vu_init`.
     #[inline]
-    pub fn state<'a>(self) -> &'a DeviceState {
+    fn state<'a>(self) -> &'a DeviceState {
         // SAFETY: `regions` points to the first field of a live, leaked `DeviceState` until
         // `vu_deinit` clears it; `from_raw` refused devices without it.
         unsafe { &*(self.regions().cast::<DeviceState>()) }
@@ -143,6 +171,17 @@ impl Dev {
     field!(iface_ptr, set_iface_ptr, iface, *const VuDevIface);
     field!(postcopy_ufd, set_postcopy_ufd, postcopy_ufd, libc::c_int);
     field!(postcopy_listening, set_postcopy_listening, postcopy_listening, bool);
+
+    /// Read-locks the frontend's shared memory (see `DeviceState::read`).
+    #[inline]
+    pub fn mem<'a>(self) -> MemRead<'a> {
+        self.state().read(self)
+    }
+
+    /// Write-locks the frontend's shared memory.
+    pub fn mem_mut<'a>(self) -> MemWrite<'a> {
+        self.state().write(self)
+    }
 
     pub fn backend_mutex(self) -> *mut libc::pthread_mutex_t {
         // SAFETY: field address only.

@@ -18,17 +18,30 @@ pub fn queue_region_size(queue_size: u16) -> u64 {
     raw.div_ceil(INFLIGHT_ALIGNMENT) * INFLIGHT_ALIGNMENT
 }
 
+/// How many descriptor states fit between the queue's area and the end of the inflight
+/// mapping (`VuDev.inflight_info`), which SET_INFLIGHT_FD set together with `vq.inflight`.
+/// The frontend's own `desc_num` in shared memory is never trusted for bounds.
+fn capacity(dev: Dev, vq: &VuVirtq) -> usize {
+    let info = dev.inflight_info();
+    let (start, end) = (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
+    let area = vq.inflight as usize;
+    if area < start || area >= end {
+        return 0;
+    }
+    (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>()) / std::mem::size_of::<VuDescStateSplit>()
+}
+
 /// The state slot of descriptor `idx` in the queue's area, if the area has one.
 #[inline]
 fn slot(dev: Dev, vq: &VuVirtq, qidx: usize, idx: u32) -> Result<Option<*mut VuDescStateSplit>, Fault> {
     if vq.inflight.is_null() || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
         return Ok(None);
     }
-    if idx >= u32::from(dev.state().inflight_capacity(qidx)) {
+    if idx as usize >= capacity(dev, vq) {
         return Err(Fault::InflightSlot { queue: qidx, desc: idx });
     }
-    // SAFETY: `inflight` points into our inflight mapping at a queue area holding
-    // `inflight_capacity` slots (set together in SET_INFLIGHT_FD); idx is below it.
+    // SAFETY: `inflight` points into the inflight mapping, which holds at least `capacity`
+    // slots past it and stays mapped under the memory lock the caller holds; idx is below.
     Ok(Some(unsafe { (std::ptr::addr_of_mut!((*vq.inflight).desc) as *mut VuDescStateSplit).add(idx as usize) }))
 }
 
@@ -81,8 +94,12 @@ pub fn check_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize, used_idx: Option<u16
     if vq.inflight.is_null() {
         return Err("no inflight area".into());
     }
-    let cap = usize::from(dev.state().inflight_capacity(qidx));
+    let _ = qidx;
+    let cap = capacity(dev, vq);
     let area = vq.inflight;
+    if cap == 0 {
+        return Err("inflight area outside the inflight mapping".into());
+    }
     // SAFETY: `area` is a queue area of our inflight mapping with `cap` slots; all accesses
     // below are volatile and bounded by `cap` because the frontend shares this memory.
     unsafe {

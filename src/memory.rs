@@ -1,54 +1,14 @@
-//! The guest memory table: regions the frontend shared with us, sorted by guest address,
-//! translated in O(log n).
+//! Guest memory regions: the C-visible `VuDev.regions` array itself is the table, kept sorted by
+//! guest address and free of overlaps, and translated in O(log n) — no private copy, so a
+//! device costs what the original's does.
+//!
+//! Every function here runs under the device's memory lock (see `device::MemoryLock`): readers
+//! translate, the control plane adds and removes regions.
 
 use std::os::fd::BorrowedFd;
 
 use crate::abi::{VhostUserMemoryRegion, VuDevRegion, VHOST_USER_MAX_RAM_SLOTS};
 use crate::mmap::{hugepage_size, mappable_size, page_size, Mapping};
-
-/// One mapped guest memory region.
-#[derive(Debug)]
-pub struct Region {
-    pub gpa: u64,
-    pub size: u64,
-    /// The frontend's virtual address of the region (ring addresses are given in it).
-    pub qva: u64,
-    /// Where the region starts inside `mapping` (non-zero only for unaligned hugetlbfs offsets).
-    pub mmap_offset: u64,
-    mapping: Mapping,
-}
-
-impl Region {
-    fn host_base(&self) -> *mut u8 {
-        // `mmap_offset + size` is the mapping's length, checked when mapping.
-        self.mapping.as_ptr().wrapping_add(self.mmap_offset as usize)
-    }
-
-    fn gpa_end(&self) -> u64 {
-        self.gpa + self.size
-    }
-
-    pub fn mapping(&self) -> &Mapping {
-        &self.mapping
-    }
-
-    pub fn as_c(&self) -> VuDevRegion {
-        VuDevRegion {
-            gpa: self.gpa,
-            size: self.size,
-            qva: self.qva,
-            mmap_offset: self.mmap_offset,
-            mmap_addr: self.mapping.as_ptr() as u64,
-        }
-    }
-
-    /// The host address of `[gpa, gpa+len)` if the range lies wholly in this region.
-    fn host_range(&self, gpa: u64, len: u64) -> Option<*mut u8> {
-        let off = gpa.checked_sub(self.gpa)?;
-        let end = off.checked_add(len)?;
-        (end <= self.size).then(|| self.host_base().wrapping_add(off as usize))
-    }
-}
 
 /// Why a region could not be added.
 #[derive(Debug)]
@@ -70,29 +30,42 @@ impl std::fmt::Display for AddError {
     }
 }
 
-/// All guest memory regions, sorted by guest physical address, never overlapping.
-#[derive(Debug, Default)]
-pub struct MemoryTable {
-    regions: Vec<Region>,
+fn gpa_end(r: &VuDevRegion) -> u64 {
+    r.gpa + r.size
 }
 
-impl MemoryTable {
-    pub fn len(&self) -> usize {
-        self.regions.len()
+/// Where region `r` starts in our address space.
+fn host_base(r: &VuDevRegion) -> *mut u8 {
+    (r.mmap_addr + r.mmap_offset) as *mut u8
+}
+
+/// The host address of `[gpa, gpa+len)` if the range lies wholly in region `r`.
+fn host_range(r: &VuDevRegion, gpa: u64, len: u64) -> Option<*mut u8> {
+    let off = gpa.checked_sub(r.gpa)?;
+    let end = off.checked_add(len)?;
+    (end <= r.size).then(|| host_base(r).wrapping_add(off as usize))
+}
+
+/// Read access to the regions (sorted by `gpa`, non-overlapping, each mapped for
+/// `mmap_offset + size` bytes from `mmap_addr`: `add` keeps it so).
+#[derive(Clone, Copy)]
+pub struct MemoryTable<'a> {
+    regions: &'a [VuDevRegion],
+}
+
+impl<'a> MemoryTable<'a> {
+    pub fn new(regions: &'a [VuDevRegion]) -> MemoryTable<'a> {
+        MemoryTable { regions }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.regions.is_empty()
-    }
-
-    pub fn regions(&self) -> &[Region] {
-        &self.regions
+    pub fn regions(&self) -> &'a [VuDevRegion] {
+        self.regions
     }
 
     /// The region holding `gpa`.
     #[inline]
-    pub fn find(&self, gpa: u64) -> Option<&Region> {
-        let idx = self.regions.partition_point(|r| r.gpa_end() <= gpa);
+    pub fn find(&self, gpa: u64) -> Option<&'a VuDevRegion> {
+        let idx = self.regions.partition_point(|r| gpa_end(r) <= gpa);
         self.regions.get(idx).filter(|r| r.gpa <= gpa)
     }
 
@@ -105,13 +78,32 @@ impl MemoryTable {
         }
         let r = self.find(gpa)?;
         let off = gpa - r.gpa;
-        let avail = r.size - off;
-        Some((r.host_base().wrapping_add(off as usize), len.min(avail)))
+        Some((host_base(r).wrapping_add(off as usize), len.min(r.size - off)))
+    }
+
+    /// `translate` with a one-entry cache of the last region used: consecutive buffers of a
+    /// request almost always share a region, so most lookups skip the binary search.
+    #[inline]
+    pub fn translate_cached(&self, gpa: u64, len: u64, hint: &mut usize) -> Option<(*mut u8, u64)> {
+        if len == 0 {
+            return None;
+        }
+        let r = match self.regions.get(*hint) {
+            Some(r) if r.gpa <= gpa && gpa < gpa_end(r) => r,
+            _ => {
+                let idx = self.regions.partition_point(|r| gpa_end(r) <= gpa);
+                let r = self.regions.get(idx).filter(|r| r.gpa <= gpa)?;
+                *hint = idx;
+                r
+            }
+        };
+        let off = gpa - r.gpa;
+        Some((host_base(r).wrapping_add(off as usize), len.min(r.size - off)))
     }
 
     /// Translates a range that must be contiguous in one region.
     pub fn translate_exact(&self, gpa: u64, len: u64) -> Option<*mut u8> {
-        self.find(gpa)?.host_range(gpa, len)
+        host_range(self.find(gpa)?, gpa, len)
     }
 
     /// Translates a frontend virtual address range that must lie in one region (ring addresses).
@@ -119,24 +111,69 @@ impl MemoryTable {
         self.regions.iter().find_map(|r| {
             let off = qva.checked_sub(r.qva)?;
             (off < r.size).then_some(())?;
-            r.host_range(r.gpa + off, len)
+            host_range(r, r.gpa + off, len)
         })
     }
+}
 
-    /// Maps a region from the frontend's description and inserts it in order.
-    /// `prot_none` is for postcopy, where pages must fault until userfaultfd is armed.
-    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>, prot_none: bool) -> Result<&Region, AddError> {
-        if self.regions.len() >= VHOST_USER_MAX_RAM_SLOTS {
+/// The mapping behind region `r`, borrowed (not unmapped when the result is dropped), for
+/// advice and protection changes.
+pub fn region_mapping(r: &VuDevRegion) -> Option<std::mem::ManuallyDrop<Mapping>> {
+    // SAFETY: `add` mapped exactly this range; ManuallyDrop keeps it from being unmapped here.
+    unsafe { Mapping::from_raw(r.mmap_addr as *mut u8, (r.mmap_offset + r.size) as usize) }.map(std::mem::ManuallyDrop::new)
+}
+
+/// Write access: the array and the count (`VuDev.nregions`) it is valid up to.
+pub struct MemoryTableMut<'a> {
+    slots: &'a mut [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS],
+    count: &'a mut u32,
+}
+
+/// Unmaps what `add` mapped for region `r`.
+fn unmap(r: &VuDevRegion) {
+    // SAFETY: `add` created this mapping with exactly this address and length and nothing
+    // refers to it once the region has left the table (the caller holds the write lock).
+    drop(unsafe { Mapping::from_raw(r.mmap_addr as *mut u8, (r.mmap_offset + r.size) as usize) });
+}
+
+impl<'a> MemoryTableMut<'a> {
+    pub fn new(slots: &'a mut [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS], count: &'a mut u32) -> MemoryTableMut<'a> {
+        MemoryTableMut { slots, count }
+    }
+
+    pub fn table(&self) -> MemoryTable<'_> {
+        MemoryTable::new(&self.slots[..*self.count as usize])
+    }
+
+    pub fn len(&self) -> usize {
+        *self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self.count == 0
+    }
+
+    /// Maps a region from the frontend's description and inserts it in order; returns where it
+    /// is mapped.
+    ///
+    /// `_postcopy`: the original maps postcopy regions PROT_NONE until userfaultfd is armed,
+    /// so a frontend that sends a ring address or a kick before that (or never arms it) kills
+    /// the process with SIGSEGV. We map them read/write from the start: a page read before
+    /// arming shows the file's current content, and `postcopy::generate_faults` drops every
+    /// page (MADV_DONTNEED) when it registers the region, so later reads fault as intended.
+    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>, _postcopy: bool) -> Result<VuDevRegion, AddError> {
+        let n = self.len();
+        if n >= VHOST_USER_MAX_RAM_SLOTS {
             return Err(AddError::Full);
         }
         let size = desc.memory_size;
         if size == 0 {
             return Err(AddError::Invalid("zero size"));
         }
-        let gpa_end = desc.guest_phys_addr.checked_add(size).ok_or(AddError::Invalid("guest address range wraps"))?;
+        let end = desc.guest_phys_addr.checked_add(size).ok_or(AddError::Invalid("guest address range wraps"))?;
         desc.userspace_addr.checked_add(size).ok_or(AddError::Invalid("userspace address range wraps"))?;
-        let idx = self.regions.partition_point(|r| r.gpa_end() <= desc.guest_phys_addr);
-        if self.regions.get(idx).is_some_and(|r| r.gpa < gpa_end) {
+        let idx = self.slots[..n].partition_point(|r| gpa_end(r) <= desc.guest_phys_addr);
+        if idx < n && self.slots[idx].gpa < end {
             return Err(AddError::Overlap);
         }
         // mmap wants a page-aligned file offset; keep the remainder inside the mapping.
@@ -146,59 +183,43 @@ impl MemoryTable {
         let map_len = size.checked_add(mmap_offset).ok_or(AddError::Invalid("size overflows"))?;
         if let Some(file_size) = mappable_size(fd) {
             // Touching a mapping beyond the end of its file raises SIGBUS: refuse it up front.
-            let end = fd_offset.checked_add(map_len).ok_or(AddError::Invalid("offset overflows"))?;
-            if end > file_size {
+            let file_end = fd_offset.checked_add(map_len).ok_or(AddError::Invalid("offset overflows"))?;
+            if file_end > file_size {
                 return Err(AddError::Invalid("region extends beyond the end of its file"));
             }
         }
-        let prot = if prot_none { libc::PROT_NONE } else { libc::PROT_READ | libc::PROT_WRITE };
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
         let mapping = Mapping::map_shared(fd, map_len, fd_offset, prot, true).map_err(AddError::Mmap)?;
         // Guest RAM has no place in our core dumps.
         let _ = mapping.advise(libc::MADV_DONTDUMP);
-        let region = Region { gpa: desc.guest_phys_addr, size, qva: desc.userspace_addr, mmap_offset, mapping };
-        self.regions.insert(idx, region);
-        Ok(&self.regions[idx])
+        let (addr, _) = mapping.into_raw();
+        let region = VuDevRegion { gpa: desc.guest_phys_addr, size, qva: desc.userspace_addr, mmap_offset, mmap_addr: addr as u64 };
+        self.slots.copy_within(idx..n, idx + 1);
+        self.slots[idx] = region;
+        *self.count += 1;
+        Ok(region)
     }
 
-    /// Removes the region that exactly matches `desc` (gpa, size and userspace address).
-    pub fn remove_exact(&mut self, desc: &VhostUserMemoryRegion) -> Option<Region> {
-        let idx = self.regions.iter().position(|r| {
+    /// Removes (and unmaps) the region that exactly matches `desc` (gpa, size and userspace
+    /// address); returns its host range, or `None` if there is no such region.
+    pub fn remove_exact(&mut self, desc: &VhostUserMemoryRegion) -> Option<(usize, usize)> {
+        let n = self.len();
+        let idx = self.slots[..n].iter().position(|r| {
             r.gpa == desc.guest_phys_addr && r.size == desc.memory_size && r.qva == desc.userspace_addr
         })?;
-        Some(self.regions.remove(idx))
+        let r = self.slots[idx];
+        self.slots.copy_within(idx + 1..n, idx);
+        *self.count -= 1;
+        unmap(&r);
+        Some((r.mmap_addr as usize, (r.mmap_addr + r.mmap_offset + r.size) as usize))
     }
 
+    /// Removes and unmaps every region.
     pub fn clear(&mut self) {
-        self.regions.clear();
-    }
-
-    /// Copies the table into the C-visible `VuDev.regions` array; returns the count.
-    pub fn export(&self, out: &mut [VuDevRegion]) -> u32 {
-        for (slot, r) in out.iter_mut().zip(&self.regions) {
-            *slot = r.as_c();
+        let n = self.len();
+        *self.count = 0;
+        for r in &self.slots[..n] {
+            unmap(r);
         }
-        self.regions.len() as u32
-    }
-}
-
-impl MemoryTable {
-    /// `translate` with a one-entry cache of the last region used: consecutive buffers of a
-    /// request almost always share a region, so most lookups skip the binary search.
-    #[inline]
-    pub fn translate_cached(&self, gpa: u64, len: u64, hint: &mut usize) -> Option<(*mut u8, u64)> {
-        if len == 0 {
-            return None;
-        }
-        let r = match self.regions.get(*hint) {
-            Some(r) if r.gpa <= gpa && gpa < r.gpa_end() => r,
-            _ => {
-                let idx = self.regions.partition_point(|r| r.gpa_end() <= gpa);
-                let r = self.regions.get(idx).filter(|r| r.gpa <= gpa)?;
-                *hint = idx;
-                r
-            }
-        };
-        let off = gpa - r.gpa;
-        Some((r.host_base().wrapping_add(off as usize), len.min(r.size - off)))
     }
 }

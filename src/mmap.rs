@@ -33,6 +33,20 @@ impl Mapping {
         Ok(Mapping { addr, len })
     }
 
+    /// Gives up ownership: the caller unmaps (through `from_raw`).
+    pub fn into_raw(self) -> (*mut u8, usize) {
+        let this = std::mem::ManuallyDrop::new(self);
+        (this.addr.as_ptr(), this.len)
+    }
+
+    /// Takes back ownership of a mapping made by `map_shared` and released by `into_raw`.
+    ///
+    /// # Safety
+    /// `addr`/`len` must be exactly what `into_raw` returned, not yet taken back.
+    pub unsafe fn from_raw(addr: *mut u8, len: usize) -> Option<Mapping> {
+        NonNull::new(addr).map(|addr| Mapping { addr, len })
+    }
+
     pub fn as_ptr(&self) -> *mut u8 {
         self.addr.as_ptr()
     }

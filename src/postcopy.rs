@@ -122,9 +122,9 @@ pub fn finish_set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 /// Registers every region with the userfaultfd so the frontend can serve missing pages.
 pub fn generate_faults(dev: Dev) -> bool {
     let ufd = dev.postcopy_ufd();
-    let mem = dev.state().mem.read();
+    let mem = dev.mem();
     for (i, r) in mem.regions().iter().enumerate() {
-        let m = r.mapping();
+        let Some(m) = crate::memory::region_mapping(r) else { continue };
         // Drop what we have so every access faults; no transparent huge pages so faults are
         // per page.
         let _ = m.advise(libc::MADV_DONTNEED);

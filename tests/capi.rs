@@ -95,8 +95,13 @@ fn compile(source: &str, lang: Lang, include: &str, dir: &Path) -> PathBuf {
 
 /// Links `obj` with the static library and runs it; returns its stdout.
 fn link_and_run(obj: &Path, lang: Lang, dir: &Path) -> String {
-    let lib = profile_dir().join("libvhost_user.a");
-    assert!(lib.is_file(), "{} not built", lib.display());
+    // `cargo test` rebuilds the archive in deps/ without copying it up: take the newer one.
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let lib = [profile_dir().join("deps").join("libvhost_user.a"), profile_dir().join("libvhost_user.a")]
+        .into_iter()
+        .filter(|p| p.is_file())
+        .max_by_key(|p| mtime(p))
+        .unwrap_or_else(|| panic!("libvhost_user.a not built under {}", profile_dir().display()));
     let exe = obj.with_extension("bin");
     let mut cmd = Command::new(match lang {
         Lang::C(_) => "gcc",

@@ -2,7 +2,6 @@
 //! hands one back, e.g. after we were restarted).
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 
 use super::{Incoming, Outcome};
 use crate::abi::*;
@@ -14,12 +13,28 @@ fn valid_geometry(dev: Dev, num_queues: u16, queue_size: u16) -> bool {
     num_queues >= 1 && num_queues <= dev.max_queues() && queue_size >= 1 && u32::from(queue_size) <= VIRTQUEUE_MAX_SIZE
 }
 
+/// Replaces the device's inflight area (`VuDev.inflight_info`: fd, address, size) with
+/// `new`, unmapping and closing the old one. The caller holds the memory write lock.
+fn replace_area(dev: Dev, new: Option<(Mapping, libc::c_int)>) {
+    let old = dev.inflight_info();
+    let info = match new {
+        Some((m, fd)) => {
+            let (addr, len) = m.into_raw();
+            VuDevInflightInfo { fd, addr: addr.cast(), size: len as u64 }
+        }
+        None => VuDevInflightInfo { fd: -1, addr: std::ptr::null_mut(), size: 0 },
+    };
+    dev.set_inflight_info(info);
+    // SAFETY: the old area was mapped by this module and handed over with into_raw.
+    drop(unsafe { Mapping::from_raw(old.addr.cast(), old.size as usize) });
+    close_fd(old.fd);
+}
+
 /// Installs `mapping` (with its fd) as the device's inflight area and points the first
 /// `num_queues` queues at their parts of it.
 fn install(dev: Dev, mapping: Mapping, fd: libc::c_int, num_queues: u16, queue_size: u16, init_desc_num: bool) {
-    let state = dev.state();
     // Queue operations use the inflight pointers under the memory read lock.
-    let _mem = state.mem.write();
+    let _mem = dev.mem_mut();
     let per_queue = queue_region_size(queue_size) as usize;
     for i in 0..usize::from(dev.max_queues()) {
         let Some(vq) = dev.vq(i) else { continue };
@@ -32,34 +47,24 @@ fn install(dev: Dev, mapping: Mapping, fd: libc::c_int, num_queues: u16, queue_s
                     std::ptr::addr_of_mut!((*area).desc_num).write_volatile(queue_size);
                 }
                 (*vq).inflight = area;
-                state.inflight_capacity[i].store(queue_size, Ordering::Release);
             } else {
                 (*vq).inflight = std::ptr::null_mut();
-                state.inflight_capacity[i].store(0, Ordering::Release);
             }
         }
     }
-    let info = VuDevInflightInfo { fd, addr: mapping.as_ptr().cast(), size: mapping.len() as u64 };
-    let old = state.inflight_mapping.lock().replace(mapping);
-    drop(old);
-    close_fd(dev.inflight_info().fd);
-    dev.set_inflight_info(info);
+    replace_area(dev, Some((mapping, fd)));
 }
 
 /// Releases the inflight area at deinit.
 pub fn release(dev: Dev) {
-    let state = dev.state();
-    let _mem = state.mem.write();
+    let _mem = dev.mem_mut();
     for i in 0..usize::from(dev.max_queues()) {
         if let Some(vq) = dev.vq(i) {
             // SAFETY: in-range queue, under the write lock.
             unsafe { (*vq).inflight = std::ptr::null_mut() };
-            state.inflight_capacity[i].store(0, Ordering::Release);
         }
     }
-    drop(state.inflight_mapping.lock().take());
-    close_fd(dev.inflight_info().fd);
-    dev.set_inflight_info(VuDevInflightInfo { fd: -1, addr: std::ptr::null_mut(), size: 0 });
+    replace_area(dev, None);
 }
 
 fn memfd_area(size: u64) -> std::io::Result<(OwnedFd, Mapping)> {

@@ -5,9 +5,22 @@ use std::os::fd::BorrowedFd;
 use super::{Incoming, Outcome};
 use crate::abi::*;
 use crate::device::{close_fd, Dev};
-use crate::dirty_log::DirtyLog;
 use crate::message::set_reply_u64;
 use crate::mmap::{mappable_size, Mapping};
+
+/// Installs a new log table (or none), unmapping the old one. The caller holds the memory
+/// write lock, so no queue operation is logging into the old table.
+fn replace_log(dev: Dev, new: Option<Mapping>) {
+    let (old, old_size) = (dev.log_table(), dev.log_size());
+    let (table, size) = new.map_or((std::ptr::null_mut(), 0), |m| {
+        let (p, len) = m.into_raw();
+        (p, len as u64)
+    });
+    dev.set_log_table(table);
+    dev.set_log_size(size);
+    // SAFETY: the old table was mapped by this module and handed over with into_raw.
+    drop(unsafe { Mapping::from_raw(old, old_size as usize) });
+}
 
 pub fn set_log_base(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Outcome {
     if fds.count() != 1 || vmsg.size as usize != std::mem::size_of::<VhostUserLog>() {
@@ -31,26 +44,24 @@ pub fn set_log_base(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Ou
         }
     };
     close_fd(fd);
-    let state = dev.state();
-    let mut slot = state.log.write();
-    match mapped {
-        Ok(m) => {
-            let new = DirtyLog::new(m);
-            dev.set_log_table(new.table());
-            dev.set_log_size(new.size());
-            *slot = Some(new);
-            drop(slot);
-            set_reply_u64(vmsg, 0);
+    let ok = mapped.is_ok();
+    let err = {
+        let _mem = dev.mem_mut();
+        match mapped {
+            Ok(m) => {
+                replace_log(dev, Some(m));
+                None
+            }
+            Err(e) => {
+                replace_log(dev, None);
+                Some(e)
+            }
         }
-        Err(e) => {
-            *slot = None;
-            dev.set_log_table(std::ptr::null_mut());
-            dev.set_log_size(0);
-            drop(slot);
-            dev.panic(&format!("log mmap error: {e}"));
-            set_reply_u64(vmsg, 1);
-        }
+    };
+    if let Some(e) = err {
+        dev.panic(&format!("log mmap error: {e}"));
     }
+    set_reply_u64(vmsg, if ok { 0 } else { 1 });
     Outcome::Reply
 }
 
@@ -62,8 +73,8 @@ pub fn set_log_fd(dev: Dev, fds: &mut Incoming) -> Outcome {
     }
     let fd = fds.take(0).unwrap_or(-1);
     crate::device::set_nonblocking(fd);
-    // Queue threads signal this fd under the log's read lock.
-    let _guard = dev.state().log.write();
+    // Queue threads signal this fd under the memory read lock.
+    let _mem = dev.mem_mut();
     close_fd(dev.log_call_fd());
     dev.set_log_call_fd(fd);
     Outcome::Done
@@ -71,10 +82,8 @@ pub fn set_log_fd(dev: Dev, fds: &mut Incoming) -> Outcome {
 
 /// Closes the dirty log at deinit.
 pub fn close_log(dev: Dev) {
-    let mut slot = dev.state().log.write();
-    *slot = None;
-    dev.set_log_table(std::ptr::null_mut());
+    let _mem = dev.mem_mut();
+    replace_log(dev, None);
     close_fd(dev.log_call_fd());
     dev.set_log_call_fd(-1);
 }
-

@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use super::{check_size, payload_u64, Incoming, Outcome};
 use crate::abi::*;
 use crate::device::{close_fd, Dev};
-use crate::memory::MemoryTable;
+use crate::memory::MemoryTableMut;
 use crate::queue::split::map_ring;
 
 const REGION_SIZE: usize = std::mem::size_of::<VhostUserMemoryRegion>();
@@ -26,10 +26,10 @@ fn unmap_all_rings(dev: Dev) {
 }
 
 /// Maps a region with the fd we own, closing it afterwards (the mapping keeps the memory).
-fn add_region(table: &mut MemoryTable, desc: &VhostUserMemoryRegion, fd: libc::c_int, prot_none: bool) -> Result<u64, String> {
+fn add_region(table: &mut MemoryTableMut, desc: &VhostUserMemoryRegion, fd: libc::c_int, prot_none: bool) -> Result<u64, String> {
     // SAFETY: fd was received with the message and is open until closed below.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let result = table.add(desc, borrowed, prot_none).map(|r| r.mapping().as_ptr() as u64 + r.mmap_offset).map_err(|e| e.to_string());
+    let result = table.add(desc, borrowed, prot_none).map(|r| r.mmap_addr + r.mmap_offset).map_err(|e| e.to_string());
     close_fd(fd);
     result
 }
@@ -53,22 +53,21 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
         return Outcome::Failed;
     }
     let postcopy = dev.postcopy_listening();
-    let state = dev.state();
     let mut errors = Vec::new();
     let mut reply_regions = memory.regions;
     {
-        let mut mem = state.mem.write();
+        let mut mem = dev.mem_mut();
+        let mut table = mem.table_mut();
         unmap_all_rings(dev);
-        mem.clear();
+        table.clear();
         for (i, region) in memory.regions.iter().take(n).enumerate() {
             let fd = fds.take(i).unwrap_or(-1);
-            match add_region(&mut mem, region, fd, postcopy) {
+            match add_region(&mut table, region, fd, postcopy) {
                 // In postcopy the frontend learns where we mapped each region.
                 Ok(host) => reply_regions[i].userspace_addr = host,
                 Err(e) => errors.push(e),
             }
         }
-        state.export_regions(dev, &mem);
     }
     for e in &errors {
         dev.panic(e);
@@ -85,12 +84,13 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
 fn remap_rings(dev: Dev) {
     let mut failed = Vec::new();
     {
-        let mem = dev.state().mem.read();
+        let mem = dev.mem_mut();
+        let table = mem.table();
         for i in 0..usize::from(dev.max_queues()) {
             let Some(vq) = dev.vq(i) else { continue };
             // SAFETY: in-range queue, under the memory lock.
             let q = unsafe { &mut *vq };
-            if q.vra.desc_user_addr != 0 && map_ring(&mem, q).is_err() {
+            if q.vra.desc_user_addr != 0 && map_ring(&table, q).is_err() {
                 failed.push(i);
             }
         }
@@ -126,15 +126,13 @@ pub fn add_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
     // SAFETY: plain-data union read.
     let region = unsafe { vmsg.payload.memreg.region };
     let postcopy = dev.postcopy_listening();
-    let state = dev.state();
     let result = {
-        let mut mem = state.mem.write();
-        if mem.len() >= VHOST_USER_MAX_RAM_SLOTS {
+        let mut mem = dev.mem_mut();
+        let mut table = mem.table_mut();
+        if table.len() >= VHOST_USER_MAX_RAM_SLOTS {
             Err("failing attempt to hot add memory via VHOST_USER_ADD_MEM_REG message because the backend has no free ram slots available".to_string())
         } else {
-            let r = add_region(&mut mem, &region, fds.take(0).unwrap_or(-1), postcopy);
-            state.export_regions(dev, &mem);
-            r
+            add_region(&mut table, &region, fds.take(0).unwrap_or(-1), postcopy)
         }
     };
     fds.close_all();
@@ -169,14 +167,12 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
     }
     // SAFETY: plain-data union read.
     let region = unsafe { vmsg.payload.memreg.region };
-    let state = dev.state();
     let removed = {
-        let mut mem = state.mem.write();
-        let found = mem.remove_exact(&region);
-        if let Some(r) = &found {
+        let mut mem = dev.mem_mut();
+        let found = mem.table_mut().remove_exact(&region);
+        if let Some((lo, hi)) = found {
             // Rings inside the region lose their mapping; they are remapped on use if the
             // region comes back.
-            let (lo, hi) = (r.mapping().as_ptr() as usize, r.mapping().as_ptr() as usize + r.mapping().len());
             for i in 0..usize::from(dev.max_queues()) {
                 let Some(vq) = dev.vq(i) else { continue };
                 // SAFETY: in-range queue, under the write lock.
@@ -188,15 +184,11 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
                     q.vring.used = std::ptr::null_mut();
                 }
             }
-            state.export_regions(dev, &mem);
         }
         found
     };
     match removed {
-        Some(r) => {
-            drop(r);
-            Outcome::Done
-        }
+        Some(_) => Outcome::Done,
         None => {
             dev.panic("Specified region not found\n");
             Outcome::Failed

@@ -31,7 +31,7 @@ pub fn set_vring_num(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         return Outcome::Failed;
     }
     // Hold the memory lock: a queue thread may be reading the ring geometry.
-    let _mem = dev.state().mem.write();
+    let _mem = dev.mem_mut();
     // SAFETY: in-range queue; the write lock keeps queue operations out.
     let vq = unsafe { &mut *vq };
     vq.vring.num = num;
@@ -54,13 +54,14 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         return Outcome::Failed;
     };
     let used_idx = {
-        let mem = dev.state().mem.write();
+        let mem = dev.mem_mut();
+        let table = mem.table();
         // SAFETY: in-range queue; the write lock keeps queue operations out.
         let vq = unsafe { &mut *vq };
         vq.vra = addr;
         vq.vring.flags = addr.flags;
         vq.vring.log_guest_addr = addr.log_guest_addr;
-        if map_ring(&mem, vq).is_err() {
+        if map_ring(&table, vq).is_err() {
             drop(mem);
             dev.panic("Invalid vring_addr message");
             return Outcome::Failed;
@@ -203,7 +204,7 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
         dev.set_watch(kick, VuWatchCondtion::VU_WATCH_IN as libc::c_int, Some(kick_watch_cb), idx as *mut libc::c_void);
     }
     let result = {
-        let mem = dev.state().mem.read();
+        let mem = dev.mem();
         // SAFETY: in-range queue, under the memory lock for its ring.
         let q = unsafe { &mut *vq };
         let used = crate::queue::split::usable(dev, &mem, q).ok().flatten().map(|r| r.used_idx());

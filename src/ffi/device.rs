@@ -75,7 +75,7 @@ pub unsafe extern "C" fn vu_init(
 
         let queues: Box<[VuVirtq]> = (0..max_queues).map(|_| new_queue()).collect();
         d.set_vq_ptr(Box::into_raw(queues) as *mut VuVirtq);
-        let state = Box::into_raw(DeviceState::new(max_queues));
+        let state = Box::into_raw(DeviceState::new());
         // SAFETY: `state` was just leaked; its first field is the regions array (repr(C)).
         d.set_regions(unsafe { (*state).c_regions_ptr() });
         true
@@ -120,28 +120,32 @@ pub unsafe extern "C" fn vu_deinit(dev: *mut VuDev) {
     guard((), || {
         // SAFETY: the caller passes a device it initialised (or NULL).
         let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
+        // Stop watching kick fds first: remove_watch is the caller's code, which must not
+        // run under our locks.
+        for i in 0..usize::from(d.max_queues()) {
+            let Some(vq) = d.vq(i) else { continue };
+            // SAFETY: in-range queue; raw accesses since remove_watch gets the device.
+            let kick = unsafe { std::mem::replace(&mut (*vq).kick_fd, -1) };
+            if kick != -1 {
+                d.remove_watch(kick);
+                close_fd(kick);
+            }
+        }
         {
-            let state = d.state();
-            let mut mem = state.mem.write();
+            let mut mem = d.mem_mut();
             for i in 0..usize::from(d.max_queues()) {
                 let Some(vq) = d.vq(i) else { continue };
-                // SAFETY: in-range queue; raw accesses since remove_watch gets the device.
+                // SAFETY: in-range queue, under the write lock.
                 unsafe {
                     (*vq).vring.desc = std::ptr::null_mut();
                     (*vq).vring.avail = std::ptr::null_mut();
                     (*vq).vring.used = std::ptr::null_mut();
                     close_fd(std::mem::replace(&mut (*vq).call_fd, -1));
                     close_fd(std::mem::replace(&mut (*vq).err_fd, -1));
-                    let kick = std::mem::replace(&mut (*vq).kick_fd, -1);
-                    if kick != -1 {
-                        d.remove_watch(kick);
-                        close_fd(kick);
-                    }
                     crate::inflight::free_resubmit_list(&mut *vq);
                 }
             }
-            mem.clear();
-            state.export_regions(d, &mem);
+            mem.table_mut().clear();
         }
         control::release_inflight(d);
         control::close_log(d);
@@ -196,7 +200,7 @@ pub unsafe extern "C" fn vu_gpa_to_va(dev: *mut VuDev, plen: *mut u64, guest_add
         }
         // SAFETY: plen is a valid u64 pointer from the caller.
         let len = unsafe { *plen };
-        let mem = d.state().mem.read();
+        let mem = d.mem();
         match mem.translate(guest_addr, len) {
             Some((p, n)) => {
                 // SAFETY: as above.

@@ -24,7 +24,7 @@ unsafe fn with_queue<R: Copy>(
         // SAFETY: the caller passes its initialised device.
         let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return fallback };
         let Some(qidx) = d.queue_index(vq) else { return fallback };
-        let mem = d.state().mem.read();
+        let mem = d.mem();
         // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
         // the C API requires.
         let result = f(d, &mem, unsafe { &mut *vq }, qidx);

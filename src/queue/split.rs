@@ -206,12 +206,13 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
     if !logging(dev) || len == 0 {
         return Ok(());
     }
-    let log = dev.state().log.read();
-    let Some(l) = log.as_ref() else { return Ok(()) };
-    if !l.mark(addr, len) {
+    if dev.log_table().is_null() {
+        return Ok(());
+    }
+    if !crate::dirty_log::mark(dev, addr, len) {
         return Err(Fault::LogTooSmall { addr, len });
     }
-    // Still under the log's read lock: SET_LOG_FD replaces the fd under the write lock.
+    // The caller holds the memory lock: SET_LOG_FD replaces the fd under the write lock.
     let fd = dev.log_call_fd();
     if fd >= 0 && eventfd_write(fd).is_err() {
         return Err(crate::queue::eventfd_fault());
@@ -224,7 +225,7 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
 #[cold]
 #[inline(never)]
 fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, vq: &VuVirtq, head: u32, mut len: u32, slot: u16) -> Result<(), Fault> {
-    if dev.state().log.read().is_none() {
+    if dev.log_table().is_null() {
         return Ok(());
     }
     let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;

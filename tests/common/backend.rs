@@ -53,8 +53,14 @@ pub fn library() -> (PathBuf, PathBuf) {
         );
         (lib, inc)
     } else {
-        let lib = profile_dir().join("libvhost_user.a");
-        assert!(lib.exists(), "{} not found (is staticlib in crate-type?)", lib.display());
+        // `cargo test` rebuilds the archive in deps/ without copying it up (only `cargo build`
+        // does): take the newer of the two, so a stale copy is never linked.
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let lib = [profile_dir().join("deps").join("libvhost_user.a"), profile_dir().join("libvhost_user.a")]
+            .into_iter()
+            .filter(|p| p.exists())
+            .max_by_key(|p| mtime(p))
+            .unwrap_or_else(|| panic!("no libvhost_user.a under {} (is staticlib in crate-type?)", profile_dir().display()));
         (lib, manifest_dir().join("include"))
     }
 }
