@@ -35,6 +35,8 @@ use mem::GuestMemory;
 const QSIZE: u16 = 1024;
 const REGION_SIZE: u64 = 4 << 20;
 const CTRL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Size of the real consumers' disk (image file / null block device).
+const CONSUMER_DISK: u64 = 1 << 30;
 
 const F_SEG_MAX: u64 = 1 << 2;
 const F_BLK_SIZE: u64 = 1 << 6;
@@ -90,11 +92,14 @@ struct Wl {
     regions: usize,
     event_idx: bool,
     inflight: bool,
+    /// Real-consumer mode: 4 KiB-aligned data buffers (O_DIRECT) and a fresh
+    /// random sector in every request header.
+    random_4k: bool,
 }
 
 impl Wl {
     fn base() -> Self {
-        Wl { fe: Fe::Poll, depth: 16, shape: Shape::Chain3, regions: 1, event_idx: true, inflight: false }
+        Wl { fe: Fe::Poll, depth: 16, shape: Shape::Chain3, regions: 1, event_idx: true, inflight: false, random_4k: false }
     }
     fn name(&self) -> String {
         format!(
@@ -134,8 +139,20 @@ struct Lib {
     max_slots: usize,
 }
 
+/// An unchanged QEMU consumer binary built against one library.
+struct Consumer {
+    gen: String,
+    lib: String,
+    kind: String,
+    bin: PathBuf,
+}
+
 struct Cfg {
     quick: bool,
+    consumers: Vec<Consumer>,
+    /// Consumers that could not be found, as (gen, lib, kind, reason).
+    missing: Vec<(String, String, String, String)>,
+    image: PathBuf,
     work: PathBuf,
     out: PathBuf,
     libs: Vec<Lib>,
@@ -198,6 +215,40 @@ impl Backend {
         Backend { child, sock, _dir: dir }
     }
 
+    /// Start a real consumer (unchanged QEMU binary) serving one socket:
+    /// contrib vhost-user-blk on `image`, or qemu-storage-daemon exporting a
+    /// null-co block device as vhost-user-blk.
+    fn start_consumer(work: &Path, c: &Consumer, wrapper: &[String], image: &Path) -> Self {
+        let dir = tmpdir(work);
+        let sock = dir.join("vu.sock");
+        let mut cmd = if wrapper.is_empty() {
+            Command::new(&c.bin)
+        } else {
+            let mut x = Command::new(&wrapper[0]);
+            x.args(&wrapper[1..]).arg(&c.bin);
+            x
+        };
+        match c.kind.as_str() {
+            "contrib-blk" => {
+                cmd.arg("-b").arg(image).arg("-s").arg(&sock);
+            }
+            "qsd" => {
+                cmd.arg("--blockdev")
+                    .arg(format!("driver=null-co,node-name=n0,size={CONSUMER_DISK},read-zeroes=on"))
+                    .arg("--export")
+                    .arg(format!("type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path={}", sock.display()));
+            }
+            k => panic!("unknown consumer kind {k}"),
+        }
+        let libdir = c.bin.parent().unwrap().join("lib");
+        if std::fs::read_dir(&libdir).map_or(false, |mut d| d.next().is_some()) {
+            cmd.env("LD_LIBRARY_PATH", &libdir);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", c.bin.display()));
+        Backend { child, sock, _dir: dir }
+    }
+
     fn connect(&mut self) -> UnixStream {
         let t0 = Instant::now();
         loop {
@@ -251,11 +302,16 @@ impl Backend {
         }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        self.stop_within(Duration::from_secs(20));
+    }
+
+    /// SIGTERM, wait up to `timeout` for the exit, then SIGKILL.
+    fn stop_within(mut self, timeout: Duration) {
         // SAFETY: signalling our own, not yet reaped, child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(20) {
+        while t0.elapsed() < timeout {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
@@ -350,12 +406,17 @@ struct Ring {
     event_idx: bool,
     poll: bool,
     heads: Vec<u16>,
+    /// Random-read mode: header GPA per head, xorshift state.
+    hdr_gpa: Vec<u64>,
+    rng: u64,
     next_avail: u16,
     last_used: u16,
     kicked_at: u16,
     kick: EventFd,
     call: EventFd,
     kicks: u64,
+    /// Random-read mode: completions whose used length was not 4096 + 1.
+    bad_len: u64,
 }
 
 struct Alloc {
@@ -397,6 +458,7 @@ impl Ring {
         let n = wl.shape.descs();
         let indirect = wl.shape == Shape::Indirect16;
         let mut heads = Vec::new();
+        let mut hdr_gpa = vec![0u64; QSIZE as usize];
         for s in 0..wl.depth as usize {
             let (table, base) = if indirect {
                 let t = al.spread(16 * n as u64, 16);
@@ -418,8 +480,10 @@ impl Ring {
                 } else {
                     512
                 };
-                let g = al.spread(len as u64, 16);
+                let align = if wl.random_4k && len == 4096 { 4096 } else { 16 };
+                let g = al.spread(len as u64, align);
                 if k == 0 {
+                    hdr_gpa[heads[s] as usize] = g;
                     // virtio_blk_outhdr: type IN, ioprio 0, sector = slot
                     mem.write_u32(g, 0);
                     mem.write_u32(g + 4, 0);
@@ -446,12 +510,15 @@ impl Ring {
             event_idx: wl.event_idx,
             poll,
             heads,
+            hdr_gpa,
+            rng: if wl.random_4k { 0x9e37_79b9_7f4a_7c15 } else { 0 },
             next_avail: 0,
             last_used: 0,
             kicked_at: 0,
             kick: EventFd::new(EFD_NONBLOCK).unwrap(),
             call: EventFd::new(EFD_NONBLOCK).unwrap(),
             kicks: 0,
+            bad_len: 0,
         };
         if poll && !wl.event_idx {
             r.a16(0).store(1, Ordering::SeqCst); // VRING_AVAIL_F_NO_INTERRUPT
@@ -493,6 +560,14 @@ impl Ring {
     }
 
     fn publish(&mut self, head: u16) {
+        if self.rng != 0 {
+            // 4 KiB random read anywhere in the 1 GiB device
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let sector = (self.rng % (CONSUMER_DISK / 4096)) * 8;
+            self.mem.write_u64(self.hdr_gpa[head as usize] + 8, sector);
+        }
         self.a16(2 + (self.next_avail % QSIZE) as usize).store(head, Ordering::Relaxed);
         self.next_avail = self.next_avail.wrapping_add(1);
     }
@@ -566,6 +641,16 @@ impl Ring {
             }
             while self.last_used != u {
                 let id = self.used_id(self.last_used % QSIZE) as u16;
+                if self.rng != 0 {
+                    // SAFETY: inside the used ring, 4-aligned.
+                    let len = unsafe {
+                        (*(self.used.add(8 + 8 * (self.last_used % QSIZE) as usize) as *const AtomicU32))
+                            .load(Ordering::Relaxed)
+                    };
+                    if len != 4097 {
+                        self.bad_len += 1;
+                    }
+                }
                 self.last_used = self.last_used.wrapping_add(1);
                 done += 1;
                 if limit.map_or(true, |l| submitted < l) {
@@ -596,7 +681,11 @@ fn wait_readable(fd: i32, ms: i32) -> bool {
 
 /// Full device start for one queue; returns the ring.
 fn start_device(stream: UnixStream, wl: &Wl) -> (Session, Ring) {
-    let mut s = session(stream, blk_features(wl.event_idx), proto_for(wl.regions, wl.inflight), wl.regions);
+    start_device_proto(stream, wl, proto_for(wl.regions, wl.inflight))
+}
+
+fn start_device_proto(stream: UnixStream, wl: &Wl, proto: VhostUserProtocolFeatures) -> (Session, Ring) {
+    let mut s = session(stream, blk_features(wl.event_idx), proto, wl.regions);
     if wl.inflight {
         let req = VhostUserInflight { mmap_size: 0, mmap_offset: 0, num_queues: 1, queue_size: QSIZE };
         let (info, file) = ok(s.fe.get_inflight_fd(&req), "GET_INFLIGHT_FD");
@@ -645,6 +734,61 @@ fn blk_run(cfg: &Cfg, lib: &Lib, wl: &Wl) -> (f64, f64) {
     drop(ring);
     b.finish(Duration::from_secs(20));
     (n as f64 / dt, (c1 - c0) * 1e9 / n as f64)
+}
+
+// ---- real consumers (unchanged QEMU binaries) ---------------------------------
+
+fn consumer_wl(depth: u16) -> Wl {
+    Wl { depth, random_4k: true, ..Wl::base() }
+}
+
+fn consumer_finish(b: Backend, c: &Consumer, timeout: Duration) {
+    if c.kind == "qsd" {
+        b.stop_within(timeout); // the storage daemon outlives its client
+    } else {
+        b.finish(timeout); // contrib vhost-user-blk exits on disconnect
+    }
+}
+
+/// One throughput run against a fresh consumer process.
+fn consumer_run(cfg: &Cfg, c: &Consumer, wl: &Wl) -> (f64, f64) {
+    let mut b = Backend::start_consumer(&cfg.work, c, &[], &cfg.image);
+    let stream = b.connect();
+    // Both consumers offer CONFIG (+ INFLIGHT_SHMFD), not REPLY_ACK or MQ.
+    let (s, mut ring) = start_device_proto(stream, wl, VhostUserProtocolFeatures::CONFIG);
+    ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
+    let t0 = Instant::now();
+    let c0 = b.cpu();
+    let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.secs())), None);
+    let dt = t0.elapsed().as_secs_f64();
+    let c1 = b.cpu();
+    assert_eq!(ring.bad_len, 0, "{}: completions with a used length other than 4097", c.bin.display());
+    drop(s);
+    drop(ring);
+    consumer_finish(b, c, Duration::from_secs(20));
+    (n as f64 / dt, (c1 - c0) * 1e9 / n.max(1) as f64)
+}
+
+/// Instructions of the consumer process for `n` requests (callgrind).
+fn consumer_callgrind(cfg: &Cfg, c: &Consumer, wl: &Wl, n: u64, out: &Path) -> Option<f64> {
+    let wrapper = vec![
+        "valgrind".to_string(),
+        "--tool=callgrind".into(),
+        format!("--callgrind-out-file={}", out.display()),
+        "--quiet".into(),
+    ];
+    let _ = std::fs::remove_file(out);
+    let mut b = Backend::start_consumer(&cfg.work, c, &wrapper, &cfg.image);
+    let stream = b.connect();
+    let (s, mut ring) = start_device_proto(stream, wl, VhostUserProtocolFeatures::CONFIG);
+    if n > 0 {
+        let done = ring.run(None, Some(n));
+        assert_eq!(done, n);
+    }
+    drop(s);
+    drop(ring);
+    consumer_finish(b, c, Duration::from_secs(300));
+    callgrind_total(out)
 }
 
 fn callgrind_total(file: &Path) -> Option<f64> {
@@ -892,6 +1036,9 @@ fn parse_args() -> Cfg {
     let mut libs = Vec::new();
     let mut only = None;
     let mut wl = None;
+    let mut consumers = Vec::new();
+    let mut missing = Vec::new();
+    let mut image = PathBuf::from("/dev/shm/vu-bench.img");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -902,6 +1049,19 @@ fn parse_args() -> Cfg {
             "--work" => work = PathBuf::from(v),
             "--out" => out = PathBuf::from(v),
             "--only" => only = Some(v),
+            "--consumer" => {
+                // GEN,LIB,KIND,PATH
+                let p: Vec<&str> = v.splitn(4, ',').collect();
+                assert_eq!(p.len(), 4, "--consumer GEN,LIB,KIND,PATH");
+                consumers.push(Consumer { gen: p[0].into(), lib: p[1].into(), kind: p[2].into(), bin: p[3].into() });
+            }
+            "--consumer-missing" => {
+                // GEN,LIB,KIND,REASON
+                let p: Vec<&str> = v.splitn(4, ',').collect();
+                assert_eq!(p.len(), 4, "--consumer-missing GEN,LIB,KIND,REASON");
+                missing.push((p[0].into(), p[1].into(), p[2].into(), p[3].into()));
+            }
+            "--image" => image = PathBuf::from(v),
             "--wl" => wl = Some(v.split(',').map(|x| x.parse().unwrap()).collect()),
             "--lib" => {
                 let (name, rest) = v.split_once('=').expect("--lib NAME=BLK,MICRO");
@@ -917,8 +1077,8 @@ fn parse_args() -> Cfg {
         }
         i += 2;
     }
-    assert!(!libs.is_empty(), "no --lib given");
-    Cfg { quick, work, out, libs, only, wl }
+    assert!(!libs.is_empty() || !consumers.is_empty(), "no --lib or --consumer given");
+    Cfg { quick, consumers, missing, image, work, out, libs, only, wl }
 }
 
 fn main() {
@@ -929,7 +1089,59 @@ fn main() {
     let mut blk: Table = BTreeMap::new();
     let mut micro: Table = BTreeMap::new();
     let mut ctrl: Table = BTreeMap::new();
+    let mut cons: Table = BTreeMap::new();
     let wls = workloads();
+
+    // ---- real consumers: contrib vhost-user-blk and qemu-storage-daemon ----
+    if want("consumers") && !cfg.consumers.is_empty() {
+        if !cfg.image.exists() {
+            // sparse image: reads of holes cost no device time
+            let f = std::fs::File::create(&cfg.image).unwrap();
+            f.set_len(CONSUMER_DISK).unwrap();
+        }
+        let mut groups: Vec<(String, String)> = Vec::new();
+        for c in &cfg.consumers {
+            if !groups.contains(&(c.gen.clone(), c.kind.clone())) {
+                groups.push((c.gen.clone(), c.kind.clone()));
+            }
+        }
+        for (gen, kind) in &groups {
+            for depth in [1u16, 16, 64] {
+                let wl = consumer_wl(depth);
+                let name = format!("{gen} {kind} randread 4K qd{depth}");
+                let key = (cons.len(), name.clone());
+                let entry = cons.entry(key).or_insert_with(|| (name.clone(), BTreeMap::new()));
+                let these: Vec<&Consumer> = cfg.consumers.iter().filter(|c| &c.gen == gen && &c.kind == kind).collect();
+                for (g, l, k, why) in &cfg.missing {
+                    if g == gen && k == kind {
+                        entry.1.entry(l.clone()).or_default().note = Some(why.clone());
+                    }
+                }
+                for rep in 0..cfg.reps() {
+                    for c in &these {
+                        let (rps, cpu) = consumer_run(&cfg, c, &wl);
+                        eprintln!("[consumers] {name} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req", c.lib);
+                        let st = entry.1.entry(c.lib.clone()).or_default();
+                        st.rps.push(rps);
+                        st.cpu_ns.push(cpu);
+                    }
+                }
+                let n = cfg.cg_requests() / 4;
+                for c in &these {
+                    let tag = format!("{}-{}-{}-{depth}", c.gen, c.lib, c.kind);
+                    let base = consumer_callgrind(&cfg, c, &wl, 0, &raw.join(format!("cg-cons-{tag}-0")));
+                    let full = consumer_callgrind(&cfg, c, &wl, n, &raw.join(format!("cg-cons-{tag}-n")));
+                    let ir = match (base, full) {
+                        (Some(b), Some(f)) => Some((f - b) / n as f64),
+                        _ => None,
+                    };
+                    eprintln!("[consumers] {name} {}: {:?} instructions/req", c.lib, ir);
+                    entry.1.get_mut(&c.lib).unwrap().ir = ir;
+                }
+                std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cons, &cfg)).unwrap();
+            }
+        }
+    }
 
     // ---- library-bound workloads through the blk backend ----
     if want("blk") {
@@ -969,7 +1181,7 @@ fn main() {
                 }
                 entry.1.get_mut(&lib.name).unwrap().ir = ir;
             }
-            std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cfg)).unwrap();
+            std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cons, &cfg)).unwrap();
         }
     }
 
@@ -1030,7 +1242,7 @@ fn main() {
                 }
                 entry.1.get_mut(&lib.name).unwrap().ir = ir;
             }
-            std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cfg)).unwrap();
+            std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cons, &cfg)).unwrap();
         }
     }
 
@@ -1055,18 +1267,18 @@ fn main() {
                     }
                 }
             }
-            std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cfg)).unwrap();
+            std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cons, &cfg)).unwrap();
         }
     }
-    std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cfg)).unwrap();
+    std::fs::write(&cfg.out, render(&blk, &micro, &ctrl, &cons, &cfg)).unwrap();
     let _ = std::fs::remove_dir_all(cfg.work.join("tmp"));
     eprintln!("results: {}", cfg.out.display());
     let _ = median(&[]);
 }
 
-fn render(blk: &Table, micro: &Table, ctrl: &Table, cfg: &Cfg) -> String {
+fn render(blk: &Table, micro: &Table, ctrl: &Table, cons: &Table, cfg: &Cfg) -> String {
     format!(
-        "{{\"mode\": {}, \"reps\": {}, \"seconds\": {}, \"callgrind_requests\": {}, \"micro_requests\": {},\n\"blk\": {},\n\"micro\": {},\n\"ctrl\": {}\n}}\n",
+        "{{\"mode\": {}, \"reps\": {}, \"seconds\": {}, \"callgrind_requests\": {}, \"micro_requests\": {},\n\"blk\": {},\n\"micro\": {},\n\"ctrl\": {},\n\"consumers\": {},\n\"consumer_image\": {}\n}}\n",
         json_str(if cfg.quick { "quick" } else { "full" }),
         cfg.reps(),
         cfg.secs(),
@@ -1074,6 +1286,8 @@ fn render(blk: &Table, micro: &Table, ctrl: &Table, cfg: &Cfg) -> String {
         cfg.micro_requests(),
         json_table(blk),
         json_table(micro),
-        json_table(ctrl)
+        json_table(ctrl),
+        json_table(cons),
+        json_str(&cfg.image.display().to_string())
     )
 }

@@ -3,8 +3,18 @@
 # Benchmark: this library vs the C original (QEMU 10.0.2 and 7.2 libvhost-user),
 # the same C backend (examples-c/vhost-user-blk.c, --null) linked against each.
 #
-#   bench/run.sh            full mode (~30-40 min on 2 cores)
+#   bench/run.sh            full mode (~45-60 min on 2 cores)
 #   bench/run.sh --quick    quick mode (a few minutes)
+#   bench/run.sh --only consumers,mem   only these sections (blk, micro, ctrl,
+#                           consumers, mem); earlier raw results of the same
+#                           mode are kept and merged into the report
+#
+# Real consumers (section `consumers`): QEMU's contrib vhost-user-blk and
+# qemu-storage-daemon, unchanged, as built by the consumer tier
+# (tests/consumers/run.sh) into $VU_CACHE/bin/<gen>/<lib>/ (VU_CACHE default
+# /var/tmp/vu-consumers). BENCH_CONSUMERS_OURS=DIR takes `ours` binaries from
+# DIR/<gen>/ instead. Missing binaries are built with the consumer tier's
+# build step when BENCH_BUILD_CONSUMERS=1, else reported as n/a with the reason.
 #
 # Environment: CARGO_TARGET_DIR (default ./target), BENCH_WORK (default
 # $CARGO_TARGET_DIR/bench-work: downloaded QEMU sources, built binaries, raw
@@ -13,13 +23,17 @@
 set -euo pipefail
 
 MODE=full
-for a in "$@"; do
-    case "$a" in
+ONLY=
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) MODE=quick ;;
         --full) MODE=full ;;
-        *) echo "usage: $0 [--quick|--full]" >&2; exit 2 ;;
+        --only) shift; ONLY=${1:-} ;;
+        *) echo "usage: $0 [--quick|--full] [--only blk,micro,ctrl,consumers,mem]" >&2; exit 2 ;;
     esac
+    shift
 done
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -111,6 +125,9 @@ for lib in ours c10 c72; do
     $CC -std=gnu11 $CFLAGS -Wall -I"${INCDIR[$lib]}" \
         -o "$WORK/bin/micro-$lib" "$ROOT/bench/micro.c" "$a" \
         -lpthread -ldl -lm -lrt -lutil -lgcc_s
+    $CC -std=gnu11 $CFLAGS -Wall -I"${INCDIR[$lib]}" \
+        -o "$WORK/bin/mem-$lib" "$ROOT/bench/mem.c" "$a" \
+        -lpthread -ldl -lm -lrt -lutil -lgcc_s
 done
 
 # ---- the driver -------------------------------------------------------------
@@ -125,12 +142,75 @@ for l in sys.stdin:
 [ -x "$DRIVER" ] || { echo "driver not built" >&2; exit 1; }
 
 RAW="$WORK/raw/$MODE"
-rm -rf "$RAW"; mkdir -p "$RAW"
-log "running ($MODE mode); raw results in $RAW"
-"$DRIVER" --mode "$MODE" --work "$WORK" --out "$RAW/results.json" \
-    --lib ours="$WORK/bin/blk-ours,$WORK/bin/micro-ours" \
-    --lib c10="$WORK/bin/blk-c10,$WORK/bin/micro-c10" \
-    --lib c72="$WORK/bin/blk-c72,$WORK/bin/micro-c72"
+if [ -z "$ONLY" ]; then
+    rm -rf "$RAW"
+    OUT="$RAW/results.json"
+    SECTIONS=blk,micro,ctrl,consumers
+    mkdir -p "$RAW"
+    git -C "$ROOT" rev-parse --short HEAD > "$RAW/commit.txt" 2>/dev/null || true
+else
+    OUT="$RAW/results-${ONLY//,/-}.json"
+    SECTIONS=$ONLY
+fi
+mkdir -p "$RAW"
+
+# ---- memory footprint: heap in use after each step (bench/mem.c) ----------
+if want mem; then
+    log "memory footprint"
+    : > "$RAW/mem.txt"
+    git -C "$ROOT" rev-parse --short HEAD > "$RAW/mem-commit.txt" 2>/dev/null || true
+    for lib in ours c10 c72; do
+        for args in "-q 1" "-q 64" "-q 1 -m" "-q 1 -a 32" "-q 1 -a 256"; do
+            out=$("$WORK/bin/mem-$lib" $args 2>&1 | tail -1) || true
+            echo "$lib|$args|$out" >> "$RAW/mem.txt"
+        done
+    done
+fi
+
+# ---- real consumers: find (or build) the unchanged QEMU binaries ----------
+VU_CACHE=${VU_CACHE:-/var/tmp/vu-consumers}
+CONS_ARGS=()
+IMAGE=/dev/shm/vu-bench-$$.img
+if [[ ",$SECTIONS," == *",consumers,"* ]]; then
+    for gen in 7.2 10.0; do
+        for lib in ours c-original; do
+            dir="$VU_CACHE/bin/$gen/$lib"
+            if [ "$lib" = ours ] && [ -n "${BENCH_CONSUMERS_OURS:-}" ]; then
+                dir="$BENCH_CONSUMERS_OURS/$gen"
+            fi
+            if { [ ! -x "$dir/vhost-user-blk" ] || [ ! -x "$dir/qemu-storage-daemon" ]; } &&
+               [ "${BENCH_BUILD_CONSUMERS:-0}" = 1 ] && [ -x "$ROOT/tests/consumers/run.sh" ]; then
+                log "building the $gen consumers against $lib (consumer tier, no guest tests)"
+                VU_CACHE="$VU_CACHE" "$ROOT/tests/consumers/run.sh" --lib "$lib" --gen "$gen" \
+                    --no-guest --no-rust >&2 || log "consumer build failed ($gen $lib)"
+            fi
+            for kind in contrib-blk qsd; do
+                bin=vhost-user-blk; [ $kind = qsd ] && bin=qemu-storage-daemon
+                if [ -x "$dir/$bin" ]; then
+                    CONS_ARGS+=(--consumer "$gen,$lib,$kind,$dir/$bin")
+                elif [ -x "$ROOT/tests/consumers/run.sh" ]; then
+                    CONS_ARGS+=(--consumer-missing "$gen,$lib,$kind,not in $dir (tests/consumers/run.sh --gen $gen --lib $lib --no-guest --no-rust builds it; or BENCH_BUILD_CONSUMERS=1)")
+                else
+                    CONS_ARGS+=(--consumer-missing "$gen,$lib,$kind,not in $dir and no tests/consumers/run.sh to build it")
+                fi
+            done
+        done
+    done
+    if [ -n "${BENCH_CONSUMERS_OURS:-}" ]; then
+        echo "\`ours\` consumer binaries: $BENCH_CONSUMERS_OURS/<gen>/ (not the consumer tier's), e.g. relinked by bench/relink-consumers.sh with this checkout's library." > "$RAW/consumers-note.txt"
+    fi
+fi
+
+DRIVER_SECTIONS=$(echo "$SECTIONS" | tr , '\n' | grep -v '^mem$' | paste -sd, || true)
+if [ -n "$DRIVER_SECTIONS" ]; then
+    log "running ($MODE mode: $DRIVER_SECTIONS); raw results in $RAW"
+    "$DRIVER" --mode "$MODE" --work "$WORK" --out "$OUT" --only "$DRIVER_SECTIONS" \
+        --image "$IMAGE" "${CONS_ARGS[@]}" \
+        --lib ours="$WORK/bin/blk-ours,$WORK/bin/micro-ours" \
+        --lib c10="$WORK/bin/blk-c10,$WORK/bin/micro-c10" \
+        --lib c72="$WORK/bin/blk-c72,$WORK/bin/micro-c72"
+    rm -f "$IMAGE"
+fi
 
 # ---- hotspots (callgrind annotate of one representative run per library) ---
 for lib in ours c10 c72; do

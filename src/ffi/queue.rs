@@ -68,15 +68,27 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
 }
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
-    let decision = with_queue(dev, vq, None, |d, mem, q, qidx| Ok(Some((d, qidx, split::notify_decision(d, mem, q, sync)?))));
-    guard((), || match decision {
-        Some((d, _, Notify::Eventfd(fd))) => {
-            if let Err(f) = split::signal_eventfd(fd) {
-                d.panic(&f.to_string());
+    // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
+    let action = with_queue(dev, vq, Notify::None, |d, mem, q, _| split::notify_decision(d, mem, q, sync));
+    if matches!(action, Notify::None) {
+        return;
+    }
+    guard((), || {
+        // SAFETY: with_queue just accepted these pointers.
+        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
+        match action {
+            Notify::Eventfd(fd) => {
+                if let Err(f) = split::signal_eventfd(fd) {
+                    d.panic(&f.to_string());
+                }
             }
+            Notify::InBand { ack } => {
+                if let Some(qidx) = d.queue_index(vq) {
+                    backend::vring_call(d, qidx, ack);
+                }
+            }
+            Notify::None => {}
         }
-        Some((d, qidx, Notify::InBand { ack })) => backend::vring_call(d, qidx, ack),
-        _ => {}
     })
 }
 
