@@ -35,8 +35,17 @@ result() {
 
 # Processes started in the background, so that an interrupted run can end
 # them (by PID only).
+# A PID leaves the list as soon as it is reaped, so a recycled PID is never
+# signalled.
 VU_PIDS=()
 track_pid() { VU_PIDS+=("$1"); }
+untrack_pid() {
+    local p keep=()
+    for p in "${VU_PIDS[@]:-}"; do
+        [ -n "$p" ] && [ "$p" != "$1" ] && keep+=("$p")
+    done
+    VU_PIDS=("${keep[@]:-}")
+}
 kill_tracked() {
     local p
     for p in "${VU_PIDS[@]:-}"; do
@@ -73,13 +82,21 @@ wait_pid_bounded() {
             sleep 1
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
+            untrack_pid "$pid"
             return 255
         fi
         sleep 0.1
     done
     local rc=0
     wait "$pid" || rc=$?
+    untrack_pid "$pid"
     return "$rc"
+}
+
+# stop_pid PID: SIGTERM, then reap (SIGKILL after 10 s)
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait_pid_bounded "$1" 10 || true
 }
 
 # wait_for_socket PATH SECONDS PID: a unix socket appears (or PID dies).

@@ -48,6 +48,7 @@ run_guest() {
     local pid=$!
     track_pid "$pid"
     wait "$pid" || rc=$?
+    untrack_pid "$pid"
     return "$rc"
 }
 
@@ -108,7 +109,7 @@ test_blk() {
     fi
     local bpid=$BPID
     if ! wait_for_socket "$sock" 20 "$bpid"; then
-        kill -TERM "$bpid" 2>/dev/null; wait "$bpid" 2>/dev/null
+        stop_pid "$bpid"
         result FAIL "$name" "backend did not listen on its socket" "$backend" "$gen" "$lib"
         tail_logs "$dir"; return
     fi
@@ -176,7 +177,7 @@ test_fs() {
         "--socket-path=$sock" -o "source=$share" -o cache=auto -o sandbox=namespace
     local bpid=$BPID
     if ! wait_for_socket "$sock" 20 "$bpid"; then
-        kill -TERM "$bpid" 2>/dev/null; wait "$bpid" 2>/dev/null
+        stop_pid "$bpid"
         result FAIL "$name" "virtiofsd did not listen on its socket" virtiofsd "$gen" "$lib"
         tail_logs "$dir"; return
     fi
@@ -239,7 +240,7 @@ test_net() {
         -u "$sock" -l "127.0.0.1:$lport" -r "127.0.0.1:$rport"
     local bpid=$BPID
     if ! wait_for_socket "$sock" 20 "$bpid"; then
-        kill -TERM "$bpid" "$rpid" 2>/dev/null; wait "$bpid" "$rpid" 2>/dev/null
+        stop_pid "$bpid"; stop_pid "$rpid"
         result FAIL "$name" "vhost-user-bridge did not listen on its socket" vhost-user-bridge "$gen" "$lib"
         tail_logs "$dir"; return
     fi

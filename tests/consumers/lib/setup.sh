@@ -10,7 +10,7 @@ QEMU10_DIR='qemu-10.0.2'
 
 BUILD_PKGS="meson ninja-build gcc pkg-config libglib2.0-dev libpixman-1-dev libcap-ng-dev
  libseccomp-dev libiscsi-dev python3 python3-venv python3-pip busybox-static cpio xz-utils
- dpkg-dev binutils"
+ dpkg-dev binutils procps util-linux coreutils"
 GPU_PKGS="libvirglrenderer-dev libgbm-dev libepoxy-dev libdrm-dev"
 
 # Types: deb deb-src, and bookworm-backports in Suites, in the stanza of
