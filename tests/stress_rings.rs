@@ -132,6 +132,10 @@ fn random_indirect(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mu
     let len = if rng.chance(3, 4) { 16 * n as u32 } else { ctx.len(rng, 16 * n as u32) };
     let taddr = if rng.chance(7, 8) { table } else { ctx.addr(rng, table) };
     let vq = &mut s.qs[q];
+    if vq.free_count() == 0 {
+        // The driver's descriptors are all used up by earlier (unanswered) rounds.
+        return rng.below(vq.size as u64) as u16;
+    }
     let head = vq.reserve(1)[0];
     let flags = VRING_DESC_F_INDIRECT | if rng.chance(1, 8) { VRING_DESC_F_NEXT | VRING_DESC_F_WRITE } else { 0 };
     vq.write_desc(vq.desc, head, Desc { addr: taddr, len, flags, next: rng.below(vq.size as u64) as u16 });
