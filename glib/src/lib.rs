@@ -19,29 +19,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use libc::{c_int, c_uint, c_void};
-use vhost_user::abi::{
-    vu_panic_cb, vu_read_msg_cb, vu_remove_watch_cb, vu_set_watch_cb, vu_watch_cb,
-};
-use vhost_user::abi::{VuDev, VuDevIface, VuWatchCondtion};
+use vhost_user::abi::{vu_panic_cb, vu_watch_cb, VuDev, VuDevIface, VuWatchCondtion};
 
 use sys::*;
 pub use sys::{gpointer, GHashTable, GIOCondition, GSource};
 
-// The core's entry points, resolved at link time against the `#[no_mangle]` symbols of the
-// `vhost_user` crate (linked into this library).
-extern "C" {
-    fn vu_init(
-        dev: *mut VuDev,
-        max_queues: u16,
-        socket: c_int,
-        panic: vu_panic_cb,
-        read_msg: vu_read_msg_cb,
-        set_watch: vu_set_watch_cb,
-        remove_watch: vu_remove_watch_cb,
-        iface: *const VuDevIface,
-    ) -> bool;
-    fn vu_dispatch(dev: *mut VuDev) -> bool;
-}
+// The core's entry points, called directly (the core is linked into this library).
+use vhost_user::ffi::{vu_dispatch, vu_init};
 
 /// A libvhost-user device driven by a glib main loop. Embed it by value; `parent` is the
 /// `VuDev` to pass to the `vu_*` functions.
