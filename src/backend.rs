@@ -3,7 +3,8 @@
 
 use crate::abi::VhostUserBackendRequest::*;
 use crate::abi::*;
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::message::{self, read_message, write_message, VHOST_USER_VERSION};
 
 /// Holds `backend_mutex` for its lifetime.

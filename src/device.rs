@@ -254,23 +254,3 @@ impl Dev {
         }
     }
 }
-
-/// Makes writes to a notification fd non-blocking, so a frontend that hands us a pipe or a
-/// socket instead of an eventfd gets an error (and a `panic`) rather than a hung device.
-pub fn set_nonblocking(fd: libc::c_int) {
-    // SAFETY: fcntl on an fd we own; failures leave the fd as it was.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
-}
-
-/// Closes an fd we own, ignoring -1.
-pub fn close_fd(fd: libc::c_int) {
-    if fd >= 0 {
-        // SAFETY: the caller owns fd and forgets it.
-        unsafe { libc::close(fd) };
-    }
-}

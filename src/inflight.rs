@@ -149,12 +149,7 @@ pub fn check_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize, used_idx: Option<u16
     }
     // In case of an I/O hang after reconnecting: make the device look at the queue.
     if vq.kick_fd >= 0 {
-        // SAFETY: writing 8 bytes to an eventfd we own.
-        let one: u64 = 1;
-        let rc = unsafe { libc::write(vq.kick_fd, (&one as *const u64).cast(), 8) };
-        if rc != 8 {
-            return Err(format!("kick eventfd write: {}", std::io::Error::last_os_error()));
-        }
+        crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod control;
 pub mod device;
 pub mod dirty_log;
+pub mod fd;
 pub mod ffi;
 pub mod inflight;
 pub mod memory;

@@ -4,7 +4,7 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 
 use crate::abi::{VhostUserMsg, VhostUserPayload, VHOST_MEMORY_BASELINE_NREGIONS};
-use crate::device::close_fd;
+use crate::fd::close_fd;
 
 /// Size of the message header: request, flags, size.
 pub const HDR_SIZE: usize = 12;

@@ -3,7 +3,8 @@
 
 use crate::abi::*;
 use crate::control::{send_reply, Outcome};
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::message::set_reply_u64;
 
 const UFFD_API: u64 = 0xAA;

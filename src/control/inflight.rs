@@ -5,7 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use super::{Incoming, Outcome};
 use crate::abi::*;
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::inflight::queue_region_size;
 use crate::mmap::{mappable_size, Mapping};
 

@@ -4,7 +4,8 @@ use std::os::fd::BorrowedFd;
 
 use super::{Incoming, Outcome};
 use crate::abi::*;
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::message::set_reply_u64;
 use crate::mmap::{mappable_size, Mapping};
 
@@ -72,7 +73,7 @@ pub fn set_log_fd(dev: Dev, fds: &mut Incoming) -> Outcome {
         return Outcome::Failed;
     }
     let fd = fds.take(0).unwrap_or(-1);
-    crate::device::set_nonblocking(fd);
+    crate::fd::set_nonblocking(fd);
     // Queue threads signal this fd under the memory read lock.
     let _mem = dev.mem_mut();
     close_fd(dev.log_call_fd());

@@ -4,7 +4,8 @@ use std::os::fd::BorrowedFd;
 
 use super::{check_size, payload_u64, Incoming, Outcome};
 use crate::abi::*;
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::memory::MemoryTableMut;
 use crate::queue::split::map_ring;
 

@@ -8,7 +8,8 @@ mod vring;
 
 use crate::abi::VhostUserRequest::*;
 use crate::abi::*;
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::message::{self, set_reply_u64, write_message, VHOST_USER_VERSION};
 use crate::queue::split::{VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 

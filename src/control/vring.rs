@@ -2,7 +2,8 @@
 
 use super::{check_size, payload_u64, Incoming, Outcome};
 use crate::abi::*;
-use crate::device::{close_fd, Dev};
+use crate::device::Dev;
+use crate::fd::close_fd;
 use crate::inflight;
 use crate::queue::split::{map_ring, valid_ring_size};
 use crate::queue::ring::SplitRing;
@@ -222,7 +223,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     // SAFETY: in-range queue.
     unsafe { close_fd(std::mem::replace(&mut (*vq).call_fd, fd)) };
     if fd != -1 {
-        crate::device::set_nonblocking(fd);
+        crate::fd::set_nonblocking(fd);
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
         let _ = crate::queue::split::signal_eventfd(fd);
     }

@@ -7,7 +7,8 @@ use super::guard;
 use crate::abi::*;
 use crate::backend;
 use crate::control;
-use crate::device::{close_fd, Dev, DeviceState};
+use crate::device::{Dev, DeviceState};
+use crate::fd::close_fd;
 use crate::message::read_message;
 
 /// The built-in message reader used when `vu_init` gets a NULL `read_msg`.

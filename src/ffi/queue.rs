@@ -64,7 +64,7 @@ pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq)
 /// Returns true if the queue is empty or not ready.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
-    with_queue(dev, vq, true, split::empty_op)
+    with_queue(dev, vq, true, |d, mem, q, _| split::empty(d, mem, q))
 }
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {

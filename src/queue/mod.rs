@@ -57,7 +57,3 @@ impl fmt::Display for Fault {
     }
 }
 
-/// The last OS error as a fault of writing an eventfd.
-pub fn eventfd_fault() -> Fault {
-    Fault::EventfdWrite(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-}

@@ -94,6 +94,7 @@ pub fn is_empty(ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, Fault> {
     Ok(refresh_avail(ring, vq, vq.last_avail_idx)? == vq.last_avail_idx)
 }
 
+/// `vu_queue_empty`: true when nothing is waiting or the queue is not ready.
 pub fn empty(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<bool, Fault> {
     match usable(dev, mem, vq)? {
         Some(ring) => is_empty(&ring, vq),
@@ -214,8 +215,8 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
     }
     // The caller holds the memory lock: SET_LOG_FD replaces the fd under the write lock.
     let fd = dev.log_call_fd();
-    if fd >= 0 && eventfd_write(fd).is_err() {
-        return Err(crate::queue::eventfd_fault());
+    if fd >= 0 {
+        signal_eventfd(fd)?;
     }
     Ok(())
 }
@@ -313,21 +314,6 @@ fn should_notify(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, F
     Ok(!valid || need_event(ring.used_event(), new, old))
 }
 
-fn eventfd_write(fd: libc::c_int) -> Result<(), ()> {
-    let one: u64 = 1;
-    loop {
-        // SAFETY: writing 8 bytes from a local to an fd.
-        let rc = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-        if rc == 8 {
-            return Ok(());
-        }
-        if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return Err(());
-    }
-}
-
 /// How a notification should be delivered, decided under the memory lock and carried out
 /// after it is released (an in-band message may block on the frontend).
 #[derive(Clone, Copy)]
@@ -343,22 +329,19 @@ pub fn notify_decision(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, sync: bool
     if !should_notify(dev, &ring, vq)? {
         return Ok(Notify::None);
     }
+    if vq.call_fd >= 0 {
+        return Ok(Notify::Eventfd(vq.call_fd));
+    }
     use VhostUserProtocolFeature::*;
-    if vq.call_fd < 0
-        && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)
-        && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_BACKEND_REQ)
-    {
+    if dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS) && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_BACKEND_REQ) {
         return Ok(Notify::InBand { ack: sync && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_REPLY_ACK) });
     }
-    // No call fd (the frontend polls): nothing to signal.
-    if vq.call_fd < 0 {
-        return Ok(Notify::None);
-    }
-    Ok(Notify::Eventfd(vq.call_fd))
+    // No call fd and no in-band channel (the frontend polls): nothing to signal.
+    Ok(Notify::None)
 }
 
 pub fn signal_eventfd(fd: libc::c_int) -> Result<(), Fault> {
-    eventfd_write(fd).map_err(|_| crate::queue::eventfd_fault())
+    crate::fd::eventfd_write(fd).map_err(|e| Fault::EventfdWrite(e.raw_os_error().unwrap_or(0)))
 }
 
 /// `vu_queue_set_notification`.
@@ -419,7 +402,3 @@ pub fn avail_bytes(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, max_in: u32, m
     }
 }
 
-/// `empty` in the shape the C boundary wants.
-pub fn empty_op(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, _qidx: usize) -> Result<bool, Fault> {
-    empty(dev, mem, vq)
-}
