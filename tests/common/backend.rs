@@ -172,7 +172,8 @@ pub fn initial_image(size: u64) -> Vec<u8> {
     (0..size).map(initial_byte).collect()
 }
 
-fn collect(mut r: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+/// Collects a child's output on a thread.
+pub fn collect(mut r: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
     let buf = Arc::new(Mutex::new(String::new()));
     let b2 = buf.clone();
     let h = std::thread::spawn(move || {

@@ -20,27 +20,13 @@ use crate::common::{self, Buf, GuestMemory, Prepared, SplitQueue};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-// Front-end requests.
-pub const GET_FEATURES: u32 = 1;
-pub const SET_FEATURES: u32 = 2;
-pub const SET_OWNER: u32 = 3;
+// Front-end requests (the common ones are shared with tests/common/raw.rs).
+#[allow(unused_imports)] // each test file uses a different subset
+pub use crate::common::raw::{GET_FEATURES, SET_FEATURES, SET_OWNER, SET_MEM_TABLE, SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE, GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, SET_VRING_ENABLE, GET_CONFIG, GET_MAX_MEM_SLOTS, ADD_MEM_REG, REM_MEM_REG};
 pub const RESET_OWNER: u32 = 4;
-pub const SET_MEM_TABLE: u32 = 5;
 pub const SET_LOG_BASE: u32 = 6;
 pub const SET_LOG_FD: u32 = 7;
-pub const SET_VRING_NUM: u32 = 8;
-pub const SET_VRING_ADDR: u32 = 9;
-pub const SET_VRING_BASE: u32 = 10;
-pub const GET_VRING_BASE: u32 = 11;
-pub const SET_VRING_KICK: u32 = 12;
-pub const SET_VRING_CALL: u32 = 13;
-pub const SET_VRING_ERR: u32 = 14;
-pub const GET_PROTOCOL_FEATURES: u32 = 15;
-pub const SET_PROTOCOL_FEATURES: u32 = 16;
-pub const GET_QUEUE_NUM: u32 = 17;
-pub const SET_VRING_ENABLE: u32 = 18;
 pub const SET_BACKEND_REQ_FD: u32 = 21;
-pub const GET_CONFIG: u32 = 24;
 pub const POSTCOPY_ADVISE: u32 = 28;
 pub const POSTCOPY_LISTEN: u32 = 29;
 pub const POSTCOPY_END: u32 = 30;
@@ -48,9 +34,6 @@ pub const GET_INFLIGHT_FD: u32 = 31;
 pub const SET_INFLIGHT_FD: u32 = 32;
 pub const GPU_SET_SOCKET: u32 = 33;
 pub const VRING_KICK: u32 = 35;
-pub const GET_MAX_MEM_SLOTS: u32 = 36;
-pub const ADD_MEM_REG: u32 = 37;
-pub const REM_MEM_REG: u32 = 38;
 pub const GET_SHARED_OBJECT: u32 = 41;
 
 // Back-end requests.
@@ -95,20 +78,7 @@ pub const CMD_QUEUE_ENABLED: u32 = 0x1005;
 
 // ---------------------------------------------------------------- backend
 
-fn collect(mut r: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let b2 = buf.clone();
-    let h = std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match r.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => b2.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n])),
-            }
-        }
-    });
-    (buf, h)
-}
+use crate::common::backend::collect;
 
 /// One run of the proto-test backend (killed and reaped on drop).
 pub struct ProtoBackend {
