@@ -32,67 +32,17 @@
 
 #include "libvhost-user.h"
 
+#define BENCH_PROG "mem"
+#include "inproc-frontend.h"
+
 enum { M_SET_FEATURES = 2, M_SET_OWNER = 3, M_SET_MEM_TABLE = 5,
        M_SET_PROTOCOL_FEATURES = 16, M_ADD_MEM_REG = 37 };
 #define F_PROTOCOL (1ull << 30)
-#define F_VERSION_1 (1ull << 32)
 #define PF_MEM_SLOTS (1ull << 15)
 #define RSIZE (2ull << 20)
 
-static VuDev dev;
-static int sock_fe;
 
-static void die(const char *m)
-{
-    fprintf(stderr, "mem: %s (%s)\n", m, strerror(errno));
-    exit(1);
-}
-static void on_panic(VuDev *d, const char *err)
-{
-    (void)d;
-    fprintf(stderr, "mem: library panic: %s\n", err);
-    exit(1);
-}
-static void on_set_watch(VuDev *d, int fd, int c, vu_watch_cb cb, void *p)
-{
-    (void)d; (void)fd; (void)c; (void)cb; (void)p;
-}
-static void on_remove_watch(VuDev *d, int fd) { (void)d; (void)fd; }
-static uint64_t on_features(VuDev *d) { (void)d; return F_VERSION_1; }
-static uint64_t on_pfeatures(VuDev *d) { (void)d; return PF_MEM_SLOTS; }
-static const VuDevIface iface = {
-    .get_features = on_features,
-    .get_protocol_features = on_pfeatures,
-};
-
-struct hdr { uint32_t request, flags, size; } __attribute__((packed));
-
-static void send_msg(uint32_t req, const void *payload, uint32_t size,
-                     const int *fds, int nfds)
-{
-    struct hdr h = { req, 1, size };
-    struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
-    char cbuf[CMSG_SPACE(8 * sizeof(int))];
-    struct msghdr m = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-    if (nfds) {
-        struct cmsghdr *c;
-        memset(cbuf, 0, sizeof(cbuf));
-        m.msg_control = cbuf;
-        m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    }
-    if (sendmsg(sock_fe, &m, 0) != (ssize_t)(sizeof(h) + size)) {
-        die("sendmsg");
-    }
-    if (!vu_dispatch(&dev)) {
-        fprintf(stderr, "mem: vu_dispatch failed for request %u\n", req);
-        exit(1);
-    }
-}
+static uint64_t bench_protocol_features(VuDev *d) { (void)d; return PF_MEM_SLOTS; }
 
 static long heap(void)
 {

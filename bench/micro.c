@@ -45,6 +45,9 @@
 
 #include "libvhost-user.h"
 
+#define BENCH_PROG "micro"
+#include "inproc-frontend.h"
+
 #define QSIZE 1024
 #define REGION_SIZE (4ull << 20)
 #define MAX_REGIONS 256
@@ -61,7 +64,6 @@ enum {
 #define F_INDIRECT (1ull << 28)
 #define F_EVENT_IDX (1ull << 29)
 #define F_PROTOCOL (1ull << 30)
-#define F_VERSION_1 (1ull << 32)
 #define PF_INFLIGHT (1ull << 12)
 #define PF_MEM_SLOTS (1ull << 15)
 
@@ -75,8 +77,6 @@ struct region { uint64_t gpa; uint8_t *host; int fd; uint64_t next; };
 
 static struct region regions[MAX_REGIONS];
 static int nregions = 1;
-static int sock_fe;
-static VuDev dev;
 static bool event_idx, inflight, inline_mode;
 static int depth = 16;
 static uint64_t total = 100000;
@@ -91,59 +91,7 @@ static uint16_t heads[QSIZE];
 static uint16_t next_avail, last_used;
 static int kick_fd, call_fd;
 
-static void die(const char *m)
-{
-    fprintf(stderr, "micro: %s (%s)\n", m, strerror(errno));
-    exit(1);
-}
-
-static void on_panic(VuDev *d, const char *err)
-{
-    (void)d;
-    fprintf(stderr, "micro: library panic: %s\n", err);
-    exit(1);
-}
-static void on_set_watch(VuDev *d, int fd, int c, vu_watch_cb cb, void *p)
-{
-    (void)d; (void)fd; (void)c; (void)cb; (void)p;
-}
-static void on_remove_watch(VuDev *d, int fd) { (void)d; (void)fd; }
-static uint64_t on_features(VuDev *d) { (void)d; return F_VERSION_1; }
-static uint64_t on_pfeatures(VuDev *d) { (void)d; return PF_INFLIGHT; }
-static const VuDevIface iface = {
-    .get_features = on_features,
-    .get_protocol_features = on_pfeatures,
-};
-
-/* ---- frontend side of the control plane ---- */
-struct hdr { uint32_t request, flags, size; } __attribute__((packed));
-
-static void send_msg(uint32_t req, const void *payload, uint32_t size,
-                     const int *fds, int nfds)
-{
-    struct hdr h = { req, 1, size };
-    struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
-    char cbuf[CMSG_SPACE(8 * sizeof(int))];
-    struct msghdr m = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-    if (nfds) {
-        struct cmsghdr *c;
-        memset(cbuf, 0, sizeof(cbuf));
-        m.msg_control = cbuf;
-        m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-        c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-    }
-    if (sendmsg(sock_fe, &m, 0) != (ssize_t)(sizeof(h) + size)) {
-        die("sendmsg");
-    }
-    if (!vu_dispatch(&dev)) {
-        fprintf(stderr, "micro: vu_dispatch failed for request %u\n", req);
-        exit(1);
-    }
-}
+static uint64_t bench_protocol_features(VuDev *d) { (void)d; return PF_INFLIGHT; }
 
 /* Read a reply; returns its payload size, stores a passed fd in *fd. */
 static uint32_t recv_reply(void *payload, uint32_t max, int *fd)
