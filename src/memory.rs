@@ -156,12 +156,13 @@ impl<'a> MemoryTableMut<'a> {
     /// Maps a region from the frontend's description and inserts it in order; returns where it
     /// is mapped.
     ///
-    /// `_postcopy`: the original maps postcopy regions PROT_NONE until userfaultfd is armed,
+    /// Postcopy regions too are mapped read/write: the original maps them PROT_NONE until
+    /// userfaultfd is armed,
     /// so a frontend that sends a ring address or a kick before that (or never arms it) kills
     /// the process with SIGSEGV. We map them read/write from the start: a page read before
     /// arming shows the file's current content, and `postcopy::generate_faults` drops every
     /// page (MADV_DONTNEED) when it registers the region, so later reads fault as intended.
-    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>, _postcopy: bool) -> Result<VuDevRegion, AddError> {
+    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>) -> Result<VuDevRegion, AddError> {
         let n = self.len();
         if n >= VHOST_USER_MAX_RAM_SLOTS {
             return Err(AddError::Full);

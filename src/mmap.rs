@@ -65,12 +65,6 @@ impl Mapping {
         let rc = unsafe { libc::madvise(self.addr.as_ptr().cast(), self.len, advice) };
         if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
-
-    pub fn protect(&self, prot: libc::c_int) -> io::Result<()> {
-        // SAFETY: the range is exactly our own mapping.
-        let rc = unsafe { libc::mprotect(self.addr.as_ptr().cast(), self.len, prot) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-    }
 }
 
 impl Drop for Mapping {

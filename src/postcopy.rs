@@ -143,11 +143,6 @@ pub fn generate_faults(dev: Dev) -> bool {
             dev.panic(&format!("generate_faults Region ({i}) doesn't support COPY"));
             return false;
         }
-        if let Err(e) = m.protect(libc::PROT_READ | libc::PROT_WRITE) {
-            drop(mem);
-            dev.panic(&format!("failed to mprotect region {i} for postcopy ({e})"));
-            return false;
-        }
     }
     true
 }

@@ -27,10 +27,10 @@ fn unmap_all_rings(dev: Dev) {
 }
 
 /// Maps a region with the fd we own, closing it afterwards (the mapping keeps the memory).
-fn add_region(table: &mut MemoryTableMut, desc: &VhostUserMemoryRegion, fd: libc::c_int, prot_none: bool) -> Result<u64, String> {
+fn add_region(table: &mut MemoryTableMut, desc: &VhostUserMemoryRegion, fd: libc::c_int) -> Result<u64, String> {
     // SAFETY: fd was received with the message and is open until closed below.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let result = table.add(desc, borrowed, prot_none).map(|r| r.mmap_addr + r.mmap_offset).map_err(|e| e.to_string());
+    let result = table.add(desc, borrowed).map(|r| r.mmap_addr + r.mmap_offset).map_err(|e| e.to_string());
     close_fd(fd);
     result
 }
@@ -63,7 +63,7 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
         table.clear();
         for (i, region) in memory.regions.iter().take(n).enumerate() {
             let fd = fds.take(i).unwrap_or(-1);
-            match add_region(&mut table, region, fd, postcopy) {
+            match add_region(&mut table, region, fd) {
                 // In postcopy the frontend learns where we mapped each region.
                 Ok(host) => reply_regions[i].userspace_addr = host,
                 Err(e) => errors.push(e),
@@ -133,7 +133,7 @@ pub fn add_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
         if table.len() >= VHOST_USER_MAX_RAM_SLOTS {
             Err("failing attempt to hot add memory via VHOST_USER_ADD_MEM_REG message because the backend has no free ram slots available".to_string())
         } else {
-            add_region(&mut table, &region, fds.take(0).unwrap_or(-1), postcopy)
+            add_region(&mut table, &region, fds.take(0).unwrap_or(-1))
         }
     };
     fds.close_all();
