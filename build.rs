@@ -117,7 +117,11 @@ fn fixups(mut h: String) -> String {
     }
 
     // A flexible array member, as in QEMU (cbindgen spells `[T; 0]` as `desc[0]`).
-    h = replace_once(h, "    struct VuDescStateSplit desc[0];\n", "    struct VuDescStateSplit desc[];\n");
+    h = replace_once(
+        h,
+        "    struct VuDescStateSplit desc[0];\n",
+        "    struct VuDescStateSplit desc[];\n",
+    );
 
     // Old (pre-8.0) constant names: aliases after each sentinel, so the sentinels keep 10.0's
     // values.

@@ -25,7 +25,9 @@ use std::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserInflight, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserHeaderFlag, VhostUserInflight, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -99,7 +101,15 @@ struct Wl {
 
 impl Wl {
     fn base() -> Self {
-        Wl { fe: Fe::Poll, depth: 16, shape: Shape::Chain3, regions: 1, event_idx: true, inflight: false, random_4k: false }
+        Wl {
+            fe: Fe::Poll,
+            depth: 16,
+            shape: Shape::Chain3,
+            regions: 1,
+            event_idx: true,
+            inflight: false,
+            random_4k: false,
+        }
     }
     fn name(&self) -> String {
         format!(
@@ -163,16 +173,32 @@ struct Cfg {
 
 impl Cfg {
     fn reps(&self) -> usize {
-        if self.quick { 3 } else { 7 }
+        if self.quick {
+            3
+        } else {
+            7
+        }
     }
     fn secs(&self) -> f64 {
-        if self.quick { 0.5 } else { 2.0 }
+        if self.quick {
+            0.5
+        } else {
+            2.0
+        }
     }
     fn cg_requests(&self) -> u64 {
-        if self.quick { 2000 } else { 20000 }
+        if self.quick {
+            2000
+        } else {
+            20000
+        }
     }
     fn micro_requests(&self) -> u64 {
-        if self.quick { 300_000 } else { 2_000_000 }
+        if self.quick {
+            300_000
+        } else {
+            2_000_000
+        }
     }
 }
 
@@ -187,7 +213,11 @@ struct Backend {
 
 fn tmpdir(work: &Path) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = work.join("tmp").join(format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let d = work.join("tmp").join(format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -206,11 +236,19 @@ impl Backend {
             c.args(&wrapper[1..]).arg(bin);
             c
         };
-        cmd.arg("-s").arg(&sock).arg("--null").arg("-S").arg((1u64 << 30).to_string()).arg("-q").arg("1");
+        cmd.arg("-s")
+            .arg(&sock)
+            .arg("--null")
+            .arg("-S")
+            .arg((1u64 << 30).to_string())
+            .arg("-q")
+            .arg("1");
         if one_shot {
             cmd.arg("-1");
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         Backend { child, sock, _dir: dir }
     }
@@ -236,15 +274,20 @@ impl Backend {
                 cmd.arg("--blockdev")
                     .arg(format!("driver=null-co,node-name=n0,size={CONSUMER_DISK},read-zeroes=on"))
                     .arg("--export")
-                    .arg(format!("type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path={}", sock.display()));
+                    .arg(format!(
+                        "type=vhost-user-blk,id=e0,node-name=n0,addr.type=unix,addr.path={}",
+                        sock.display()
+                    ));
             }
             k => panic!("unknown consumer kind {k}"),
         }
         let libdir = c.bin.parent().unwrap().join("lib");
-        if std::fs::read_dir(&libdir).map_or(false, |mut d| d.next().is_some()) {
+        if std::fs::read_dir(&libdir).is_ok_and(|mut d| d.next().is_some()) {
             cmd.env("LD_LIBRARY_PATH", &libdir);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", c.bin.display()));
         Backend { child, sock, _dir: dir }
     }
@@ -273,7 +316,8 @@ impl Backend {
 
     /// utime + stime of the backend, in seconds.
     fn cpu(&self) -> f64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let s =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let rest = match s.rfind(')') {
             Some(i) => &s[i + 2..],
             None => return 0.0,
@@ -349,7 +393,12 @@ struct Session {
     _inflight: Option<std::fs::File>,
 }
 
-fn session(stream: UnixStream, features: u64, proto: VhostUserProtocolFeatures, regions: usize) -> Session {
+fn session(
+    stream: UnixStream,
+    features: u64,
+    proto: VhostUserProtocolFeatures,
+    regions: usize,
+) -> Session {
     stream.set_read_timeout(Some(CTRL_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(CTRL_TIMEOUT)).unwrap();
     let mut fe = Frontend::from_stream(stream, 1);
@@ -374,7 +423,9 @@ fn session(stream: UnixStream, features: u64, proto: VhostUserProtocolFeatures, 
 }
 
 fn proto_for(regions: usize, inflight: bool) -> VhostUserProtocolFeatures {
-    let mut p = VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK;
+    let mut p = VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK;
     if regions > 8 {
         p |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
     }
@@ -385,7 +436,8 @@ fn proto_for(regions: usize, inflight: bool) -> VhostUserProtocolFeatures {
 }
 
 fn blk_features(event_idx: bool) -> u64 {
-    let mut f = F_VERSION_1 | F_PROTOCOL | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_CONFIG_WCE | F_INDIRECT;
+    let mut f =
+        F_VERSION_1 | F_PROTOCOL | F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_CONFIG_WCE | F_INDIRECT;
     if event_idx {
         f |= F_EVENT_IDX;
     }
@@ -429,7 +481,7 @@ impl Alloc {
         Alloc { next: (0..regions as u64).map(|i| i * REGION_SIZE).collect(), rr: 0 }
     }
     fn at(&mut self, r: usize, size: u64, align: u64) -> u64 {
-        let a = (self.next[r] + align - 1) / align * align;
+        let a = self.next[r].div_ceil(align) * align;
         assert!(a + size <= (r as u64 + 1) * REGION_SIZE, "region {r} full");
         self.next[r] = a + size;
         a
@@ -537,7 +589,9 @@ impl Ring {
     }
     fn used_id(&self, slot: u16) -> u32 {
         // SAFETY: inside the used ring, 4-aligned.
-        unsafe { (*(self.used.add(4 + 8 * slot as usize) as *const AtomicU32)).load(Ordering::Relaxed) }
+        unsafe {
+            (*(self.used.add(4 + 8 * slot as usize) as *const AtomicU32)).load(Ordering::Relaxed)
+        }
     }
 
     fn config(&self) -> VringConfigData {
@@ -603,7 +657,7 @@ impl Ring {
         let mut done = 0u64;
         let depth = self.heads.len();
         for i in 0..depth {
-            if limit.map_or(true, |l| submitted < l) {
+            if limit.is_none_or(|l| submitted < l) {
                 let h = self.heads[i];
                 self.publish(h);
                 submitted += 1;
@@ -621,9 +675,9 @@ impl Ring {
             let u = self.used_idx();
             if u == self.last_used {
                 spins = spins.wrapping_add(1);
-                if spins % 4096 == 0 {
+                if spins.is_multiple_of(4096) {
                     let now = Instant::now();
-                    if deadline.map_or(false, |d| now >= d) || now > t_stop {
+                    if deadline.is_some_and(|d| now >= d) || now > t_stop {
                         break;
                     }
                 }
@@ -644,7 +698,8 @@ impl Ring {
                 if self.rng != 0 {
                     // SAFETY: inside the used ring, 4-aligned.
                     let len = unsafe {
-                        (*(self.used.add(8 + 8 * (self.last_used % QSIZE) as usize) as *const AtomicU32))
+                        (*(self.used.add(8 + 8 * (self.last_used % QSIZE) as usize)
+                            as *const AtomicU32))
                             .load(Ordering::Relaxed)
                     };
                     if len != 4097 {
@@ -653,7 +708,7 @@ impl Ring {
                 }
                 self.last_used = self.last_used.wrapping_add(1);
                 done += 1;
-                if limit.map_or(true, |l| submitted < l) {
+                if limit.is_none_or(|l| submitted < l) {
                     self.publish(id);
                     submitted += 1;
                 }
@@ -663,7 +718,7 @@ impl Ring {
             }
             self.commit_and_kick();
             if let Some(d) = deadline {
-                if done % 64 == 0 && Instant::now() >= d {
+                if done.is_multiple_of(64) && Instant::now() >= d {
                     break;
                 }
             }
@@ -684,10 +739,15 @@ fn start_device(stream: UnixStream, wl: &Wl) -> (Session, Ring) {
     start_device_proto(stream, wl, proto_for(wl.regions, wl.inflight))
 }
 
-fn start_device_proto(stream: UnixStream, wl: &Wl, proto: VhostUserProtocolFeatures) -> (Session, Ring) {
+fn start_device_proto(
+    stream: UnixStream,
+    wl: &Wl,
+    proto: VhostUserProtocolFeatures,
+) -> (Session, Ring) {
     let mut s = session(stream, blk_features(wl.event_idx), proto, wl.regions);
     if wl.inflight {
-        let req = VhostUserInflight { mmap_size: 0, mmap_offset: 0, num_queues: 1, queue_size: QSIZE };
+        let req =
+            VhostUserInflight { mmap_size: 0, mmap_offset: 0, num_queues: 1, queue_size: QSIZE };
         let (info, file) = ok(s.fe.get_inflight_fd(&req), "GET_INFLIGHT_FD");
         ok(s.fe.set_inflight_fd(&info, file.as_raw_fd()), "SET_INFLIGHT_FD");
         s._inflight = Some(file);
@@ -762,7 +822,12 @@ fn consumer_run(cfg: &Cfg, c: &Consumer, wl: &Wl) -> (f64, f64) {
     let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.secs())), None);
     let dt = t0.elapsed().as_secs_f64();
     let c1 = b.cpu();
-    assert_eq!(ring.bad_len, 0, "{}: completions with a used length other than 4097", c.bin.display());
+    assert_eq!(
+        ring.bad_len,
+        0,
+        "{}: completions with a used length other than 4097",
+        c.bin.display()
+    );
     drop(s);
     drop(ring);
     consumer_finish(b, c, Duration::from_secs(20));
@@ -827,7 +892,11 @@ fn median(v: &[f64]) -> f64 {
         return f64::NAN;
     }
     let m = s.len() / 2;
-    if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
 }
 
 fn micro_args(wl: &Wl) -> Vec<String> {
@@ -849,7 +918,8 @@ fn micro_args(wl: &Wl) -> Vec<String> {
 }
 
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<String> {
-    let out_path = std::env::temp_dir().join(format!("vu-bench-{}-{}", std::process::id(), rand_u32()));
+    let out_path =
+        std::env::temp_dir().join(format!("vu-bench-{}-{}", std::process::id(), rand_u32()));
     let f = std::fs::File::create(&out_path).ok()?;
     let mut child = cmd.stdout(f).stdin(Stdio::null()).spawn().ok()?;
     let t0 = Instant::now();
@@ -866,7 +936,11 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Option<String> {
     };
     let s = std::fs::read_to_string(&out_path).unwrap_or_default();
     let _ = std::fs::remove_file(&out_path);
-    if ok { Some(s) } else { None }
+    if ok {
+        Some(s)
+    } else {
+        None
+    }
 }
 
 fn rand_u32() -> u32 {
@@ -875,7 +949,8 @@ fn rand_u32() -> u32 {
 }
 
 fn kv(s: &str, key: &str) -> Option<f64> {
-    s.split_whitespace().find_map(|t| t.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok()))
+    s.split_whitespace()
+        .find_map(|t| t.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok()))
 }
 
 fn micro_run(cfg: &Cfg, lib: &Lib, wl: &Wl) -> Option<(f64, f64)> {
@@ -944,7 +1019,8 @@ fn ctrl_mem_table(cfg: &Cfg, lib: &Lib) -> (f64, f64) {
     let st = b.connect();
     let s = session(st, blk_features(true), proto_for(8, false), 8);
     let mems = [s.mem.clone(), GuestMemory::new(&layout(8))];
-    let infos: Vec<Vec<VhostUserMemoryRegionInfo>> = mems.iter().map(|m| m.region_infos()).collect();
+    let infos: Vec<Vec<VhostUserMemoryRegionInfo>> =
+        mems.iter().map(|m| m.region_infos()).collect();
     let t0 = Instant::now();
     let c0 = b.cpu();
     let mut n = 0u64;
@@ -995,7 +1071,8 @@ fn json_str(s: &str) -> String {
 }
 
 fn json_nums(v: &[f64]) -> String {
-    let items: Vec<String> = v.iter().map(|x| if x.is_finite() { format!("{x:.3}") } else { "null".into() }).collect();
+    let items: Vec<String> =
+        v.iter().map(|x| if x.is_finite() { format!("{x:.3}") } else { "null".into() }).collect();
     format!("[{}]", items.join(","))
 }
 
@@ -1053,7 +1130,12 @@ fn parse_args() -> Cfg {
                 // GEN,LIB,KIND,PATH
                 let p: Vec<&str> = v.splitn(4, ',').collect();
                 assert_eq!(p.len(), 4, "--consumer GEN,LIB,KIND,PATH");
-                consumers.push(Consumer { gen: p[0].into(), lib: p[1].into(), kind: p[2].into(), bin: p[3].into() });
+                consumers.push(Consumer {
+                    gen: p[0].into(),
+                    lib: p[1].into(),
+                    kind: p[2].into(),
+                    bin: p[3].into(),
+                });
             }
             "--consumer-missing" => {
                 // GEN,LIB,KIND,REASON
@@ -1067,7 +1149,12 @@ fn parse_args() -> Cfg {
                 let (name, rest) = v.split_once('=').expect("--lib NAME=BLK,MICRO");
                 let (blk, micro) = rest.split_once(',').expect("--lib NAME=BLK,MICRO");
                 let max_slots = if name == "c72" { 32 } else { 509 };
-                libs.push(Lib { name: name.into(), blk: blk.into(), micro: micro.into(), max_slots });
+                libs.push(Lib {
+                    name: name.into(),
+                    blk: blk.into(),
+                    micro: micro.into(),
+                    max_slots,
+                });
             }
             "--bench" => {
                 i += 1;
@@ -1085,7 +1172,7 @@ fn main() {
     let cfg = parse_args();
     std::fs::create_dir_all(&cfg.work).unwrap();
     let raw = cfg.out.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let want = |part: &str| cfg.only.as_deref().map_or(true, |o| o.split(',').any(|p| p == part));
+    let want = |part: &str| cfg.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
     let mut blk: Table = BTreeMap::new();
     let mut micro: Table = BTreeMap::new();
     let mut ctrl: Table = BTreeMap::new();
@@ -1111,7 +1198,8 @@ fn main() {
                 let name = format!("{gen} {kind} randread 4K qd{depth}");
                 let key = (cons.len(), name.clone());
                 let entry = cons.entry(key).or_insert_with(|| (name.clone(), BTreeMap::new()));
-                let these: Vec<&Consumer> = cfg.consumers.iter().filter(|c| &c.gen == gen && &c.kind == kind).collect();
+                let these: Vec<&Consumer> =
+                    cfg.consumers.iter().filter(|c| &c.gen == gen && &c.kind == kind).collect();
                 for (g, l, k, why) in &cfg.missing {
                     if g == gen && k == kind {
                         entry.1.entry(l.clone()).or_default().note = Some(why.clone());
@@ -1120,7 +1208,10 @@ fn main() {
                 for rep in 0..cfg.reps() {
                     for c in &these {
                         let (rps, cpu) = consumer_run(&cfg, c, &wl);
-                        eprintln!("[consumers] {name} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req", c.lib);
+                        eprintln!(
+                            "[consumers] {name} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req",
+                            c.lib
+                        );
                         let st = entry.1.entry(c.lib.clone()).or_default();
                         st.rps.push(rps);
                         st.cpu_ns.push(cpu);
@@ -1129,8 +1220,10 @@ fn main() {
                 let n = cfg.cg_requests() / 4;
                 for c in &these {
                     let tag = format!("{}-{}-{}-{depth}", c.gen, c.lib, c.kind);
-                    let base = consumer_callgrind(&cfg, c, &wl, 0, &raw.join(format!("cg-cons-{tag}-0")));
-                    let full = consumer_callgrind(&cfg, c, &wl, n, &raw.join(format!("cg-cons-{tag}-n")));
+                    let base =
+                        consumer_callgrind(&cfg, c, &wl, 0, &raw.join(format!("cg-cons-{tag}-0")));
+                    let full =
+                        consumer_callgrind(&cfg, c, &wl, n, &raw.join(format!("cg-cons-{tag}-n")));
                     let ir = match (base, full) {
                         (Some(b), Some(f)) => Some((f - b) / n as f64),
                         _ => None,
@@ -1146,7 +1239,7 @@ fn main() {
     // ---- library-bound workloads through the blk backend ----
     if want("blk") {
         for (wi, wl) in wls.iter().enumerate() {
-            if cfg.wl.as_ref().map_or(false, |w| !w.contains(&wi)) {
+            if cfg.wl.as_ref().is_some_and(|w| !w.contains(&wi)) {
                 continue;
             }
             let entry = blk.entry((wi, wl.name())).or_insert_with(|| (wl.name(), BTreeMap::new()));
@@ -1158,7 +1251,11 @@ fn main() {
                         continue;
                     }
                     let (rps, cpu) = blk_run(&cfg, lib, wl);
-                    eprintln!("[blk] {} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req", wl.name(), lib.name);
+                    eprintln!(
+                        "[blk] {} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req",
+                        wl.name(),
+                        lib.name
+                    );
                     st.rps.push(rps);
                     st.cpu_ns.push(cpu);
                 }
@@ -1168,7 +1265,13 @@ fn main() {
                 if !supported(lib, wl.regions) {
                     continue;
                 }
-                let base = blk_callgrind(&cfg, lib, wl, 0, &raw.join(format!("cg-blk-{}-{wi}-0", lib.name)));
+                let base = blk_callgrind(
+                    &cfg,
+                    lib,
+                    wl,
+                    0,
+                    &raw.join(format!("cg-blk-{}-{wi}-0", lib.name)),
+                );
                 let fname = raw.join(format!("cg-blk-{}-{wi}-n", lib.name));
                 let full = blk_callgrind(&cfg, lib, wl, n, &fname);
                 let ir = match (base, full) {
@@ -1177,7 +1280,10 @@ fn main() {
                 };
                 eprintln!("[blk] {} {}: {:?} instructions/req", wl.name(), lib.name, ir);
                 if wi == 1 {
-                    let _ = std::fs::copy(&fname, raw.join(format!("hotspot-blk-{}.callgrind", lib.name)));
+                    let _ = std::fs::copy(
+                        &fname,
+                        raw.join(format!("hotspot-blk-{}.callgrind", lib.name)),
+                    );
                 }
                 entry.1.get_mut(&lib.name).unwrap().ir = ir;
             }
@@ -1200,11 +1306,12 @@ fn main() {
             Wl { inflight: true, ..b.clone() },
         ];
         for (wi, wl) in mwls.iter().enumerate() {
-            if cfg.wl.as_ref().map_or(false, |w| !w.contains(&wi)) {
+            if cfg.wl.as_ref().is_some_and(|w| !w.contains(&wi)) {
                 continue;
             }
             let name = wl.name().replacen("poll ", "", 1);
-            let entry = micro.entry((wi, name.clone())).or_insert_with(|| (name.clone(), BTreeMap::new()));
+            let entry =
+                micro.entry((wi, name.clone())).or_insert_with(|| (name.clone(), BTreeMap::new()));
             for rep in 0..cfg.reps() {
                 for lib in &cfg.libs {
                     let st = entry.1.entry(lib.name.clone()).or_default();
@@ -1214,7 +1321,10 @@ fn main() {
                     }
                     match micro_run(&cfg, lib, wl) {
                         Some((rps, cpu)) => {
-                            eprintln!("[micro] {name} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns/req", lib.name);
+                            eprintln!(
+                                "[micro] {name} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns/req",
+                                lib.name
+                            );
                             st.rps.push(rps);
                             st.cpu_ns.push(cpu);
                         }
@@ -1229,7 +1339,8 @@ fn main() {
                 }
                 let f0 = raw.join(format!("cg-micro-{}-{wi}-0", lib.name));
                 let f1 = raw.join(format!("cg-micro-{}-{wi}-n", lib.name));
-                let ir = match (micro_callgrind(lib, wl, 0, &f0), micro_callgrind(lib, wl, n, &f1)) {
+                let ir = match (micro_callgrind(lib, wl, 0, &f0), micro_callgrind(lib, wl, n, &f1))
+                {
                     (Some(a), Some(c)) => Some((c - a) / n as f64),
                     _ => None,
                 };
@@ -1238,7 +1349,10 @@ fn main() {
                     let _ = std::fs::copy(&f1, raw.join(format!("hotspot-{}.callgrind", lib.name)));
                 }
                 if wi == 4 {
-                    let _ = std::fs::copy(&f1, raw.join(format!("hotspot-seg64-{}.callgrind", lib.name)));
+                    let _ = std::fs::copy(
+                        &f1,
+                        raw.join(format!("hotspot-seg64-{}.callgrind", lib.name)),
+                    );
                 }
                 entry.1.get_mut(&lib.name).unwrap().ir = ir;
             }
@@ -1248,9 +1362,15 @@ fn main() {
 
     // ---- control plane ----
     if want("ctrl") {
-        let names = ["device starts/s (1 queue, 1 region)", "SET_MEM_TABLE 8 regions /s", "ADD+REM_MEM_REG region ops/s (256 regions; 32 on 7.2)"];
+        let names = [
+            "device starts/s (1 queue, 1 region)",
+            "SET_MEM_TABLE 8 regions /s",
+            "ADD+REM_MEM_REG region ops/s (256 regions; 32 on 7.2)",
+        ];
         for (wi, name) in names.iter().enumerate() {
-            let entry = ctrl.entry((wi, name.to_string())).or_insert_with(|| (name.to_string(), BTreeMap::new()));
+            let entry = ctrl
+                .entry((wi, name.to_string()))
+                .or_insert_with(|| (name.to_string(), BTreeMap::new()));
             for rep in 0..cfg.reps() {
                 for lib in &cfg.libs {
                     let (r, c) = match wi {

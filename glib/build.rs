@@ -32,10 +32,7 @@ fn main() {
     bindings.write(&mut text);
     let generated = out_dir.join("libvhost-user-glib.h");
     write_if_changed(&generated, &text);
-    println!(
-        "cargo:rustc-env=VUG_GENERATED_HEADER={}",
-        generated.display()
-    );
+    println!("cargo:rustc-env=VUG_GENERATED_HEADER={}", generated.display());
     if env::var("VHOST_USER_UPDATE_HEADER").as_deref() == Ok("1") {
         fs::create_dir_all(&include).unwrap();
         if write_if_changed(&include.join("libvhost-user-glib.h"), &text) {
@@ -67,9 +64,7 @@ fn write_if_changed(path: &Path, text: &[u8]) -> bool {
 
 /// The library names `pkg-config --libs glib-2.0` gives, or just glib-2.0 without pkg-config.
 fn glib_libs() -> Vec<String> {
-    let out = Command::new("pkg-config")
-        .args(["--libs-only-l", "glib-2.0"])
-        .output();
+    let out = Command::new("pkg-config").args(["--libs-only-l", "glib-2.0"]).output();
     if let Ok(out) = out {
         if out.status.success() {
             let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -77,9 +72,7 @@ fn glib_libs() -> Vec<String> {
                 .filter_map(|w| w.strip_prefix("-l").map(str::to_string))
                 .collect();
             if !libs.is_empty() {
-                let dirs = Command::new("pkg-config")
-                    .args(["--libs-only-L", "glib-2.0"])
-                    .output();
+                let dirs = Command::new("pkg-config").args(["--libs-only-L", "glib-2.0"]).output();
                 if let Ok(d) = dirs {
                     for w in String::from_utf8_lossy(&d.stdout).split_whitespace() {
                         if let Some(dir) = w.strip_prefix("-L") {

@@ -269,17 +269,28 @@ pub struct VuDevRegion {
 
 pub type vu_get_features_cb = Option<unsafe extern "C" fn(dev: *mut VuDev) -> u64>;
 pub type vu_set_features_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, features: u64)>;
-pub type vu_process_msg_cb =
-    Option<unsafe extern "C" fn(dev: *mut VuDev, vmsg: *mut VhostUserMsg, do_reply: *mut c_int) -> c_int>;
+pub type vu_process_msg_cb = Option<
+    unsafe extern "C" fn(dev: *mut VuDev, vmsg: *mut VhostUserMsg, do_reply: *mut c_int) -> c_int,
+>;
 pub type vu_read_msg_cb =
     Option<unsafe extern "C" fn(dev: *mut VuDev, sock: c_int, vmsg: *mut VhostUserMsg) -> bool>;
-pub type vu_queue_set_started_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, qidx: c_int, started: bool)>;
-pub type vu_queue_is_processed_in_order_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, qidx: c_int) -> bool>;
-pub type vu_get_config_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, config: *mut u8, len: u32) -> c_int>;
+pub type vu_queue_set_started_cb =
+    Option<unsafe extern "C" fn(dev: *mut VuDev, qidx: c_int, started: bool)>;
+pub type vu_queue_is_processed_in_order_cb =
+    Option<unsafe extern "C" fn(dev: *mut VuDev, qidx: c_int) -> bool>;
+pub type vu_get_config_cb =
+    Option<unsafe extern "C" fn(dev: *mut VuDev, config: *mut u8, len: u32) -> c_int>;
 pub type vu_set_config_cb = Option<
-    unsafe extern "C" fn(dev: *mut VuDev, data: *const u8, offset: u32, size: u32, flags: u32) -> c_int,
+    unsafe extern "C" fn(
+        dev: *mut VuDev,
+        data: *const u8,
+        offset: u32,
+        size: u32,
+        flags: u32,
+    ) -> c_int,
 >;
-pub type vu_get_shared_object_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, uuid: *const c_uchar) -> c_int>;
+pub type vu_get_shared_object_cb =
+    Option<unsafe extern "C" fn(dev: *mut VuDev, uuid: *const c_uchar) -> c_int>;
 
 /// The device's callbacks. Every member may be NULL.
 #[repr(C)]
@@ -445,9 +456,17 @@ pub enum VuWatchCondtion {
 }
 
 pub type vu_panic_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, err: *const c_char)>;
-pub type vu_watch_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, condition: c_int, data: *mut c_void)>;
-pub type vu_set_watch_cb =
-    Option<unsafe extern "C" fn(dev: *mut VuDev, fd: c_int, condition: c_int, cb: vu_watch_cb, data: *mut c_void)>;
+pub type vu_watch_cb =
+    Option<unsafe extern "C" fn(dev: *mut VuDev, condition: c_int, data: *mut c_void)>;
+pub type vu_set_watch_cb = Option<
+    unsafe extern "C" fn(
+        dev: *mut VuDev,
+        fd: c_int,
+        condition: c_int,
+        cb: vu_watch_cb,
+        data: *mut c_void,
+    ),
+>;
 pub type vu_remove_watch_cb = Option<unsafe extern "C" fn(dev: *mut VuDev, fd: c_int)>;
 
 /// The inflight area the library shares with the frontend.

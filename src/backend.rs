@@ -72,11 +72,21 @@ fn transact(dev: Dev, vmsg: &VhostUserMsg) -> (bool, Option<VhostUserMsg>) {
     (ok, Some(reply))
 }
 
-pub fn set_queue_host_notifier(dev: Dev, qidx: usize, fd: libc::c_int, size: i32, offset: i32) -> bool {
+pub fn set_queue_host_notifier(
+    dev: Dev,
+    qidx: usize,
+    fd: libc::c_int,
+    size: i32,
+    offset: i32,
+) -> bool {
     if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD) {
         return false;
     }
-    let mut m = new_msg(VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG, std::mem::size_of::<VhostUserVringArea>(), true);
+    let mut m = new_msg(
+        VHOST_USER_BACKEND_VRING_HOST_NOTIFIER_MSG,
+        std::mem::size_of::<VhostUserVringArea>(),
+        true,
+    );
     let mut u = qidx as u64 & VHOST_USER_VRING_IDX_MASK;
     if fd == -1 {
         u |= VHOST_USER_VRING_NOFD_MASK;
@@ -87,7 +97,8 @@ pub fn set_queue_host_notifier(dev: Dev, qidx: usize, fd: libc::c_int, size: i32
         m.fd_num = 1;
     }
     // The original sign-extends the int size and offset into the u64 fields.
-    m.payload.area = VhostUserVringArea { u64: u, size: size as i64 as u64, offset: offset as i64 as u64 };
+    m.payload.area =
+        VhostUserVringArea { u64: u, size: size as i64 as u64, offset: offset as i64 as u64 };
     let (ok, reply) = transact(dev, &m);
     if let Some(mut r) = reply {
         message::close_msg_fds(&mut r);
@@ -138,7 +149,8 @@ pub fn config_change(dev: Dev) {
 
 /// In-band call (VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS).
 pub fn vring_call(dev: Dev, qidx: usize, ack: bool) {
-    let mut m = new_msg(VHOST_USER_BACKEND_VRING_CALL, std::mem::size_of::<vhost_vring_state>(), ack);
+    let mut m =
+        new_msg(VHOST_USER_BACKEND_VRING_CALL, std::mem::size_of::<vhost_vring_state>(), ack);
     m.payload.state = vhost_vring_state { index: qidx as u32, num: 0 };
     if let (_, Some(mut r)) = transact(dev, &m) {
         message::close_msg_fds(&mut r);

@@ -58,7 +58,12 @@ impl MemWrite<'_> {
     pub fn table_mut(&mut self) -> MemoryTableMut<'_> {
         // SAFETY: we hold the write lock, so nobody else reads or writes the array or count;
         // both live as long as the device (and so this guard).
-        let (slots, count) = unsafe { (&mut *self.state.c_regions.get(), &mut *std::ptr::addr_of_mut!((*self.dev.raw()).nregions)) };
+        let (slots, count) = unsafe {
+            (
+                &mut *self.state.c_regions.get(),
+                &mut *std::ptr::addr_of_mut!((*self.dev.raw()).nregions),
+            )
+        };
         MemoryTableMut::new(slots, count)
     }
 }
@@ -81,7 +86,8 @@ impl DeviceState {
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
-        let table = MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)]);
+        let table =
+            MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)]);
         MemRead { _guard: guard, table }
     }
 
@@ -123,7 +129,10 @@ impl Dev {
     /// Returns `None` unless `vu_init` set it up (its private state is attached).
     #[inline]
     pub unsafe fn from_raw(raw: *mut VuDev) -> Option<Dev> {
-        if raw.is_null() || std::ptr::addr_of!((*raw).regions).read().is_null() || std::ptr::addr_of!((*raw).vq).read().is_null() {
+        if raw.is_null()
+            || std::ptr::addr_of!((*raw).regions).read().is_null()
+            || std::ptr::addr_of!((*raw).vq).read().is_null()
+        {
             return None;
         }
         Some(Dev { raw })
@@ -193,7 +202,11 @@ impl Dev {
     pub fn iface(self) -> VuDevIface {
         let p = self.iface_ptr();
         // SAFETY: vu_init refused a NULL iface; C keeps it alive for the device's life.
-        if p.is_null() { VuDevIface::default() } else { unsafe { p.read() } }
+        if p.is_null() {
+            VuDevIface::default()
+        } else {
+            unsafe { p.read() }
+        }
     }
 
     #[inline]
@@ -233,7 +246,13 @@ impl Dev {
         }
     }
 
-    pub fn set_watch(self, fd: libc::c_int, condition: libc::c_int, cb: vu_watch_cb, data: *mut libc::c_void) {
+    pub fn set_watch(
+        self,
+        fd: libc::c_int,
+        condition: libc::c_int,
+        cb: vu_watch_cb,
+        data: *mut libc::c_void,
+    ) {
         if let Some(f) = self.set_watch_cb() {
             // SAFETY: C callback from vu_init.
             unsafe { f(self.raw, fd, condition, cb, data) };

@@ -17,7 +17,8 @@ pub fn mark(dev: Dev, addr: u64, len: u64) -> bool {
         return true;
     }
     let Some(last) = addr.checked_add(len - 1) else { return false };
-    let (first_page, last_page) = (addr / u64::from(VHOST_LOG_PAGE), last / u64::from(VHOST_LOG_PAGE));
+    let (first_page, last_page) =
+        (addr / u64::from(VHOST_LOG_PAGE), last / u64::from(VHOST_LOG_PAGE));
     if last_page / 8 >= size {
         return false;
     }

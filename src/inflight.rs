@@ -23,18 +23,27 @@ pub fn queue_region_size(queue_size: u16) -> u64 {
 /// The frontend's own `desc_num` in shared memory is never trusted for bounds.
 fn capacity(dev: Dev, vq: &VuVirtq) -> usize {
     let info = dev.inflight_info();
-    let (start, end) = (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
+    let (start, end) =
+        (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
     let area = vq.inflight as usize;
     if area < start || area >= end {
         return 0;
     }
-    (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>()) / std::mem::size_of::<VuDescStateSplit>()
+    (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>())
+        / std::mem::size_of::<VuDescStateSplit>()
 }
 
 /// The state slot of descriptor `idx` in the queue's area, if the area has one.
 #[inline]
-fn slot(dev: Dev, vq: &VuVirtq, qidx: usize, idx: u32) -> Result<Option<*mut VuDescStateSplit>, Fault> {
-    if vq.inflight.is_null() || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
+fn slot(
+    dev: Dev,
+    vq: &VuVirtq,
+    qidx: usize,
+    idx: u32,
+) -> Result<Option<*mut VuDescStateSplit>, Fault> {
+    if vq.inflight.is_null()
+        || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)
+    {
         return Ok(None);
     }
     if idx as usize >= capacity(dev, vq) {
@@ -42,7 +51,9 @@ fn slot(dev: Dev, vq: &VuVirtq, qidx: usize, idx: u32) -> Result<Option<*mut VuD
     }
     // SAFETY: `inflight` points into the inflight mapping, which holds at least `capacity`
     // slots past it and stays mapped under the memory lock the caller holds; idx is below.
-    Ok(Some(unsafe { (std::ptr::addr_of_mut!((*vq.inflight).desc) as *mut VuDescStateSplit).add(idx as usize) }))
+    Ok(Some(unsafe {
+        (std::ptr::addr_of_mut!((*vq.inflight).desc) as *mut VuDescStateSplit).add(idx as usize)
+    }))
 }
 
 /// Records that `head` was popped (the original's `vu_queue_inflight_get`).
@@ -65,7 +76,9 @@ pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), 
 pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
     if slot(dev, vq, qidx, head)?.is_some() {
         // SAFETY: `inflight` is valid (slot() checked it).
-        unsafe { std::ptr::addr_of_mut!((*vq.inflight).last_batch_head).write_volatile(head as u16) };
+        unsafe {
+            std::ptr::addr_of_mut!((*vq.inflight).last_batch_head).write_volatile(head as u16)
+        };
     }
     Ok(())
 }
@@ -87,7 +100,12 @@ pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(
 
 /// On queue start (SET_VRING_KICK): rebuild `inuse` and the resubmit list from the area, as
 /// the original's `vu_check_queue_inflights`. `used_idx` is the ring's current used index.
-pub fn check_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize, used_idx: Option<u16>) -> Result<(), String> {
+pub fn check_queue(
+    dev: Dev,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    used_idx: Option<u16>,
+) -> Result<(), String> {
     if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
         return Ok(());
     }
@@ -126,7 +144,10 @@ pub fn check_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize, used_idx: Option<u16
         for i in 0..desc_num {
             let s = desc.add(i);
             if std::ptr::addr_of!((*s).inflight).read_volatile() == 1 {
-                pending.push(VuVirtqInflightDesc { index: i as u16, counter: std::ptr::addr_of!((*s).counter).read_volatile() });
+                pending.push(VuVirtqInflightDesc {
+                    index: i as u16,
+                    counter: std::ptr::addr_of!((*s).counter).read_volatile(),
+                });
             }
         }
         vq.inuse = pending.len() as u32;

@@ -120,7 +120,8 @@ impl<'a> MemoryTable<'a> {
 /// advice and protection changes.
 pub fn region_mapping(r: &VuDevRegion) -> Option<std::mem::ManuallyDrop<Mapping>> {
     // SAFETY: `add` mapped exactly this range; ManuallyDrop keeps it from being unmapped here.
-    unsafe { Mapping::from_raw(r.mmap_addr as *mut u8, (r.mmap_offset + r.size) as usize) }.map(std::mem::ManuallyDrop::new)
+    unsafe { Mapping::from_raw(r.mmap_addr as *mut u8, (r.mmap_offset + r.size) as usize) }
+        .map(std::mem::ManuallyDrop::new)
 }
 
 /// Write access: the array and the count (`VuDev.nregions`) it is valid up to.
@@ -137,7 +138,10 @@ fn unmap(r: &VuDevRegion) {
 }
 
 impl<'a> MemoryTableMut<'a> {
-    pub fn new(slots: &'a mut [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS], count: &'a mut u32) -> MemoryTableMut<'a> {
+    pub fn new(
+        slots: &'a mut [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS],
+        count: &'a mut u32,
+    ) -> MemoryTableMut<'a> {
         MemoryTableMut { slots, count }
     }
 
@@ -162,7 +166,11 @@ impl<'a> MemoryTableMut<'a> {
     /// the process with SIGSEGV. We map them read/write from the start: a page read before
     /// arming shows the file's current content, and `postcopy::generate_faults` drops every
     /// page (MADV_DONTNEED) when it registers the region, so later reads fault as intended.
-    pub fn add(&mut self, desc: &VhostUserMemoryRegion, fd: BorrowedFd<'_>) -> Result<VuDevRegion, AddError> {
+    pub fn add(
+        &mut self,
+        desc: &VhostUserMemoryRegion,
+        fd: BorrowedFd<'_>,
+    ) -> Result<VuDevRegion, AddError> {
         let n = self.len();
         if n >= VHOST_USER_MAX_RAM_SLOTS {
             return Err(AddError::Full);
@@ -171,8 +179,13 @@ impl<'a> MemoryTableMut<'a> {
         if size == 0 {
             return Err(AddError::Invalid("zero size"));
         }
-        let end = desc.guest_phys_addr.checked_add(size).ok_or(AddError::Invalid("guest address range wraps"))?;
-        desc.userspace_addr.checked_add(size).ok_or(AddError::Invalid("userspace address range wraps"))?;
+        let end = desc
+            .guest_phys_addr
+            .checked_add(size)
+            .ok_or(AddError::Invalid("guest address range wraps"))?;
+        desc.userspace_addr
+            .checked_add(size)
+            .ok_or(AddError::Invalid("userspace address range wraps"))?;
         let idx = self.slots[..n].partition_point(|r| gpa_end(r) <= desc.guest_phys_addr);
         if idx < n && self.slots[idx].gpa < end {
             return Err(AddError::Overlap);
@@ -184,17 +197,25 @@ impl<'a> MemoryTableMut<'a> {
         let map_len = size.checked_add(mmap_offset).ok_or(AddError::Invalid("size overflows"))?;
         if let Some(file_size) = mappable_size(fd) {
             // Touching a mapping beyond the end of its file raises SIGBUS: refuse it up front.
-            let file_end = fd_offset.checked_add(map_len).ok_or(AddError::Invalid("offset overflows"))?;
+            let file_end =
+                fd_offset.checked_add(map_len).ok_or(AddError::Invalid("offset overflows"))?;
             if file_end > file_size {
                 return Err(AddError::Invalid("region extends beyond the end of its file"));
             }
         }
         let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let mapping = Mapping::map_shared(fd, map_len, fd_offset, prot, true).map_err(AddError::Mmap)?;
+        let mapping =
+            Mapping::map_shared(fd, map_len, fd_offset, prot, true).map_err(AddError::Mmap)?;
         // Guest RAM has no place in our core dumps.
         let _ = mapping.advise(libc::MADV_DONTDUMP);
         let (addr, _) = mapping.into_raw();
-        let region = VuDevRegion { gpa: desc.guest_phys_addr, size, qva: desc.userspace_addr, mmap_offset, mmap_addr: addr as u64 };
+        let region = VuDevRegion {
+            gpa: desc.guest_phys_addr,
+            size,
+            qva: desc.userspace_addr,
+            mmap_offset,
+            mmap_addr: addr as u64,
+        };
         self.slots.copy_within(idx..n, idx + 1);
         self.slots[idx] = region;
         *self.count += 1;
@@ -206,7 +227,9 @@ impl<'a> MemoryTableMut<'a> {
     pub fn remove_exact(&mut self, desc: &VhostUserMemoryRegion) -> Option<(usize, usize)> {
         let n = self.len();
         let idx = self.slots[..n].iter().position(|r| {
-            r.gpa == desc.guest_phys_addr && r.size == desc.memory_size && r.qva == desc.userspace_addr
+            r.gpa == desc.guest_phys_addr
+                && r.size == desc.memory_size
+                && r.qva == desc.userspace_addr
         })?;
         let r = self.slots[idx];
         self.slots.copy_within(idx + 1..n, idx);

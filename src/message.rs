@@ -51,7 +51,9 @@ pub fn set_reply_u64(vmsg: &mut VhostUserMsg, val: u64) {
 fn payload_bytes_mut(vmsg: &mut VhostUserMsg) -> &mut [u8] {
     // SAFETY: the payload union is PAYLOAD_MAX plain bytes inside the struct (alignment 1
     // for a u8 view).
-    unsafe { std::slice::from_raw_parts_mut(std::ptr::addr_of_mut!(vmsg.payload) as *mut u8, PAYLOAD_MAX) }
+    unsafe {
+        std::slice::from_raw_parts_mut(std::ptr::addr_of_mut!(vmsg.payload) as *mut u8, PAYLOAD_MAX)
+    }
 }
 
 fn header_bytes_mut(vmsg: &mut VhostUserMsg) -> &mut [u8] {
@@ -130,7 +132,8 @@ pub fn read_message(fd: libc::c_int, vmsg: &mut VhostUserMsg) -> Result<(), Read
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                     let data = libc::CMSG_DATA(c) as *const libc::c_int;
-                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<libc::c_int>();
+                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                        / size_of::<libc::c_int>();
                     for k in 0..count {
                         let rfd = data.add(k).read_unaligned();
                         if n < VHOST_MEMORY_BASELINE_NREGIONS {

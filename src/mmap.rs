@@ -19,17 +19,26 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of `fd` from `offset` (page aligned) with the given protection.
-    pub fn map_shared(fd: BorrowedFd<'_>, len: u64, offset: u64, prot: libc::c_int, noreserve: bool) -> io::Result<Self> {
+    pub fn map_shared(
+        fd: BorrowedFd<'_>,
+        len: u64,
+        offset: u64,
+        prot: libc::c_int,
+        noreserve: bool,
+    ) -> io::Result<Self> {
         let len = usize::try_from(len).ok().filter(|&l| l > 0 && l <= isize::MAX as usize);
         let len = len.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let flags = libc::MAP_SHARED | if noreserve { libc::MAP_NORESERVE } else { 0 };
         // SAFETY: a fresh mapping chosen by the kernel overlaps nothing we own; the result is checked.
-        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), offset) };
+        let addr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), offset) };
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let addr = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let addr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         Ok(Mapping { addr, len })
     }
 
@@ -63,7 +72,11 @@ impl Mapping {
     pub fn advise(&self, advice: libc::c_int) -> io::Result<()> {
         // SAFETY: the range is exactly our own mapping.
         let rc = unsafe { libc::madvise(self.addr.as_ptr().cast(), self.len, advice) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -100,11 +113,19 @@ pub fn hugepage_size(fd: BorrowedFd<'_>) -> Option<u64> {
             return None;
         }
     }
-    if fs.f_type as libc::c_long == HUGETLBFS_MAGIC { u64::try_from(fs.f_bsize).ok() } else { None }
+    if fs.f_type as libc::c_long == HUGETLBFS_MAGIC {
+        u64::try_from(fs.f_bsize).ok()
+    } else {
+        None
+    }
 }
 
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no memory effects.
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if ps > 0 { ps as u64 } else { 4096 }
+    if ps > 0 {
+        ps as u64
+    } else {
+        4096
+    }
 }

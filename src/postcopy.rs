@@ -130,7 +130,12 @@ pub fn generate_faults(dev: Dev) -> bool {
         // per page.
         let _ = m.advise(libc::MADV_DONTNEED);
         let _ = m.advise(libc::MADV_NOHUGEPAGE);
-        let mut reg = UffdioRegister { start: m.as_ptr() as u64, len: m.len() as u64, mode: UFFDIO_REGISTER_MODE_MISSING, ioctls: 0 };
+        let mut reg = UffdioRegister {
+            start: m.as_ptr() as u64,
+            len: m.len() as u64,
+            mode: UFFDIO_REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
         // SAFETY: UFFDIO_REGISTER on our ufd for our own mapping.
         if unsafe { libc::ioctl(ufd, UFFDIO_REGISTER, &mut reg) } != 0 {
             let e = std::io::Error::last_os_error();

@@ -19,7 +19,8 @@ fn le16(b: &[u8]) -> u16 {
 
 #[test]
 fn config_space_read_and_wce_write() {
-    let mut b = Backend::start(BackendOpts { image_size: Some(3 << 20), queues: 3, ..Default::default() });
+    let mut b =
+        Backend::start(BackendOpts { image_size: Some(3 << 20), queues: 3, ..Default::default() });
     let mut s = Session::connect(&mut b, SessionOpts::default());
     let f = s.features;
     for (bit, name) in [
@@ -44,16 +45,21 @@ fn config_space_read_and_wce_write() {
     // A partial read at offset 0 gives the same prefix.
     assert_eq!(s.get_config(8), cfg[..8].to_vec());
     // Switch to writethrough and back.
-    s.ctl("SET_CONFIG wce=0", |fe| fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[0]));
+    s.ctl("SET_CONFIG wce=0", |fe| {
+        fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[0])
+    });
     assert_eq!(s.get_config(CFG_LEN)[CFG_WCE], 0, "wce after writing 0");
     let data = pattern(77, 4096);
     s.write(0, 16, &data, Layout::default());
     assert!(b.image_content()[16 * 512..16 * 512 + 4096] == data[..]);
-    s.ctl("SET_CONFIG wce=1", |fe| fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[1]));
+    s.ctl("SET_CONFIG wce=1", |fe| {
+        fe.set_config(CFG_WCE as u32, VhostUserConfigFlags::empty(), &[1])
+    });
     assert_eq!(s.get_config(CFG_LEN)[CFG_WCE], 1, "wce after writing 1");
     // Writing a read-only field is refused (error reply or dropped
     // connection, depending on the library), and changes nothing.
-    let r = s.try_ctl(|fe| fe.set_config(CFG_CAPACITY as u32, VhostUserConfigFlags::empty(), &[0; 8]));
+    let r =
+        s.try_ctl(|fe| fe.set_config(CFG_CAPACITY as u32, VhostUserConfigFlags::empty(), &[0; 8]));
     if r.is_ok() {
         // libvhost-user acks SET_CONFIG before the device's refusal takes
         // effect: then the device must have given up on this connection.
@@ -70,8 +76,13 @@ fn config_space_read_and_wce_write() {
 
 #[test]
 fn two_queues() {
-    let mut b = Backend::start(BackendOpts { queues: 2, image_size: Some(512 * 1024), ..Default::default() });
-    let mut s = Session::connect(&mut b, SessionOpts { queues: 2, event_idx: true, ..Default::default() });
+    let mut b = Backend::start(BackendOpts {
+        queues: 2,
+        image_size: Some(512 * 1024),
+        ..Default::default()
+    });
+    let mut s =
+        Session::connect(&mut b, SessionOpts { queues: 2, event_idx: true, ..Default::default() });
     assert_eq!(s.ctl("GET_QUEUE_NUM", |fe| fe.get_queue_num()), 2);
     assert_eq!(le16(&s.get_config(CFG_LEN)[CFG_NUM_QUEUES..]), 2);
     // Each queue works on its own.
@@ -89,8 +100,22 @@ fn two_queues() {
     // Both queues busy at once; completions land on the right ring.
     for round in 0..10u64 {
         let mark = s.mem.mark();
-        let p0 = prepare(&s.mem, VIRTIO_BLK_T_OUT, 400 + round, &pattern(round, 512), 0, Layout::default());
-        let p1 = prepare(&s.mem, VIRTIO_BLK_T_OUT, 500 + round, &pattern(round + 50, 512), 0, Layout::default());
+        let p0 = prepare(
+            &s.mem,
+            VIRTIO_BLK_T_OUT,
+            400 + round,
+            &pattern(round, 512),
+            0,
+            Layout::default(),
+        );
+        let p1 = prepare(
+            &s.mem,
+            VIRTIO_BLK_T_OUT,
+            500 + round,
+            &pattern(round + 50, 512),
+            0,
+            Layout::default(),
+        );
         let h0 = s.submit(0, &p0);
         let h1 = s.submit(1, &p1);
         assert_eq!(s.qs[1].wait_used(IO_TIMEOUT).0, h1);
@@ -125,7 +150,10 @@ fn next_frontend_after_disconnect() {
     let second = pattern(2, 4096);
     s2.write(0, 32, &second, Layout { indirect: true, ..Default::default() });
     drop(s2);
-    let mut s3 = Session::from_stream(waiting, SessionOpts { queue_size: 32, base: 7, ..Default::default() });
+    let mut s3 = Session::from_stream(
+        waiting,
+        SessionOpts { queue_size: 32, base: 7, ..Default::default() },
+    );
     assert!(s3.read(0, 32, 4096, Layout::default()) == second);
     assert!(s3.read(0, 0, 8192, Layout::default()) == first);
     drop(s3);

@@ -35,7 +35,8 @@ fn whole_disk_write_read_back() {
     let mut sector = 0;
     while sector < total {
         let n = 96u64.min(total - sector);
-        let got = s.read(0, sector, (n * SECTOR) as u32, Layout { seg: 3072, ..Default::default() });
+        let got =
+            s.read(0, sector, (n * SECTOR) as u32, Layout { seg: 3072, ..Default::default() });
         assert!(
             got == expect[(sector * SECTOR) as usize..((sector + n) * SECTOR) as usize],
             "data mismatch at sector {sector}"
@@ -78,7 +79,12 @@ fn out_of_range_requests_fail_cleanly() {
 fn buffers_spanning_memory_regions() {
     let mut b = Backend::start(BackendOpts { image_size: Some(256 * 1024), ..Default::default() });
     // Four adjacent regions of different sizes plus one far away.
-    let layout = vec![(0, 1 << 20), (1 << 20, 64 << 10), ((1 << 20) + (64 << 10), 2 << 20), (1 << 32, 1 << 20)];
+    let layout = vec![
+        (0, 1 << 20),
+        (1 << 20, 64 << 10),
+        ((1 << 20) + (64 << 10), 2 << 20),
+        (1 << 32, 1 << 20),
+    ];
     let mut s = Session::connect(&mut b, SessionOpts { layout, ..Default::default() });
     assert_eq!(s.mem.regions.len(), 4);
     // A single descriptor whose buffer crosses region 0 -> 1, then 1 -> 2.
@@ -95,7 +101,14 @@ fn buffers_spanning_memory_regions() {
         let back = s.read(0, 64 + 32 * i as u64, 16 * 1024, l);
         s.mem.release(mark);
         assert!(back == data2, "read into a region-spanning buffer wrong");
-        let c = s.io(0, VIRTIO_BLK_T_IN, 64 + 32 * i as u64, &[], 16 * 1024, Layout { status_in_data: true, ..l });
+        let c = s.io(
+            0,
+            VIRTIO_BLK_T_IN,
+            64 + 32 * i as u64,
+            &[],
+            16 * 1024,
+            Layout { status_in_data: true, ..l },
+        );
         assert_eq!(c.status, VIRTIO_BLK_S_OK);
         assert!(c.data == data2);
     }
@@ -127,7 +140,8 @@ fn indirect_descriptors() {
     assert!(s.read(0, 10, 64 * 512, Layout::default()) == data);
     // Mixed: direct and indirect requests in flight together.
     let mark = s.mem.mark();
-    let p1 = prepare(&s.mem, VIRTIO_BLK_T_IN, 10, &[], 4096, Layout { seg: 512, ..Default::default() });
+    let p1 =
+        prepare(&s.mem, VIRTIO_BLK_T_IN, 10, &[], 4096, Layout { seg: 512, ..Default::default() });
     let p2 = prepare(&s.mem, VIRTIO_BLK_T_IN, 18, &[], 4096, l);
     let h1 = s.submit(0, &p1);
     let h2 = s.submit(0, &p2);
@@ -144,7 +158,8 @@ fn indirect_descriptors() {
 
 #[test]
 fn flush_and_get_id() {
-    let mut b = Backend::start(BackendOpts { serial: Some("test-serial-42".into()), ..Default::default() });
+    let mut b =
+        Backend::start(BackendOpts { serial: Some("test-serial-42".into()), ..Default::default() });
     let mut s = Session::connect(&mut b, SessionOpts::default());
     s.write(0, 0, &pattern(3, 4096), Layout::default());
     let c = s.io(0, VIRTIO_BLK_T_FLUSH, 0, &[], 0, Layout::default());
@@ -162,8 +177,14 @@ fn flush_and_get_id() {
 }
 
 fn worker_threads(queues: u16) {
-    let mut b = Backend::start(BackendOpts { queues, threads: true, image_size: Some(512 * 1024), ..Default::default() });
-    let mut s = Session::connect(&mut b, SessionOpts { queues, event_idx: true, ..Default::default() });
+    let mut b = Backend::start(BackendOpts {
+        queues,
+        threads: true,
+        image_size: Some(512 * 1024),
+        ..Default::default()
+    });
+    let mut s =
+        Session::connect(&mut b, SessionOpts { queues, event_idx: true, ..Default::default() });
     for round in 0..20u64 {
         for q in 0..queues as usize {
             let sector = (round * queues as u64 + q as u64) * 16;
@@ -185,7 +206,8 @@ fn worker_thread_mode() {
 
 #[test]
 fn null_mode_and_summary() {
-    let mut b = Backend::start(BackendOpts { image_size: None, null_size: 1 << 40, ..Default::default() });
+    let mut b =
+        Backend::start(BackendOpts { image_size: None, null_size: 1 << 40, ..Default::default() });
     let mut s = Session::connect(&mut b, SessionOpts::default());
     let cfg = s.get_config(CFG_LEN);
     assert_eq!(u64::from_le_bytes(cfg[0..8].try_into().unwrap()), (1u64 << 40) / 512);
@@ -197,5 +219,12 @@ fn null_mode_and_summary() {
     drop(s);
     let st = b.terminate();
     assert!(st.success());
-    assert_eq!(parse_summary(&b.stdout()), Some((3, 4096, 8192, 1)), "summary: {:?} {:?} {}", b.stdout(), st, b.stderr());
+    assert_eq!(
+        parse_summary(&b.stdout()),
+        Some((3, 4096, 8192, 1)),
+        "summary: {:?} {:?} {}",
+        b.stdout(),
+        st,
+        b.stderr()
+    );
 }

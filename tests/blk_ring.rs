@@ -17,7 +17,10 @@ fn one_request(s: &mut Session, sector: u64) {
 #[test]
 fn event_idx_on_suppresses_calls_and_publishes_avail_event() {
     let mut b = Backend::start(BackendOpts::default());
-    let mut s = Session::connect(&mut b, SessionOpts { event_idx: true, queue_size: 64, ..Default::default() });
+    let mut s = Session::connect(
+        &mut b,
+        SessionOpts { event_idx: true, queue_size: 64, ..Default::default() },
+    );
     assert!(s.acked & VIRTIO_RING_F_EVENT_IDX != 0);
     // The first completion is always signalled.
     one_request(&mut s, 0);
@@ -32,7 +35,11 @@ fn event_idx_on_suppresses_calls_and_publishes_avail_event() {
         one_request(&mut s, 1);
         one_request(&mut s, 2);
         std::thread::sleep(NO_CALL_GRACE);
-        assert_eq!(s.qs[0].take_calls(), 0, "round {round}: signalled before used_event was reached");
+        assert_eq!(
+            s.qs[0].take_calls(),
+            0,
+            "round {round}: signalled before used_event was reached"
+        );
         one_request(&mut s, 3);
         assert_eq!(
             s.qs[0].wait_call(IO_TIMEOUT),
@@ -54,9 +61,8 @@ fn event_idx_on_suppresses_calls_and_publishes_avail_event() {
     let u = s.qs[0].used_idx();
     s.qs[0].set_used_event(u.wrapping_add(2));
     let mark = s.mem.mark();
-    let ps: Vec<_> = (0..4)
-        .map(|i| prepare(&s.mem, VIRTIO_BLK_T_IN, i, &[], 512, Layout::default()))
-        .collect();
+    let ps: Vec<_> =
+        (0..4).map(|i| prepare(&s.mem, VIRTIO_BLK_T_IN, i, &[], 512, Layout::default())).collect();
     for p in &ps {
         let vq = &mut s.qs[0];
         let h = vq.add(&p.bufs);
@@ -82,10 +88,18 @@ fn event_idx_off_honours_no_interrupt() {
         one_request(&mut s, 1);
         one_request(&mut s, 2);
         std::thread::sleep(NO_CALL_GRACE);
-        assert_eq!(s.qs[0].take_calls(), 0, "round {round}: call despite VRING_AVAIL_F_NO_INTERRUPT");
+        assert_eq!(
+            s.qs[0].take_calls(),
+            0,
+            "round {round}: call despite VRING_AVAIL_F_NO_INTERRUPT"
+        );
         s.qs[0].set_avail_flags(0);
         one_request(&mut s, 3);
-        assert_eq!(s.qs[0].wait_call(IO_TIMEOUT), Some(1), "round {round}: one call once interrupts are back");
+        assert_eq!(
+            s.qs[0].wait_call(IO_TIMEOUT),
+            Some(1),
+            "round {round}: one call once interrupts are back"
+        );
     }
     // Without EVENT_IDX the device must not rely on avail_event kicks: the
     // driver kicks for every request unless NO_NOTIFY is set.
@@ -112,9 +126,8 @@ fn wrap_around(event_idx: bool, indirect: bool) {
     // Batches of up to 2 requests (4 descriptors each for direct chains).
     for round in 0..10u64 {
         let mark = s.mem.mark();
-        let ps: Vec<_> = (0..2)
-            .map(|i| prepare(&s.mem, VIRTIO_BLK_T_IN, round + i, &[], 1024, l))
-            .collect();
+        let ps: Vec<_> =
+            (0..2).map(|i| prepare(&s.mem, VIRTIO_BLK_T_IN, round + i, &[], 1024, l)).collect();
         let heads: Vec<u16> = ps.iter().map(|p| s.submit(0, p)).collect();
         let mut got = vec![s.qs[0].wait_used(IO_TIMEOUT).0, s.qs[0].wait_used(IO_TIMEOUT).0];
         got.sort();
@@ -173,9 +186,8 @@ fn get_vring_base_after_stop_and_resume() {
     // Two requests published but not kicked: not processed yet (the
     // example processes a queue only when kicked).
     let mark = s.mem.mark();
-    let ps: Vec<_> = (0..2)
-        .map(|i| prepare(&s.mem, VIRTIO_BLK_T_IN, i, &[], 512, Layout::default()))
-        .collect();
+    let ps: Vec<_> =
+        (0..2).map(|i| prepare(&s.mem, VIRTIO_BLK_T_IN, i, &[], 512, Layout::default())).collect();
     let mut heads = Vec::new();
     for p in &ps {
         let h = s.qs[0].add(&p.bufs);

@@ -13,7 +13,8 @@ use vhost_user::abi::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// What `cargo rustc -- --print native-static-libs` lists for the staticlib on Linux.
-const NATIVE_STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+const NATIVE_STATIC_LIBS: &[&str] =
+    &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -97,11 +98,14 @@ fn compile(source: &str, lang: Lang, include: &str, dir: &Path) -> PathBuf {
 fn link_and_run(obj: &Path, lang: Lang, dir: &Path) -> String {
     // `cargo test` rebuilds the archive in deps/ without copying it up: take the newer one.
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let lib = [profile_dir().join("deps").join("libvhost_user.a"), profile_dir().join("libvhost_user.a")]
-        .into_iter()
-        .filter(|p| p.is_file())
-        .max_by_key(|p| mtime(p))
-        .unwrap_or_else(|| panic!("libvhost_user.a not built under {}", profile_dir().display()));
+    let lib =
+        [profile_dir().join("deps").join("libvhost_user.a"), profile_dir().join("libvhost_user.a")]
+            .into_iter()
+            .filter(|p| p.is_file())
+            .max_by_key(|p| mtime(p))
+            .unwrap_or_else(|| {
+                panic!("libvhost_user.a not built under {}", profile_dir().display())
+            });
     let exe = obj.with_extension("bin");
     let mut cmd = Command::new(match lang {
         Lang::C(_) => "gcc",

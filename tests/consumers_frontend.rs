@@ -36,7 +36,8 @@ const BLK_CFG_LEN: usize = 60;
 
 /// Guest memory: region 0 for rings/headers/tables, then data regions, the
 /// first two adjacent (buffers cross between them), the last above 4 GiB.
-const LAYOUT: &[(u64, u64)] = &[(0, 1 << 20), (0x10_0000, 4 << 20), (0x50_0000, 4 << 20), (0x1_0000_0000, 4 << 20)];
+const LAYOUT: &[(u64, u64)] =
+    &[(0, 1 << 20), (0x10_0000, 4 << 20), (0x50_0000, 4 << 20), (0x1_0000_0000, 4 << 20)];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Blk {
@@ -53,10 +54,20 @@ fn blk_kind(consumer: &str) -> Blk {
 }
 
 /// Start a blk backend on `img`; returns the process and its socket path.
-fn start_blk(t: &Target, kind: Blk, w: &WorkDir, tag: &str, img: &std::path::Path, queues: u16, qmp: bool) -> (Proc, std::path::PathBuf) {
+fn start_blk(
+    t: &Target,
+    kind: Blk,
+    w: &WorkDir,
+    tag: &str,
+    img: &std::path::Path,
+    queues: u16,
+    qmp: bool,
+) -> (Proc, std::path::PathBuf) {
     let sock = w.path(&format!("{tag}.sock"));
     let args: Vec<String> = match kind {
-        Blk::Contrib => vec!["-s".into(), sock.display().to_string(), "-b".into(), img.display().to_string()],
+        Blk::Contrib => {
+            vec!["-s".into(), sock.display().to_string(), "-b".into(), img.display().to_string()]
+        }
         Blk::Qsd => {
             let mut a = vec![
                 "--blockdev".to_string(),
@@ -66,7 +77,10 @@ fn start_blk(t: &Target, kind: Blk, w: &WorkDir, tag: &str, img: &std::path::Pat
             ];
             if qmp {
                 a.push("--chardev".into());
-                a.push(format!("socket,id=m,path={},server=on,wait=off", w.path("qmp.sock").display()));
+                a.push(format!(
+                    "socket,id=m,path={},server=on,wait=off",
+                    w.path("qmp.sock").display()
+                ));
                 a.push("--monitor".into());
                 a.push("chardev=m".into());
             }
@@ -87,10 +101,21 @@ fn le16(b: &[u8], off: usize) -> u16 {
 }
 
 /// Connect and negotiate a blk session.
-fn blk_session(p: &mut Proc, sock: &std::path::Path, queues: u16, event_idx: bool, indirect: bool, extra_p: P) -> Result<Fe, String> {
+fn blk_session(
+    p: &mut Proc,
+    sock: &std::path::Path,
+    queues: u16,
+    event_idx: bool,
+    indirect: bool,
+    extra_p: P,
+) -> Result<Fe, String> {
     let stream = p.connect(sock);
     let mut fe = Fe::connect(stream, 8, LAYOUT)?;
-    let mut want = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_CONFIG_WCE;
+    let mut want = VIRTIO_F_VERSION_1
+        | VIRTIO_BLK_F_SEG_MAX
+        | VIRTIO_BLK_F_BLK_SIZE
+        | VIRTIO_BLK_F_FLUSH
+        | VIRTIO_BLK_F_CONFIG_WCE;
     if event_idx {
         want |= VIRTIO_RING_F_EVENT_IDX;
     }
@@ -112,7 +137,13 @@ fn blk_session(p: &mut Proc, sock: &std::path::Path, queues: u16, event_idx: boo
 }
 
 /// Check the config space: capacity, block size, queue count.
-fn check_blk_config(fe: &mut Fe, kind: Blk, queues: u16, sectors: u64, facts: &mut Facts) -> Result<(), String> {
+fn check_blk_config(
+    fe: &mut Fe,
+    kind: Blk,
+    queues: u16,
+    sectors: u64,
+    facts: &mut Facts,
+) -> Result<(), String> {
     let cfg = fe.get_config(BLK_CFG_LEN)?;
     if cfg.len() != BLK_CFG_LEN {
         return Err(format!("GET_CONFIG returned {} bytes", cfg.len()));
@@ -178,7 +209,10 @@ fn blk_data(consumer: &str, t: &Target) -> Result<Facts, String> {
     for i in 0..queues as usize {
         let b = fe.get_vring_base(i)?;
         if b != fe.qs[i].next_avail as u32 {
-            return Err(format!("GET_VRING_BASE({i}) = {b}, frontend published {}", fe.qs[i].next_avail));
+            return Err(format!(
+                "GET_VRING_BASE({i}) = {b}, frontend published {}",
+                fe.qs[i].next_avail
+            ));
         }
         bases.push(b);
     }
@@ -193,7 +227,10 @@ fn blk_data(consumer: &str, t: &Target) -> Result<Facts, String> {
     }
     let n4 = blkio::sweep(&mut fe, &mut arena, true, 0, 1 << 20, &third, 16, true)?;
     let n5 = blkio::sweep(&mut fe, &mut arena, false, 0, DISK, &third, 24, true)?;
-    facts.info(format!("session A: {} requests over 2 queues, bases after stop {bases:?}", n1 + n2 + n3 + n4 + n5 + 2));
+    facts.info(format!(
+        "session A: {} requests over 2 queues, bases after stop {bases:?}",
+        n1 + n2 + n3 + n4 + n5 + 2
+    ));
     drop(fe);
 
     // Session B: 1 queue, no EVENT_IDX, direct chains only, on a fresh
@@ -220,18 +257,26 @@ fn blk_data(consumer: &str, t: &Target) -> Result<Facts, String> {
     let last = pb.as_mut().unwrap_or(&mut p);
     match kind {
         Blk::Contrib => {
-            last.wait_exit(EXIT_TIMEOUT).ok_or("second vhost-user-blk did not exit after disconnect")?;
+            last.wait_exit(EXIT_TIMEOUT)
+                .ok_or("second vhost-user-blk did not exit after disconnect")?;
         }
         Blk::Qsd => {
             let (st, by_term) = last.terminate(EXIT_TIMEOUT);
             if !by_term || !st.success() {
-                return Err(format!("qemu-storage-daemon SIGTERM: {st} (ended by TERM: {by_term}); output:\n{}", last.output()));
+                return Err(format!(
+                    "qemu-storage-daemon SIGTERM: {st} (ended by TERM: {by_term}); output:\n{}",
+                    last.output()
+                ));
             }
         }
     }
     let on_disk = std::fs::read(&img).map_err(|e| e.to_string())?;
     if on_disk != third {
-        let i = on_disk.iter().zip(&third).position(|(a, b)| a != b).unwrap_or(on_disk.len().min(third.len()));
+        let i = on_disk
+            .iter()
+            .zip(&third)
+            .position(|(a, b)| a != b)
+            .unwrap_or(on_disk.len().min(third.len()));
         return Err(format!("image file differs from the written data at offset {i}"));
     }
     Ok(facts)
@@ -276,7 +321,14 @@ fn blk_inflight(consumer: &str, t: &Target) -> Result<Facts, String> {
     start_all(&mut fe, 1, true)?;
     // SAFETY: mapping the inflight fd the backend handed us, read-only, its full size.
     let map = unsafe {
-        let a = libc::mmap(std::ptr::null_mut(), info.mmap_size as usize, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), info.mmap_offset as i64);
+        let a = libc::mmap(
+            std::ptr::null_mut(),
+            info.mmap_size as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            info.mmap_offset as i64,
+        );
         if a == libc::MAP_FAILED {
             return Err(format!("mmap inflight: {}", std::io::Error::last_os_error()));
         }
@@ -308,32 +360,55 @@ fn blk_inflight(consumer: &str, t: &Target) -> Result<Facts, String> {
         let per = 32768usize;
         for k in 0..(data.len() / per) {
             let off = (1 << 20) + k * per;
-            let sh = blkio::Shape { seg: 16384, indirect: k % 2 == 0, region: k % 3, spanning: false };
-            reqs.push(blkio::submit(&mut fe, &mut arena, 0, blkio::T_OUT, off as u64 / 512, &data[k * per..(k + 1) * per], 0, sh));
+            let sh =
+                blkio::Shape { seg: 16384, indirect: k % 2 == 0, region: k % 3, spanning: false };
+            reqs.push(blkio::submit(
+                &mut fe,
+                &mut arena,
+                0,
+                blkio::T_OUT,
+                off as u64 / 512,
+                &data[k * per..(k + 1) * per],
+                0,
+                sh,
+            ));
             expect[off..off + per].copy_from_slice(&data[k * per..(k + 1) * per]);
         }
         // kill once the backend has completed a few of them
         let target_done = 1 + (round * 17) % (reqs.len() / 2);
         let start_used = fe.qs[0].last_used;
         let t0 = Instant::now();
-        while fe.qs[0].used_idx().wrapping_sub(start_used) < target_done as u16 && t0.elapsed() < Duration::from_secs(10) {
+        while fe.qs[0].used_idx().wrapping_sub(start_used) < target_done as u16
+            && t0.elapsed() < Duration::from_secs(10)
+        {
             std::hint::spin_loop();
         }
         p.kill();
         let (inf, _) = inflight_state(map, QSIZE);
         let done_before = fe.qs[0].used_idx().wrapping_sub(start_used);
         caught += inf.len();
-        facts.info(format!("round {round}: killed after {done_before}/{} completions, {} in flight", reqs.len(), inf.len()));
+        facts.info(format!(
+            "round {round}: killed after {done_before}/{} completions, {} in flight",
+            reqs.len(),
+            inf.len()
+        ));
 
         // reconnect: new process, same inflight fd, same memory and rings
         let qs = std::mem::take(&mut fe.qs);
         drop(fe);
-        let (np, nsock) = start_blk(t, Blk::Contrib, &w, &format!("k{}", round + 1), &img, 1, false);
+        let (np, nsock) =
+            start_blk(t, Blk::Contrib, &w, &format!("k{}", round + 1), &img, 1, false);
         p = np;
         let stream = p.connect(&nsock);
         let mut nfe = Fe::connect(stream, 8, &[(0, 4096)])?;
         nfe.mem = kept_mem.clone();
-        let want = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_CONFIG_WCE | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC;
+        let want = VIRTIO_F_VERSION_1
+            | VIRTIO_BLK_F_SEG_MAX
+            | VIRTIO_BLK_F_BLK_SIZE
+            | VIRTIO_BLK_F_FLUSH
+            | VIRTIO_BLK_F_CONFIG_WCE
+            | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC;
         nfe.negotiate(want, P::REPLY_ACK | P::MQ, P::CONFIG | P::INFLIGHT_SHMFD)?;
         nfe.set_inflight(&info, file.as_raw_fd())?;
         nfe.set_mem_table()?;
@@ -342,7 +417,8 @@ fn blk_inflight(consumer: &str, t: &Target) -> Result<Facts, String> {
         let base = nfe.qs[0].used_idx();
         nfe.start_queue(0, base)?;
         fe = nfe;
-        blkio::complete(&mut fe, &reqs).map_err(|e| format!("round {round}, after restart: {e}"))?;
+        blkio::complete(&mut fe, &reqs)
+            .map_err(|e| format!("round {round}, after restart: {e}"))?;
         for r in &reqs {
             let st = blkio::status_of(&fe, r);
             if st != 0 {
@@ -351,7 +427,11 @@ fn blk_inflight(consumer: &str, t: &Target) -> Result<Facts, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
         if fe.qs[0].used_idx() != fe.qs[0].next_avail {
-            return Err(format!("round {round}: used idx {} beyond published {} (a request completed twice)", fe.qs[0].used_idx(), fe.qs[0].next_avail));
+            return Err(format!(
+                "round {round}: used idx {} beyond published {} (a request completed twice)",
+                fe.qs[0].used_idx(),
+                fe.qs[0].next_avail
+            ));
         }
         let (inf, uidx) = inflight_state(map, QSIZE);
         if !inf.is_empty() || uidx != fe.qs[0].used_idx() {
@@ -370,7 +450,9 @@ fn blk_inflight(consumer: &str, t: &Target) -> Result<Facts, String> {
     }
     // SAFETY: unmapping the mapping made above.
     unsafe { libc::munmap(map.as_ptr() as *mut libc::c_void, map.len()) };
-    facts.info(format!("{rounds} SIGKILL rounds, {total} writes, {caught} caught in flight, each completed once"));
+    facts.info(format!(
+        "{rounds} SIGKILL rounds, {total} writes, {caught} caught in flight, each completed once"
+    ));
     if caught == 0 {
         facts.info("note: no kill landed while a request was in flight");
     }
@@ -390,7 +472,10 @@ fn qsd_config_change(consumer: &str, t: &Target) -> Result<Facts, String> {
     let mut facts = Facts::default();
     if t.gen == "7.2" {
         // QEMU 7.2's export has no resize callback (vu_config_change_msg came later).
-        crate::consumer_frontend::env::skip(&format!("blk_config_change: {}: QEMU 7.2's vhost-user-blk export sends no config change", t.name(consumer)));
+        crate::consumer_frontend::env::skip(&format!(
+            "blk_config_change: {}: QEMU 7.2's vhost-user-blk export sends no config change",
+            t.name(consumer)
+        ));
         facts.info("not applicable to 7.2");
         return Ok(facts);
     }
@@ -407,10 +492,15 @@ fn qsd_config_change(consumer: &str, t: &Target) -> Result<Facts, String> {
     check_blk_config(&mut fe, Blk::Qsd, 1, DISK / 512, &mut facts)?;
     let mut qmp = Qmp::connect(&w.path("qmp.sock"), Duration::from_secs(10))?;
     let new_size = 2 * DISK;
-    qmp.execute(&format!(r#"{{"execute":"block_resize","arguments":{{"node-name":"f0","size":{new_size}}}}}"#))?;
+    qmp.execute(&format!(
+        r#"{{"execute":"block_resize","arguments":{{"node-name":"f0","size":{new_size}}}}}"#
+    ))?;
     let (req, flags, payload) = recv_backend_msg(&chan, Duration::from_secs(10))?;
     if req != BACKEND_CONFIG_CHANGE_MSG {
-        return Err(format!("backend channel: request {req} (flags {flags:#x}, {} bytes), want CONFIG_CHANGE_MSG", payload.len()));
+        return Err(format!(
+            "backend channel: request {req} (flags {flags:#x}, {} bytes), want CONFIG_CHANGE_MSG",
+            payload.len()
+        ));
     }
     facts.cmp("config change msg", format!("req {req} flags {flags:#x} size {}", payload.len()));
     let cfg = fe.get_config(BLK_CFG_LEN)?;
@@ -422,7 +512,8 @@ fn qsd_config_change(consumer: &str, t: &Target) -> Result<Facts, String> {
     let mut arena = Arena::new(&fe.mem);
     let mut expect = std::fs::read(&img).map_err(|e| e.to_string())?;
     expect.resize(new_size as usize, 0);
-    let n = blkio::sweep(&mut fe, &mut arena, false, DISK - (1 << 20), new_size, &expect, 16, true)?;
+    let n =
+        blkio::sweep(&mut fe, &mut arena, false, DISK - (1 << 20), new_size, &expect, 16, true)?;
     facts.info(format!("CONFIG_CHANGE_MSG received (flags {flags:#x}), capacity {} -> {cap} sectors, {n} reads across the old end", DISK / 512));
     drop(fe);
     drop(qmp);
@@ -443,15 +534,32 @@ fn blk_config_change_on_resize() {
 /// Negotiation, protocol features, config space (when CONFIG is offered),
 /// queue setup on every queue, GET_VRING_BASE, restart, and the backend's
 /// reaction to the frontend leaving.
-fn control_plane(consumer: &str, t: &Target, args: &[String], sock: &std::path::Path, w: &WorkDir, nq: usize, cfg_len: usize, dev_features: u64) -> Result<Facts, String> {
+fn control_plane(
+    consumer: &str,
+    t: &Target,
+    args: &[String],
+    sock: &std::path::Path,
+    w: &WorkDir,
+    nq: usize,
+    cfg_len: usize,
+    dev_features: u64,
+) -> Result<Facts, String> {
     let mut facts = Facts::default();
     let mut p = Proc::spawn(t, w, consumer, args);
     let stream = p.connect(sock);
     let mut fe = Fe::connect(stream, nq as u64, &[(0, 1 << 20)])?;
     facts.cmp("features", format!("{:#x}", fe.features));
-    let want = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC | (fe.features & dev_features);
+    let want = VIRTIO_F_VERSION_1
+        | VIRTIO_RING_F_EVENT_IDX
+        | VIRTIO_RING_F_INDIRECT_DESC
+        | (fe.features & dev_features);
     fe.negotiate(want, P::REPLY_ACK | P::MQ | P::CONFIG, P::empty())?;
-    facts.info(format!("features {:#x} protocol {:#x} queue_num {:?}", fe.features, fe.protocol_offered.bits(), fe.queue_num));
+    facts.info(format!(
+        "features {:#x} protocol {:#x} queue_num {:?}",
+        fe.features,
+        fe.protocol_offered.bits(),
+        fe.queue_num
+    ));
     facts.cmp("queue_num", format!("{:?}", fe.queue_num));
     if let Some(n) = fe.queue_num {
         if n < nq as u64 {
@@ -481,7 +589,10 @@ fn control_plane(consumer: &str, t: &Target, args: &[String], sock: &std::path::
     drop(fe);
     let st = p.wait_exit(EXIT_TIMEOUT);
     facts.cmp("after disconnect", format!("{st:?}"));
-    facts.info(format!("after disconnect: {}", st.map(|s| s.to_string()).unwrap_or("still running (killed)".into())));
+    facts.info(format!(
+        "after disconnect: {}",
+        st.map(|s| s.to_string()).unwrap_or("still running (killed)".into())
+    ));
     p.kill();
     Ok(facts)
 }
@@ -493,7 +604,16 @@ fn gpu_control_plane() {
     run_all("gpu_control", &["vhost-user-gpu"], false, |c, t| {
         let w = WorkDir::new(&t.name(c));
         let sock = w.path("gpu.sock");
-        control_plane(c, t, &["-s".into(), sock.display().to_string()], &sock, &w, 2, 16, VIRTIO_GPU_F_EDID)
+        control_plane(
+            c,
+            t,
+            &["-s".into(), sock.display().to_string()],
+            &sock,
+            &w,
+            2,
+            16,
+            VIRTIO_GPU_F_EDID,
+        )
     });
 }
 
@@ -509,7 +629,13 @@ fn input_control_plane() {
     run_all("input_control", &["vhost-user-input"], false, |c, t| {
         let w = WorkDir::new(&t.name(c));
         let sock = w.path("input.sock");
-        let args = vec!["--no-grab".into(), "-p".into(), evdev.clone(), "-s".into(), sock.display().to_string()];
+        let args = vec![
+            "--no-grab".into(),
+            "-p".into(),
+            evdev.clone(),
+            "-s".into(),
+            sock.display().to_string(),
+        ];
         control_plane(c, t, &args, &sock, &w, 2, 0, 0)
     });
 }

@@ -67,7 +67,10 @@ fn expect_panic(mut b: Backend, mut s: Session, what: &str) {
         panic!("{what}: no panic reported within 5s (used idx {used})");
     }
     b.assert_alive();
-    assert!(s.try_ctl(|fe| fe.get_features()).is_err(), "{what}: connection still served after the panic");
+    assert!(
+        s.try_ctl(|fe| fe.get_features()).is_err(),
+        "{what}: connection still served after the panic"
+    );
     drop(s);
     smoke(&mut b);
     b.assert_alive();
@@ -97,7 +100,11 @@ fn chain_next_beyond_queue_size() {
 fn buffer_outside_guest_memory() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
-    submit_chain(&mut s, &[d(h, 16, N, 1), d(0x7000_0000_0000, 512, W | N, 2), d(st, 1, W, 0)], false);
+    submit_chain(
+        &mut s,
+        &[d(h, 16, N, 1), d(0x7000_0000_0000, 512, W | N, 2), d(st, 1, W, 0)],
+        false,
+    );
     expect_panic(b, s, "buffer outside guest memory");
 }
 
@@ -114,7 +121,11 @@ fn buffer_crossing_the_end_of_guest_memory() {
 fn buffer_address_plus_length_overflows() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
-    submit_chain(&mut s, &[d(h, 16, N, 1), d(u64::MAX - 100, 512, W | N, 2), d(st, 1, W, 0)], false);
+    submit_chain(
+        &mut s,
+        &[d(h, 16, N, 1), d(u64::MAX - 100, 512, W | N, 2), d(st, 1, W, 0)],
+        false,
+    );
     expect_panic(b, s, "address + length wrapping around");
 }
 

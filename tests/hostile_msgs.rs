@@ -32,7 +32,12 @@ fn hostile(req: u32, size: Option<u32>, payload: &[u8], fds: &[RawFd], ack: bool
 }
 
 /// Same, after a valid memory table (`mem` must outlive the exchange).
-fn hostile_with_mem(req: u32, payload_of: impl Fn(&GuestMemory) -> Vec<u8>, fds: &[RawFd], what: &str) {
+fn hostile_with_mem(
+    req: u32,
+    payload_of: impl Fn(&GuestMemory) -> Vec<u8>,
+    fds: &[RawFd],
+    what: &str,
+) {
     let (mut b, c) = start();
     let mem = GuestMemory::new(&[(0, 1 << 20), (1 << 20, 1 << 20)]);
     c.mem_table(&mem);
@@ -62,14 +67,28 @@ fn size_too_large_set_vring_num() {
 
 #[test]
 fn size_too_small_set_vring_addr() {
-    hostile(SET_VRING_ADDR, None, &state_payload(0, 0), &[], true, "SET_VRING_ADDR with an 8-byte payload");
+    hostile(
+        SET_VRING_ADDR,
+        None,
+        &state_payload(0, 0),
+        &[],
+        true,
+        "SET_VRING_ADDR with an 8-byte payload",
+    );
 }
 
 #[test]
 fn size_too_small_mem_table() {
     let mem = GuestMemory::simple(1 << 20);
     let fd = mem.regions[0].file.as_raw_fd();
-    hostile(SET_MEM_TABLE, None, &mem_table_payload(1, &[]), &[fd], true, "SET_MEM_TABLE without region data");
+    hostile(
+        SET_MEM_TABLE,
+        None,
+        &mem_table_payload(1, &[]),
+        &[fd],
+        true,
+        "SET_MEM_TABLE without region data",
+    );
 }
 
 #[test]
@@ -91,7 +110,14 @@ fn truncated_payload_then_eof() {
 #[test]
 fn too_many_fds_vring_kick() {
     let (a, b2) = (efd(), efd());
-    hostile(SET_VRING_KICK, None, &u64_payload(0), &[a.as_raw_fd(), b2.as_raw_fd()], true, "SET_VRING_KICK with 2 fds");
+    hostile(
+        SET_VRING_KICK,
+        None,
+        &u64_payload(0),
+        &[a.as_raw_fd(), b2.as_raw_fd()],
+        true,
+        "SET_VRING_KICK with 2 fds",
+    );
 }
 
 #[test]
@@ -118,15 +144,33 @@ fn more_fds_than_the_protocol_allows() {
 
 #[test]
 fn too_few_fds_vring_kick() {
-    hostile(SET_VRING_KICK, None, &u64_payload(0), &[], true, "SET_VRING_KICK without fd or NOFD flag");
+    hostile(
+        SET_VRING_KICK,
+        None,
+        &u64_payload(0),
+        &[],
+        true,
+        "SET_VRING_KICK without fd or NOFD flag",
+    );
 }
 
 #[test]
 fn more_regions_than_fds() {
     let mem = GuestMemory::new(&[(0, 1 << 20), (1 << 20, 1 << 20)]);
-    let rs: Vec<_> = mem.region_infos().iter().map(|r| (r.guest_phys_addr, r.memory_size, r.userspace_addr, 0)).collect();
+    let rs: Vec<_> = mem
+        .region_infos()
+        .iter()
+        .map(|r| (r.guest_phys_addr, r.memory_size, r.userspace_addr, 0))
+        .collect();
     let fd = mem.regions[0].file.as_raw_fd();
-    hostile(SET_MEM_TABLE, None, &mem_table_payload(2, &rs), &[fd], true, "SET_MEM_TABLE with 2 regions, 1 fd");
+    hostile(
+        SET_MEM_TABLE,
+        None,
+        &mem_table_payload(2, &rs),
+        &[fd],
+        true,
+        "SET_MEM_TABLE with 2 regions, 1 fd",
+    );
 }
 
 #[test]
@@ -159,7 +203,14 @@ fn queue_index_set_vring_num() {
 
 #[test]
 fn queue_index_set_vring_num_huge() {
-    hostile(SET_VRING_NUM, None, &state_payload(u32::MAX, 256), &[], true, "SET_VRING_NUM for queue 2^32-1");
+    hostile(
+        SET_VRING_NUM,
+        None,
+        &state_payload(u32::MAX, 256),
+        &[],
+        true,
+        "SET_VRING_NUM for queue 2^32-1",
+    );
 }
 
 #[test]
@@ -174,24 +225,52 @@ fn queue_index_get_vring_base() {
 
 #[test]
 fn queue_index_set_vring_addr() {
-    hostile(SET_VRING_ADDR, None, &addr_payload(3, 0, 0, 0, 0, 0), &[], true, "SET_VRING_ADDR for queue 3");
+    hostile(
+        SET_VRING_ADDR,
+        None,
+        &addr_payload(3, 0, 0, 0, 0, 0),
+        &[],
+        true,
+        "SET_VRING_ADDR for queue 3",
+    );
 }
 
 #[test]
 fn queue_index_set_vring_kick() {
     let e = efd();
-    hostile(SET_VRING_KICK, None, &u64_payload(7), &[e.as_raw_fd()], true, "SET_VRING_KICK for queue 7");
+    hostile(
+        SET_VRING_KICK,
+        None,
+        &u64_payload(7),
+        &[e.as_raw_fd()],
+        true,
+        "SET_VRING_KICK for queue 7",
+    );
 }
 
 #[test]
 fn queue_index_set_vring_call() {
     let e = efd();
-    hostile(SET_VRING_CALL, None, &u64_payload(200), &[e.as_raw_fd()], true, "SET_VRING_CALL for queue 200");
+    hostile(
+        SET_VRING_CALL,
+        None,
+        &u64_payload(200),
+        &[e.as_raw_fd()],
+        true,
+        "SET_VRING_CALL for queue 200",
+    );
 }
 
 #[test]
 fn queue_index_set_vring_enable() {
-    hostile(SET_VRING_ENABLE, None, &state_payload(1, 1), &[], true, "SET_VRING_ENABLE for queue 1");
+    hostile(
+        SET_VRING_ENABLE,
+        None,
+        &state_payload(1, 1),
+        &[],
+        true,
+        "SET_VRING_ENABLE for queue 1",
+    );
 }
 
 // ---- ring sizes ---------------------------------------------------------------
@@ -265,12 +344,22 @@ fn mem_table_case(regions: &[(u64, u64, u64, u64)], nregions: u32, nfds: usize, 
 
 #[test]
 fn mem_table_overlapping_regions() {
-    mem_table_case(&[(0, 1 << 20, 0x7000_0000_0000, 0), (1 << 19, 1 << 20, 0x7100_0000_0000, 0)], 2, 2, "overlapping guest ranges");
+    mem_table_case(
+        &[(0, 1 << 20, 0x7000_0000_0000, 0), (1 << 19, 1 << 20, 0x7100_0000_0000, 0)],
+        2,
+        2,
+        "overlapping guest ranges",
+    );
 }
 
 #[test]
 fn mem_table_nregions_beyond_payload() {
-    mem_table_case(&[(0, 1 << 20, 0x7000_0000_0000, 0)], 5, 1, "nregions 5 with one region in the payload");
+    mem_table_case(
+        &[(0, 1 << 20, 0x7000_0000_0000, 0)],
+        5,
+        1,
+        "nregions 5 with one region in the payload",
+    );
 }
 
 #[test]
@@ -280,7 +369,12 @@ fn mem_table_zero_sized_region() {
 
 #[test]
 fn mem_table_guest_range_overflows() {
-    mem_table_case(&[(u64::MAX - 0xfff, 1 << 20, 0x7000_0000_0000, 0)], 1, 1, "gpa + size overflowing");
+    mem_table_case(
+        &[(u64::MAX - 0xfff, 1 << 20, 0x7000_0000_0000, 0)],
+        1,
+        1,
+        "gpa + size overflowing",
+    );
 }
 
 #[test]
@@ -292,7 +386,12 @@ fn mem_table_user_range_overflows() {
 fn mem_table_region_beyond_its_file() {
     // mmap_offset past the end of a 1 MiB memfd: mapping it "works" but any
     // access would fault.
-    mem_table_case(&[(0, 1 << 20, 0x7000_0000_0000, 1 << 30)], 1, 1, "region beyond the end of its file");
+    mem_table_case(
+        &[(0, 1 << 20, 0x7000_0000_0000, 1 << 30)],
+        1,
+        1,
+        "region beyond the end of its file",
+    );
 }
 
 // ---- config space -----------------------------------------------------------------

@@ -49,11 +49,7 @@ fn run(cmd: &mut Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let out = Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    };
+    let out = Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() };
     assert!(
         out.status.success(),
         "{desc} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -66,16 +62,10 @@ fn run(cmd: &mut Command, limit: Duration) -> Output {
 
 fn pkg_config(prefix: &Path, args: &[&str]) -> Vec<String> {
     let out = run(
-        Command::new("pkg-config")
-            .args(args)
-            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+        Command::new("pkg-config").args(args).env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
         Duration::from_secs(30),
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    String::from_utf8(out.stdout).unwrap().split_whitespace().map(str::to_string).collect()
 }
 
 const CORE_PROGRAM: &str = r#"
@@ -154,20 +144,14 @@ fn build_and_run(
             .args(flags),
         Duration::from_secs(120),
     );
-    let out = run(
-        Command::new(&exe).env("LD_LIBRARY_PATH", libdir),
-        Duration::from_secs(60),
-    );
+    let out = run(Command::new(&exe).env("LD_LIBRARY_PATH", libdir), Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(expect), "{name} printed {stdout:?}");
 }
 
 /// The shared objects `exe` needs (DT_NEEDED).
 fn needed(exe: &Path) -> Vec<String> {
-    let out = run(
-        Command::new("objdump").arg("-p").arg(exe),
-        Duration::from_secs(30),
-    );
+    let out = run(Command::new("objdump").arg("-p").arg(exe), Duration::from_secs(30));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.trim_start().starts_with("NEEDED"))
@@ -201,25 +185,14 @@ fn meson_build_install_and_pkg_config() {
         .arg(format!("--prefix={}", prefix.display()))
         .arg("--libdir=lib");
     run(&mut setup, Duration::from_secs(300));
-    run(
-        Command::new("meson").arg("compile").arg("-C").arg(&build),
-        Duration::from_secs(1800),
-    );
-    run(
-        Command::new("meson").arg("install").arg("-C").arg(&build),
-        Duration::from_secs(300),
-    );
+    run(Command::new("meson").arg("compile").arg("-C").arg(&build), Duration::from_secs(1800));
+    run(Command::new("meson").arg("install").arg("-C").arg(&build), Duration::from_secs(300));
 
     // link-test, built by meson against the core alone.
-    let lt = run(
-        &mut Command::new(build.join("link-test")),
-        Duration::from_secs(60),
-    );
+    let lt = run(&mut Command::new(build.join("link-test")), Duration::from_secs(60));
     assert!(String::from_utf8_lossy(&lt.stdout).contains("link-test: ok"));
     assert!(
-        !needed(&build.join("link-test"))
-            .iter()
-            .any(|n| n.contains("glib")),
+        !needed(&build.join("link-test")).iter().any(|n| n.contains("glib")),
         "link-test needs glib"
     );
 
@@ -238,11 +211,7 @@ fn meson_build_install_and_pkg_config() {
         ("libvhost-user.so", "libvhost-user.so.0"),
         ("libvhost-user-glib.so", "libvhost-user-glib.so.0"),
     ] {
-        assert_eq!(
-            std::fs::read_link(lib.join(link)).unwrap(),
-            Path::new(target),
-            "{link}"
-        );
+        assert_eq!(std::fs::read_link(lib.join(link)).unwrap(), Path::new(target), "{link}");
     }
     for h in ["libvhost-user.h", "libvhost-user-glib.h"] {
         let installed = std::fs::read(prefix.join("include").join(h)).unwrap();
@@ -255,59 +224,21 @@ fn meson_build_install_and_pkg_config() {
 
     // Dynamic linking, as pkg-config says.
     let core_flags = pkg_config(&prefix, &["--cflags", "--libs", "libvhost-user"]);
-    build_and_run(
-        &progs,
-        "core_dyn",
-        CORE_PROGRAM,
-        &core_flags,
-        &lib,
-        "core ok",
-    );
+    build_and_run(&progs, "core_dyn", CORE_PROGRAM, &core_flags, &lib, "core ok");
     let n = needed(&progs.join("core_dyn"));
-    assert!(
-        n.contains(&"libvhost-user.so.0".to_string()),
-        "core_dyn needs {n:?}"
-    );
-    assert!(
-        !n.iter().any(|x| x.contains("glib")),
-        "core_dyn needs {n:?}"
-    );
+    assert!(n.contains(&"libvhost-user.so.0".to_string()), "core_dyn needs {n:?}");
+    assert!(!n.iter().any(|x| x.contains("glib")), "core_dyn needs {n:?}");
 
     let glib_flags = pkg_config(&prefix, &["--cflags", "--libs", "libvhost-user-glib"]);
-    build_and_run(
-        &progs,
-        "glib_dyn",
-        GLIB_PROGRAM,
-        &glib_flags,
-        &lib,
-        "glib ok",
-    );
+    build_and_run(&progs, "glib_dyn", GLIB_PROGRAM, &glib_flags, &lib, "glib ok");
     let n = needed(&progs.join("glib_dyn"));
-    assert!(
-        n.contains(&"libvhost-user-glib.so.0".to_string()),
-        "glib_dyn needs {n:?}"
-    );
-    assert!(
-        !n.contains(&"libvhost-user.so.0".to_string()),
-        "glib_dyn needs {n:?}"
-    );
+    assert!(n.contains(&"libvhost-user-glib.so.0".to_string()), "glib_dyn needs {n:?}");
+    assert!(!n.contains(&"libvhost-user.so.0".to_string()), "glib_dyn needs {n:?}");
 
     // Static linking: the archive plus Libs.private.
     for (pc, archive, name, program, expect) in [
-        (
-            "libvhost-user",
-            "libvhost-user.a",
-            "core_static",
-            CORE_PROGRAM,
-            "core ok",
-        ),
-        (
-            "libvhost-user-glib",
-            "libvhost-user-glib.a",
-            "glib_static",
-            GLIB_PROGRAM,
-            "glib ok",
-        ),
+        ("libvhost-user", "libvhost-user.a", "core_static", CORE_PROGRAM, "core ok"),
+        ("libvhost-user-glib", "libvhost-user-glib.a", "glib_static", GLIB_PROGRAM, "glib ok"),
     ] {
         let flags: Vec<String> = pkg_config(&prefix, &["--static", "--cflags", "--libs", pc])
             .into_iter()
@@ -319,15 +250,10 @@ fn meson_build_install_and_pkg_config() {
                 }
             })
             .collect();
-        assert!(
-            flags.iter().any(|f| f.ends_with(archive)),
-            "{pc}: {flags:?}"
-        );
+        assert!(flags.iter().any(|f| f.ends_with(archive)), "{pc}: {flags:?}");
         build_and_run(&progs, name, program, &flags, &lib, expect);
         assert!(
-            !needed(&progs.join(name))
-                .iter()
-                .any(|n| n.starts_with("libvhost-user")),
+            !needed(&progs.join(name)).iter().any(|n| n.starts_with("libvhost-user")),
             "{name} is not static"
         );
     }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use common::*;
 use proto::*;
 
-const PF_CHANNEL: u64 = PF_REPLY_ACK | PF_BACKEND_REQ | PF_BACKEND_SEND_FD | PF_HOST_NOTIFIER | PF_SHARED_OBJECT;
+const PF_CHANNEL: u64 =
+    PF_REPLY_ACK | PF_BACKEND_REQ | PF_BACKEND_SEND_FD | PF_HOST_NOTIFIER | PF_SHARED_OBJECT;
 
 struct Setup {
     be: ProtoBackend,
@@ -90,8 +91,16 @@ fn host_notifier_acked_by_frontend() {
         assert_eq!(&b, b"notifier", "the fd is not the backend's notifier area");
         // The backend waits for our answer before completing the command.
         assert!(s.fe.qs[0].poll_used().is_none(), "command completed before the front-end acked");
-        s.ch.reply_u64(&Msg { request: m.request, flags: 0, payload: vec![], fds: vec![] }, ack, &[]);
-        assert_eq!(finish_command(&mut s.fe, &p, h), want_status, "vu_set_queue_host_notifier result for ack {ack}");
+        s.ch.reply_u64(
+            &Msg { request: m.request, flags: 0, payload: vec![], fds: vec![] },
+            ack,
+            &[],
+        );
+        assert_eq!(
+            finish_command(&mut s.fe, &p, h),
+            want_status,
+            "vu_set_queue_host_notifier result for ack {ack}"
+        );
     }
     // Removal: NOFD flag, no fd.
     let (p, h) = command_submit(&mut s.fe, CMD_HOST_NOTIFIER, &[0, 0, 0, 0, 1, 0, 0, 0], 0);
@@ -108,19 +117,28 @@ fn host_notifier_acked_by_frontend() {
 fn host_notifier_needs_backend_send_fd() {
     let mut s = setup(&[], PF_REPLY_ACK | PF_BACKEND_REQ | PF_HOST_NOTIFIER, true, true);
     let (p, h) = command_submit(&mut s.fe, CMD_HOST_NOTIFIER, &[0; 8], 0);
-    assert_eq!(finish_command(&mut s.fe, &p, h), 1, "host notifier without BACKEND_SEND_FD must fail");
+    assert_eq!(
+        finish_command(&mut s.fe, &p, h),
+        1,
+        "host notifier without BACKEND_SEND_FD must fail"
+    );
     assert!(!s.ch.readable(Duration::from_millis(50)), "message sent without BACKEND_SEND_FD");
 }
 
 #[test]
 fn shared_objects_add_remove_lookup() {
     let mut s = setup(&[], PF_CHANNEL, true, true);
-    for (cmd, req) in [(CMD_SHOBJ_ADD, B_SHARED_OBJECT_ADD), (CMD_SHOBJ_RM, B_SHARED_OBJECT_REMOVE)] {
+    for (cmd, req) in [(CMD_SHOBJ_ADD, B_SHARED_OBJECT_ADD), (CMD_SHOBJ_RM, B_SHARED_OBJECT_REMOVE)]
+    {
         let u = uuid(cmd as u8);
         let (p, h) = command_submit(&mut s.fe, cmd, &u, 0);
         let m = s.ch.recv();
         assert_eq!(m.request, req);
-        assert_eq!(m.flags & FLAG_NEED_REPLY, 0, "shared object add/remove do not wait for a reply");
+        assert_eq!(
+            m.flags & FLAG_NEED_REPLY,
+            0,
+            "shared object add/remove do not wait for a reply"
+        );
         assert_eq!(m.payload, u.to_vec(), "uuid");
         assert_eq!(finish_command(&mut s.fe, &p, h), 0);
     }
@@ -135,7 +153,11 @@ fn shared_objects_add_remove_lookup() {
     assert_eq!(m.payload, u.to_vec());
     s.ch.reply_u64(&m, 0, &[obj.as_raw_fd()]);
     assert_eq!(finish_command(&mut s.fe, &p, h), 0, "lookup with an fd failed");
-    assert_eq!(s.fe.mem.read(p.data_gpa, 16), b"0123456789abcdef".to_vec(), "device read the wrong object");
+    assert_eq!(
+        s.fe.mem.read(p.data_gpa, 16),
+        b"0123456789abcdef".to_vec(),
+        "device read the wrong object"
+    );
     // Failed lookups: nonzero status, or no fd.
     for (status, with_fd) in [(1u64, true), (0, false)] {
         let (p, h) = command_submit(&mut s.fe, CMD_SHOBJ_LOOKUP, &u, 16);
@@ -143,7 +165,11 @@ fn shared_objects_add_remove_lookup() {
         assert_eq!(m.request, B_SHARED_OBJECT_LOOKUP);
         let fds = if with_fd { vec![obj.as_raw_fd()] } else { vec![] };
         s.ch.reply_u64(&m, status, &fds);
-        assert_eq!(finish_command(&mut s.fe, &p, h), 1, "lookup answered with status {status}, fd {with_fd} must fail");
+        assert_eq!(
+            finish_command(&mut s.fe, &p, h),
+            1,
+            "lookup answered with status {status}, fd {with_fd} must fail"
+        );
     }
     s.be.assert_alive();
 }
@@ -152,8 +178,13 @@ fn shared_objects_add_remove_lookup() {
 fn shared_objects_need_the_feature() {
     let mut s = setup(&[], PF_REPLY_ACK | PF_BACKEND_REQ, true, true);
     for cmd in [CMD_SHOBJ_ADD, CMD_SHOBJ_RM, CMD_SHOBJ_LOOKUP] {
-        let (p, h) = command_submit(&mut s.fe, cmd, &uuid(1), if cmd == CMD_SHOBJ_LOOKUP { 16 } else { 0 });
-        assert_eq!(finish_command(&mut s.fe, &p, h), 1, "command {cmd:#x} must fail without SHARED_OBJECT");
+        let (p, h) =
+            command_submit(&mut s.fe, cmd, &uuid(1), if cmd == CMD_SHOBJ_LOOKUP { 16 } else { 0 });
+        assert_eq!(
+            finish_command(&mut s.fe, &p, h),
+            1,
+            "command {cmd:#x} must fail without SHARED_OBJECT"
+        );
     }
     assert!(!s.ch.readable(Duration::from_millis(50)), "message sent without SHARED_OBJECT");
 }
@@ -226,7 +257,14 @@ fn inband_needs_backend_req_and_reply_ack() {
     let mut be = ProtoBackend::spawn(&sock, &image, &[]);
     let c = be.connect();
     Front::handshake(&c, F_VERSION_1 | F_PROTOCOL_FEATURES, PF_INBAND_NOTIFICATIONS | PF_REPLY_ACK);
-    assert!(be.wait_stderr("PANIC: F_IN_BAND_NOTIFICATIONS requires F_BACKEND_REQ && F_REPLY_ACK", TIMEOUT), "{}", be.stderr());
+    assert!(
+        be.wait_stderr(
+            "PANIC: F_IN_BAND_NOTIFICATIONS requires F_BACKEND_REQ && F_REPLY_ACK",
+            TIMEOUT
+        ),
+        "{}",
+        be.stderr()
+    );
     be.assert_alive();
 }
 

@@ -70,7 +70,14 @@ fn run(log_all: bool) {
     let used = fe.qs[0].used;
     let mut k = 0u64;
     // (read length, data segment size, data offset in its page)
-    let shapes: [(u32, u32, u64); 6] = [(512, 512, 0), (4096, 4096, 0), (4096, 1024, 100), (3 * 4096, 4096, 2048), (8192, 8192, 4095), (1024, 512, 4000)];
+    let shapes: [(u32, u32, u64); 6] = [
+        (512, 512, 0),
+        (4096, 4096, 0),
+        (4096, 1024, 100),
+        (3 * 4096, 4096, 2048),
+        (8192, 8192, 4095),
+        (1024, 512, 4000),
+    ];
     for (round, &(len, seg, off)) in shapes.iter().enumerate() {
         // Buffers spread over fresh pages, far from the rings.
         let base = 0x20_0000 + round as u64 * 0x4_0000;
@@ -84,7 +91,17 @@ fn run(log_all: bool) {
             eventfd_take(efd.as_raw_fd());
             let slot = fe.qs[0].next_avail % 64;
             let p = if write {
-                prepare_at(&mem, VIRTIO_BLK_T_OUT, sector, &pattern(k, len as usize), 0, hdr, data, status, seg)
+                prepare_at(
+                    &mem,
+                    VIRTIO_BLK_T_OUT,
+                    sector,
+                    &pattern(k, len as usize),
+                    0,
+                    hdr,
+                    data,
+                    status,
+                    seg,
+                )
             } else {
                 prepare_at(&mem, VIRTIO_BLK_T_IN, sector, &[], len, hdr, data, status, seg)
             };

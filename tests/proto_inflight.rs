@@ -48,9 +48,16 @@ fn inflight_requests_survive_backend_sigkill() {
         assert_eq!(r.fds.len(), 1, "GET_INFLIGHT_FD reply carries no fd");
         let mmap_size = r.u64_at(0);
         let mmap_offset = r.u64_at(8);
-        assert!(mmap_size >= 64 * QSIZE as u64 / 4, "inflight area of {mmap_size} bytes is too small");
+        assert!(
+            mmap_size >= 64 * QSIZE as u64 / 4,
+            "inflight area of {mmap_size} bytes is too small"
+        );
         let inflight_fd: OwnedFd = r.fds.into_iter().next().unwrap();
-        fe.req(SET_INFLIGHT_FD, &inflight(mmap_size, mmap_offset, 1, QSIZE), &[inflight_fd.as_raw_fd()]);
+        fe.req(
+            SET_INFLIGHT_FD,
+            &inflight(mmap_size, mmap_offset, 1, QSIZE),
+            &[inflight_fd.as_raw_fd()],
+        );
 
         fe.add_queue(QSIZE, 0);
         fe.start_queue(0, 0, None);
@@ -73,13 +80,24 @@ fn inflight_requests_survive_backend_sigkill() {
                 model[range].copy_from_slice(&d);
                 reqs.push(Req { p, write, sector, expect: Vec::new() });
             } else {
-                let p = prepare_at(&mem, 0, sector, &[], (REQ_SECTORS * 512) as u32, hdr, data, status, 4096);
+                let p = prepare_at(
+                    &mem,
+                    0,
+                    sector,
+                    &[],
+                    (REQ_SECTORS * 512) as u32,
+                    hdr,
+                    data,
+                    status,
+                    4096,
+                );
                 reqs.push(Req { p, write, sector, expect: model[range].to_vec() });
             }
         }
         // Reads must not depend on which of this round's writes ran first:
         // a read of a sector written in this round is re-pointed elsewhere.
-        let written: std::collections::HashSet<u64> = reqs.iter().filter(|r| r.write).map(|r| r.sector).collect();
+        let written: std::collections::HashSet<u64> =
+            reqs.iter().filter(|r| r.write).map(|r| r.sector).collect();
         for r in reqs.iter_mut().filter(|r| !r.write) {
             assert!(!written.contains(&r.sector), "test layout: read overlaps a write");
         }
@@ -94,7 +112,11 @@ fn inflight_requests_survive_backend_sigkill() {
         let wait_ms = (iter * 37) % 70;
         std::thread::sleep(Duration::from_millis(wait_ms));
         let st = be.sigkill();
-        assert!(describe(st).contains("signal 9"), "backend ended with {} before the kill", describe(st));
+        assert!(
+            describe(st).contains("signal 9"),
+            "backend ended with {} before the kill",
+            describe(st)
+        );
         let popped = be.stderr().matches("popped q0").count();
 
         let mut order = Vec::new();
@@ -102,7 +124,10 @@ fn inflight_requests_survive_backend_sigkill() {
             order.push((id, len));
         }
         let done_before = order.len();
-        assert!(done_before < NREQ, "iteration {iter}: everything completed before the kill (make the backend slower)");
+        assert!(
+            done_before < NREQ,
+            "iteration {iter}: everything completed before the kill (make the backend slower)"
+        );
 
         // A new backend process, the same front-end state and inflight fd.
         let used_idx = fe.qs[0].used_idx();
@@ -111,7 +136,11 @@ fn inflight_requests_survive_backend_sigkill() {
         Front::handshake(&c2, F_VERSION_1 | F_PROTOCOL_FEATURES, PF_REPLY_ACK | PF_INFLIGHT_SHMFD);
         fe.c = c2;
         fe.set_mem_table();
-        fe.req(SET_INFLIGHT_FD, &inflight(mmap_size, mmap_offset, 1, QSIZE), &[inflight_fd.as_raw_fd()]);
+        fe.req(
+            SET_INFLIGHT_FD,
+            &inflight(mmap_size, mmap_offset, 1, QSIZE),
+            &[inflight_fd.as_raw_fd()],
+        );
         fe.qs[0].renew_eventfds();
         // Like QEMU after a lost backend: resume from the used index.
         fe.start_queue(0, used_idx, None);
@@ -134,7 +163,11 @@ fn inflight_requests_survive_backend_sigkill() {
         }
         // Nothing completes twice: no further used entries show up.
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(fe.qs[0].used_idx(), fe.qs[0].last_used, "iteration {iter}: extra used entries (a request completed twice)");
+        assert_eq!(
+            fe.qs[0].used_idx(),
+            fe.qs[0].last_used,
+            "iteration {iter}: extra used entries (a request completed twice)"
+        );
 
         // Completion order = submission order (the backend completes FIFO,
         // so resubmitted requests must come back in their original order).
@@ -148,14 +181,21 @@ fn inflight_requests_survive_backend_sigkill() {
             } else {
                 assert_eq!(len, (REQ_SECTORS * 512) as u32 + 1, "used length of a read");
                 let data = mem.read(r.p.data_gpa, r.p.data_len as usize);
-                assert!(data == r.expect, "iteration {iter}: read of sector {} returned wrong data", r.sector);
+                assert!(
+                    data == r.expect,
+                    "iteration {iter}: read of sector {} returned wrong data",
+                    r.sector
+                );
             }
         }
         resubmitted_total += popped.saturating_sub(done_before);
         be2.assert_alive();
         assert!(!be2.stderr().contains("PANIC"), "backend panicked:\n{}", be2.stderr());
         drop(fe);
-        assert!(be2.wait_exit(TIMEOUT).is_some(), "backend did not exit after the front-end closed");
+        assert!(
+            be2.wait_exit(TIMEOUT).is_some(),
+            "backend did not exit after the front-end closed"
+        );
         assert!(t_all.elapsed() < Duration::from_secs(120), "test too slow");
     }
     // The image holds every write.

@@ -31,7 +31,17 @@ struct Io<'a> {
 impl Io<'_> {
     /// Write `len` bytes at `data` (one descriptor per `seg` bytes), read them
     /// back into `back`, compare with the model.
-    fn write_read(&mut self, sector: u64, data: u64, back: u64, len: u32, seg: u32, hdr: u64, status: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn write_read(
+        &mut self,
+        sector: u64,
+        data: u64,
+        back: u64,
+        len: u32,
+        seg: u32,
+        hdr: u64,
+        status: u64,
+    ) {
         let d = pattern(self.k, len as usize);
         self.k += 1;
         let mem = self.fe.mem.clone();
@@ -44,7 +54,10 @@ impl Io<'_> {
         let (st, used) = self.fe.io(0, &p);
         assert_eq!(st, 0, "read of {len} bytes into {back:#x} failed");
         assert_eq!(used, len + 1);
-        assert!(mem.read(back, len as usize) == self.image[r], "data read into {back:#x} (+{len}) differs");
+        assert!(
+            mem.read(back, len as usize) == self.image[r],
+            "data read into {back:#x} (+{len}) differs"
+        );
     }
 }
 
@@ -54,7 +67,12 @@ fn many_regions_scattered_io_and_ring_region_removal() {
     let mut be = ProtoBackend::spawn(&sock, &image, &[]);
     let layout: Vec<(u64, u64)> = (0..NREG).map(|i| (BASE + i as u64 * R, R)).collect();
     let mem = GuestMemory::new(&layout);
-    let mut fe = Front::without_table(be.connect(), mem.clone(), F_VERSION_1 | F_PROTOCOL_FEATURES, PF_REPLY_ACK | PF_CONFIGURE_MEM_SLOTS);
+    let mut fe = Front::without_table(
+        be.connect(),
+        mem.clone(),
+        F_VERSION_1 | F_PROTOCOL_FEATURES,
+        PF_REPLY_ACK | PF_CONFIGURE_MEM_SLOTS,
+    );
     assert_eq!(fe.c.call(GET_MAX_MEM_SLOTS, &[], &[]).u64(), 509, "GET_MAX_MEM_SLOTS");
 
     // Add the regions in a scrambled order (the table is kept sorted).
@@ -78,14 +96,30 @@ fn many_regions_scattered_io_and_ring_region_removal() {
     }
     // One descriptor spanning three regions.
     let hdr = BASE + 120 * R;
-    io.write_read(100, region_end(10) - 3000, region_end(20) - 3000, (R + 6000) as u32, (R + 6000) as u32, hdr, hdr + 64);
+    io.write_read(
+        100,
+        region_end(10) - 3000,
+        region_end(20) - 3000,
+        (R + 6000) as u32,
+        (R + 6000) as u32,
+        hdr,
+        hdr + 64,
+    );
 
     // Remove the region the rings live in, add it back, carry on.
     io.fe.rem_region(0);
     io.fe.add_region(0);
     for k in 0..10u64 {
         let hdr = BASE + (30 + k) * R;
-        io.write_read(500 + k * 8, region_end(40 + k as usize) - 512, BASE + (60 + k) * R, 4096, 4096, hdr, hdr + 32);
+        io.write_read(
+            500 + k * 8,
+            region_end(40 + k as usize) - 512,
+            BASE + (60 + k) * R,
+            4096,
+            4096,
+            hdr,
+            hdr + 32,
+        );
     }
     // Remove a data region, do I/O elsewhere, add it back and use it.
     io.fe.rem_region(90);
@@ -106,14 +140,24 @@ fn expect_panic(be: &mut ProtoBackend, fe: &Front, what: &str, f: impl FnOnce(&F
     let before_panics = be.stderr().matches("PANIC").count();
     let fds_before = fd_count(be.pid());
     f(fe);
-    assert_eq!(fe.c.call(GET_MAX_MEM_SLOTS, &[], &[]).u64(), 509, "backend stopped answering after: {what}");
+    assert_eq!(
+        fe.c.call(GET_MAX_MEM_SLOTS, &[], &[]).u64(),
+        509,
+        "backend stopped answering after: {what}"
+    );
     // The backend's stderr is collected asynchronously: wait for the new report to arrive.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while be.stderr().matches("PANIC").count() <= before_panics && std::time::Instant::now() < deadline {
+    while be.stderr().matches("PANIC").count() <= before_panics
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(be.stderr().matches("PANIC").count() > before_panics, "no panic reported for: {what}\n{}", be.stderr());
-    let last = be.stderr().lines().filter(|l| l.contains("PANIC")).last().unwrap_or("").to_string();
+    assert!(
+        be.stderr().matches("PANIC").count() > before_panics,
+        "no panic reported for: {what}\n{}",
+        be.stderr()
+    );
+    let last = be.stderr().lines().rfind(|l| l.contains("PANIC")).unwrap_or("").to_string();
     assert!(last.to_lowercase().contains(&what.to_lowercase()), "panic for '{what}' says: {last}");
     be.assert_alive();
     assert_eq!(fd_count(be.pid()), fds_before, "backend fd count changed after: {what}");
@@ -124,7 +168,12 @@ fn hostile_mem_slot_messages() {
     let (_dir, sock, image) = workdir(1 << 20);
     let mut be = ProtoBackend::spawn(&sock, &image, &[]);
     let mem = GuestMemory::new(&[(BASE, R), (BASE + R, R)]);
-    let fe = Front::without_table(be.connect(), mem.clone(), F_VERSION_1 | F_PROTOCOL_FEATURES, PF_CONFIGURE_MEM_SLOTS);
+    let fe = Front::without_table(
+        be.connect(),
+        mem.clone(),
+        F_VERSION_1 | F_PROTOCOL_FEATURES,
+        PF_CONFIGURE_MEM_SLOTS,
+    );
     // No REPLY_ACK: a refused request gets no reply, the next call proves liveness.
     fe.add_region(0);
     fe.add_region(1);
@@ -141,38 +190,83 @@ fn hostile_mem_slot_messages() {
     });
     expect_panic(&mut be, &fe, "not found", |fe| {
         // Right address, wrong size.
-        fe.c.send(REM_MEM_REG, FLAG_VERSION, &memreg(BASE, R / 2, mem.regions[0].host as u64, 0), &[]);
+        fe.c.send(
+            REM_MEM_REG,
+            FLAG_VERSION,
+            &memreg(BASE, R / 2, mem.regions[0].host as u64, 0),
+            &[],
+        );
     });
     expect_panic(&mut be, &fe, "fd", |fe| {
         fe.c.send(ADD_MEM_REG, FLAG_VERSION, &memreg(BASE + 50 * R, 4096, 0x7100_0000, 0), &[]);
     });
     expect_panic(&mut be, &fe, "fd", |fe| {
-        fe.c.send(ADD_MEM_REG, FLAG_VERSION, &memreg(BASE + 50 * R, 4096, 0x7100_0000, 0), &[fd, fd]);
+        fe.c.send(
+            ADD_MEM_REG,
+            FLAG_VERSION,
+            &memreg(BASE + 50 * R, 4096, 0x7100_0000, 0),
+            &[fd, fd],
+        );
     });
     expect_panic(&mut be, &fe, "fd", |fe| {
-        fe.c.send(REM_MEM_REG, FLAG_VERSION, &memreg(BASE, R, mem.regions[0].host as u64, 0), &[fd, fd]);
+        fe.c.send(
+            REM_MEM_REG,
+            FLAG_VERSION,
+            &memreg(BASE, R, mem.regions[0].host as u64, 0),
+            &[fd, fd],
+        );
     });
     expect_panic(&mut be, &fe, "size", |fe| {
-        fe.c.send(ADD_MEM_REG, FLAG_VERSION, &memreg(BASE + 50 * R, 4096, 0x7100_0000, 0)[..24], &[fd]);
+        fe.c.send(
+            ADD_MEM_REG,
+            FLAG_VERSION,
+            &memreg(BASE + 50 * R, 4096, 0x7100_0000, 0)[..24],
+            &[fd],
+        );
     });
 
     // Fill all 509 slots (2 are used), then one more.
     let fds_before = fd_count(be.pid());
     for i in 0..507u64 {
-        fe.c.send(ADD_MEM_REG, FLAG_VERSION, &memreg(0x1000_0000 + i * 4096, 4096, 0x8000_0000 + i * 4096, i * 4096), &[fd]);
+        fe.c.send(
+            ADD_MEM_REG,
+            FLAG_VERSION,
+            &memreg(0x1000_0000 + i * 4096, 4096, 0x8000_0000 + i * 4096, i * 4096),
+            &[fd],
+        );
     }
     assert_eq!(fe.c.call(GET_MAX_MEM_SLOTS, &[], &[]).u64(), 509);
     let panics = be.stderr().matches("PANIC").count();
     assert_eq!(fd_count(be.pid()), fds_before, "fds leaked while adding regions");
     expect_panic(&mut be, &fe, "slots", |fe| {
-        fe.c.send(ADD_MEM_REG, FLAG_VERSION, &memreg(0x2000_0000, 4096, 0x9000_0000, 508 * 4096), &[fd]);
+        fe.c.send(
+            ADD_MEM_REG,
+            FLAG_VERSION,
+            &memreg(0x2000_0000, 4096, 0x9000_0000, 508 * 4096),
+            &[fd],
+        );
     });
-    assert_eq!(be.stderr().matches("PANIC").count(), panics + 1, "adding the 509 slots was refused:\n{}", be.stderr());
+    assert_eq!(
+        be.stderr().matches("PANIC").count(),
+        panics + 1,
+        "adding the 509 slots was refused:\n{}",
+        be.stderr()
+    );
     // Removing one frees a slot again.
     fe.c.send(REM_MEM_REG, FLAG_VERSION, &memreg(0x1000_0000, 4096, 0x8000_0000, 0), &[]);
-    fe.c.send(ADD_MEM_REG, FLAG_VERSION, &memreg(0x2000_0000, 4096, 0x9000_0000, 508 * 4096), &[fd]);
+    fe.c.send(
+        ADD_MEM_REG,
+        FLAG_VERSION,
+        &memreg(0x2000_0000, 4096, 0x9000_0000, 508 * 4096),
+        &[fd],
+    );
     assert_eq!(fe.c.call(GET_MAX_MEM_SLOTS, &[], &[]).u64(), 509);
-    assert_eq!(be.stderr().matches("PANIC").count(), panics + 1, "re-adding after a removal was refused:\n{}", be.stderr());
+    assert_eq!(
+        be.stderr().matches("PANIC").count(),
+        panics + 1,
+        "re-adding after a removal was refused:\n{}",
+        be.stderr()
+    );
     be.assert_alive();
     for l in be.stderr().lines().filter(|l| l.contains("PANIC")) {
         eprintln!("reported: {l}");

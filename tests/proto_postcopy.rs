@@ -23,7 +23,8 @@ const UFFDIO_API: libc::c_ulong = 0xc018aa3f;
 /// Can this process create a userfaultfd with the features libvhost-user needs?
 fn kernel_userfault() -> Result<(), String> {
     // SAFETY: plain syscall.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) } as i32;
+    let fd =
+        unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) } as i32;
     if fd < 0 {
         return Err(format!("userfaultfd: {}", std::io::Error::last_os_error()));
     }
@@ -46,22 +47,38 @@ fn postcopy_advise_listen_end() {
     let c = be.connect();
     let (_, offered) = Front::handshake(&c, F_VERSION_1 | F_PROTOCOL_FEATURES, 0);
     if let Err(reason) = kernel_userfault() {
-        assert_eq!(offered & PF_PAGEFAULT, 0, "PAGEFAULT offered although userfaultfd fails here ({reason})");
+        assert_eq!(
+            offered & PF_PAGEFAULT,
+            0,
+            "PAGEFAULT offered although userfaultfd fails here ({reason})"
+        );
         println!("skipped: kernel refuses userfaultfd ({reason})");
         return;
     }
-    assert_ne!(offered & PF_PAGEFAULT, 0, "PAGEFAULT not offered although the kernel allows userfaultfd");
+    assert_ne!(
+        offered & PF_PAGEFAULT,
+        0,
+        "PAGEFAULT not offered although the kernel allows userfaultfd"
+    );
     drop(c);
     drop(be);
 
     let mut be = ProtoBackend::spawn(&sock, &image, &[]);
     let mem = GuestMemory::new(&[(0, 1 << 20), (1 << 20, 1 << 20)]);
-    let mut fe = Front::without_table(be.connect(), mem.clone(), F_VERSION_1 | F_PROTOCOL_FEATURES, PF_PAGEFAULT);
+    let mut fe = Front::without_table(
+        be.connect(),
+        mem.clone(),
+        F_VERSION_1 | F_PROTOCOL_FEATURES,
+        PF_PAGEFAULT,
+    );
 
     let r = fe.c.call(POSTCOPY_ADVISE, &[], &[]);
     assert_eq!(r.fds.len(), 1, "POSTCOPY_ADVISE reply without an fd");
     let link = std::fs::read_link(format!("/proc/self/fd/{}", r.fds[0].as_raw_fd())).unwrap();
-    assert!(link.to_string_lossy().contains("userfaultfd"), "POSTCOPY_ADVISE returned {link:?}, not a userfaultfd");
+    assert!(
+        link.to_string_lossy().contains("userfaultfd"),
+        "POSTCOPY_ADVISE returned {link:?}, not a userfaultfd"
+    );
 
     assert_eq!(fe.c.call(POSTCOPY_LISTEN, &[], &[]).u64(), 0, "POSTCOPY_LISTEN");
 
@@ -80,7 +97,10 @@ fn postcopy_advise_listen_end() {
         assert_eq!(reply.u64_at(off), r.gpa, "region {i} gpa in the reply");
         assert_eq!(reply.u64_at(off + 8), r.size, "region {i} size in the reply");
         let backend_addr = reply.u64_at(off + 16);
-        assert!(backend_addr != 0 && backend_addr != r.host as u64, "region {i}: reply holds {backend_addr:#x}, not the backend's mapping");
+        assert!(
+            backend_addr != 0 && backend_addr != r.host as u64,
+            "region {i}: reply holds {backend_addr:#x}, not the backend's mapping"
+        );
     }
     // The front-end's go-ahead.
     fe.c.send(SET_MEM_TABLE, FLAG_VERSION, &u64p(0), &[]);
@@ -103,7 +123,11 @@ fn postcopy_advise_listen_end() {
 
     assert_eq!(fe.c.call(POSTCOPY_END, &[], &[]).u64(), 0, "POSTCOPY_END");
     // LISTEN with regions registered is refused (-1) with a panic.
-    assert_eq!(fe.c.call(POSTCOPY_LISTEN, &[], &[]).u64(), u64::MAX, "POSTCOPY_LISTEN with regions");
+    assert_eq!(
+        fe.c.call(POSTCOPY_LISTEN, &[], &[]).u64(),
+        u64::MAX,
+        "POSTCOPY_LISTEN with regions"
+    );
     assert!(be.wait_stderr("PANIC: Regions already registered", TIMEOUT), "{}", be.stderr());
     be.assert_alive();
 }

@@ -98,7 +98,8 @@ impl Pool {
             gpa += size + if rng.chance(1, 2) { 0 } else { rng.range(1, 16) * 4096 };
         }
         let mem = GuestMemory::new(&layout);
-        let mut files: Vec<File> = [0u64, 4096, 64 << 10, 1 << 20].iter().map(|&s| memfd(s)).collect();
+        let mut files: Vec<File> =
+            [0u64, 4096, 64 << 10, 1 << 20].iter().map(|&s| memfd(s)).collect();
         files.push(File::open("/dev/null").unwrap());
         let mut p = [0; 2];
         // SAFETY: plain syscall; both fds are ours afterwards.
@@ -113,7 +114,9 @@ impl Pool {
 
     fn any_fd(&self, rng: &mut Rng) -> RawFd {
         match rng.below(4) {
-            0 => rng.pick(&self.mem.region_infos().iter().map(|r| r.mmap_handle).collect::<Vec<_>>()),
+            0 => {
+                rng.pick(&self.mem.region_infos().iter().map(|r| r.mmap_handle).collect::<Vec<_>>())
+            }
             1 => self.files[rng.below(self.files.len() as u64) as usize].as_raw_fd(),
             2 => self.efds[rng.below(self.efds.len() as u64) as usize].as_raw_fd(),
             _ => self.socks[rng.below(2) as usize].as_raw_fd(),
@@ -158,7 +161,8 @@ fn region(rng: &mut Rng, pool: &Pool) -> ((u64, u64, u64, u64), RawFd) {
 fn mem_table(rng: &mut Rng, pool: &Pool, valid: bool) -> Msg {
     if valid {
         let infos = pool.mem.region_infos();
-        let rs: Vec<_> = infos.iter().map(|r| (r.guest_phys_addr, r.memory_size, r.userspace_addr, 0)).collect();
+        let rs: Vec<_> =
+            infos.iter().map(|r| (r.guest_phys_addr, r.memory_size, r.userspace_addr, 0)).collect();
         return Msg::new(
             SET_MEM_TABLE,
             mem_table_payload(rs.len() as u32, &rs),
@@ -208,7 +212,11 @@ fn vring_addr(rng: &mut Rng, pool: &Pool, q: u32, desc: u64, used: u64, avail: u
             *x = match rng.below(3) {
                 0 => rng.interesting_u64(*x),
                 // Somewhere in (or just around) the guest mapping.
-                1 => pool.mem.qva(pool.mem.regions[0].gpa).wrapping_add(rng.below(pool.mem.regions[0].size + 8192)).wrapping_sub(4096),
+                1 => pool
+                    .mem
+                    .qva(pool.mem.regions[0].gpa)
+                    .wrapping_add(rng.below(pool.mem.regions[0].size + 8192))
+                    .wrapping_sub(4096),
                 _ => x.wrapping_add(rng.below(64)),
             };
         }
@@ -234,13 +242,18 @@ fn log_or_inflight(rng: &mut Rng, pool: &Pool, req: u32) -> Msg {
             p.extend_from_slice(&[0; 4]);
         }
     }
-    let fds = if req == GET_INFLIGHT_FD || rng.chance(1, 4) { pool.random_fds(rng) } else { vec![pool.any_fd(rng)] };
+    let fds = if req == GET_INFLIGHT_FD || rng.chance(1, 4) {
+        pool.random_fds(rng)
+    } else {
+        vec![pool.any_fd(rng)]
+    };
     Msg::new(req, p, fds)
 }
 
 fn config(rng: &mut Rng, req: u32) -> Msg {
     let off = if rng.chance(1, 2) { rng.pick(&[0u32, 32]) } else { rng.interesting_u32(0) };
-    let size = if rng.chance(1, 2) { rng.pick(&[1u32, 8, 60, 256]) } else { rng.interesting_u32(60) };
+    let size =
+        if rng.chance(1, 2) { rng.pick(&[1u32, 8, 60, 256]) } else { rng.interesting_u32(60) };
     let flags = if rng.chance(3, 4) { 0 } else { rng.interesting_u32(1) };
     let mut p = u32s(&[off, size, flags]);
     let body = if rng.chance(3, 4) { (size as usize).min(256) } else { rng.range(0, 300) as usize };
@@ -264,8 +277,11 @@ fn random_msg(rng: &mut Rng, pool: &Pool) -> Msg {
         }
         10 => {
             let req = rng.pick(&[SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR]);
-            let v = q as u64 | if rng.chance(1, 3) { VRING_NOFD } else { 0 } | if rng.chance(1, 8) { rng.u64() } else { 0 };
-            let fds = if rng.chance(2, 3) { vec![pool.efd(q as usize)] } else { pool.random_fds(rng) };
+            let v = q as u64
+                | if rng.chance(1, 3) { VRING_NOFD } else { 0 }
+                | if rng.chance(1, 8) { rng.u64() } else { 0 };
+            let fds =
+                if rng.chance(2, 3) { vec![pool.efd(q as usize)] } else { pool.random_fds(rng) };
             Msg::new(req, u64_payload(v), fds)
         }
         11 => Msg::new(SET_VRING_ENABLE, state_payload(q, rng.interesting_u32(1)), vec![]),
@@ -274,15 +290,28 @@ fn random_msg(rng: &mut Rng, pool: &Pool) -> Msg {
         14 => log_or_inflight(rng, pool, SET_LOG_BASE),
         15 => log_or_inflight(rng, pool, GET_INFLIGHT_FD),
         16 => log_or_inflight(rng, pool, SET_INFLIGHT_FD),
-        17 => Msg::new(rng.pick(&[POSTCOPY_ADVISE, POSTCOPY_LISTEN, POSTCOPY_END]), vec![], pool.random_fds(rng)),
+        17 => Msg::new(
+            rng.pick(&[POSTCOPY_ADVISE, POSTCOPY_LISTEN, POSTCOPY_END]),
+            vec![],
+            pool.random_fds(rng),
+        ),
         18 => Msg::new(VRING_KICK, state_payload(q, rng.u32()), vec![]),
-        19 => Msg::new(rng.pick(&[SET_FEATURES, SET_PROTOCOL_FEATURES]), u64_payload(rng.u64()), vec![]),
+        19 => Msg::new(
+            rng.pick(&[SET_FEATURES, SET_PROTOCOL_FEATURES]),
+            u64_payload(rng.u64()),
+            vec![],
+        ),
         20 => Msg::new(SET_BACKEND_REQ_FD, vec![], pool.random_fds(rng)),
-        21 => Msg::new(rng.pick(&[SET_LOG_FD, RESET_OWNER, RESET_DEVICE, SET_STATUS, GET_STATUS]), u64_payload(rng.u64()), pool.random_fds(rng)),
+        21 => Msg::new(
+            rng.pick(&[SET_LOG_FD, RESET_OWNER, RESET_DEVICE, SET_STATUS, GET_STATUS]),
+            u64_payload(rng.u64()),
+            pool.random_fds(rng),
+        ),
         22 => Msg::new(GET_SHARED_OBJECT, rng.bytes(16), vec![]),
         _ => {
             // Unknown or arbitrary request with arbitrary bytes.
-            let req = if rng.chance(1, 2) { rng.range(0, 48) as u32 } else { rng.interesting_u32(100) };
+            let req =
+                if rng.chance(1, 2) { rng.range(0, 48) as u32 } else { rng.interesting_u32(100) };
             let n = rng.range(0, PMAX as u64 + 16) as usize;
             Msg::new(req, rng.bytes(n), pool.random_fds(rng))
         }
@@ -292,11 +321,25 @@ fn random_msg(rng: &mut Rng, pool: &Pool) -> Msg {
 /// Apply one generic mutation.
 fn mutate(rng: &mut Rng, pool: &Pool, m: &mut Msg) {
     match rng.below(8) {
-        0 => m.req = if rng.chance(1, 2) { rng.range(0, 48) as u32 } else { rng.interesting_u32(m.req) },
+        0 => {
+            m.req =
+                if rng.chance(1, 2) { rng.range(0, 48) as u32 } else { rng.interesting_u32(m.req) }
+        }
         1 => {
             let n = m.payload.len() as u32;
             let r = rng.u32();
-            m.size = Some(rng.pick(&[0, n.saturating_sub(1), n + 1, n + 8, PMAX, PMAX + 1, 4096, 1 << 20, u32::MAX, r]));
+            m.size = Some(rng.pick(&[
+                0,
+                n.saturating_sub(1),
+                n + 1,
+                n + 8,
+                PMAX,
+                PMAX + 1,
+                4096,
+                1 << 20,
+                u32::MAX,
+                r,
+            ]));
         }
         2 => {
             // Truncate: the header still claims the full payload.
@@ -333,7 +376,13 @@ fn mutate(rng: &mut Rng, pool: &Pool, m: &mut Msg) {
 }
 
 /// The messages of a valid session for `pool.mem` (features from the probe).
-fn valid_session(rng: &mut Rng, pool: &Pool, features: u64, pfeatures: u64, queues: &[(u64, u64, u64)]) -> Vec<Msg> {
+fn valid_session(
+    rng: &mut Rng,
+    pool: &Pool,
+    features: u64,
+    pfeatures: u64,
+    queues: &[(u64, u64, u64)],
+) -> Vec<Msg> {
     let mut v = vec![
         Msg::new(GET_FEATURES, vec![], vec![]),
         Msg::new(SET_FEATURES, u64_payload(features), vec![]),
@@ -368,11 +417,15 @@ fn valid_session(rng: &mut Rng, pool: &Pool, features: u64, pfeatures: u64, queu
         v.push(Msg::new(SET_VRING_KICK, u64_payload(q as u64), vec![pool.efd(2 * q as usize + 1)]));
         v.push(Msg::new(SET_VRING_ENABLE, state_payload(q, 1), vec![]));
     }
-    v.push(Msg::new(GET_CONFIG, {
-        let mut p = u32s(&[0, 60, 0]);
-        p.extend([0u8; 60]);
-        p
-    }, vec![]));
+    v.push(Msg::new(
+        GET_CONFIG,
+        {
+            let mut p = u32s(&[0, 60, 0]);
+            p.extend([0u8; 60]);
+            p
+        },
+        vec![],
+    ));
     // Optional tail, in random order.
     let mut tail = Vec::new();
     if rng.chance(1, 2) {
@@ -398,7 +451,11 @@ fn valid_session(rng: &mut Rng, pool: &Pool, features: u64, pfeatures: u64, queu
         tail.push(Msg::new(REM_MEM_REG, p, vec![]));
     }
     if rng.chance(1, 3) {
-        tail.push(Msg::new(GET_VRING_BASE, state_payload(rng.below(NQUEUES as u64) as u32, 0), vec![]));
+        tail.push(Msg::new(
+            GET_VRING_BASE,
+            state_payload(rng.below(NQUEUES as u64) as u32, 0),
+            vec![],
+        ));
     }
     if rng.chance(1, 4) {
         tail.push(Msg::new(SET_BACKEND_REQ_FD, vec![], vec![pool.socks[0].as_raw_fd()]));

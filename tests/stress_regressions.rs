@@ -27,8 +27,13 @@ fn ring_in_postcopy_region_before_userfault_is_armed() {
     p.extend(region_bytes((r.guest_phys_addr, r.memory_size, r.userspace_addr, 0)));
     c.call(ADD_MEM_REG, &p, &[mem.regions[0].file.as_raw_fd()]);
     c.call_ack(SET_VRING_NUM, &state_payload(0, 256), &[]);
-    c.send(SET_VRING_ADDR, F_NEED_REPLY, &addr_payload(0, 0, mem.qva(0), mem.qva(0x2000), mem.qva(0x1000), 0), &[])
-        .unwrap();
+    c.send(
+        SET_VRING_ADDR,
+        F_NEED_REPLY,
+        &addr_payload(0, 0, mem.qva(0), mem.qva(0x2000), mem.qva(0x1000), 0),
+        &[],
+    )
+    .unwrap();
     let reaction = c.recv();
     std::thread::sleep(Duration::from_millis(50));
     b.assert_alive();

@@ -71,9 +71,16 @@ impl Ctx {
 }
 
 /// A plausible virtio-blk request, then at most a few corrupted fields.
-fn mutated_request(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mut Vec<String>) -> u16 {
+fn mutated_request(
+    rng: &mut Rng,
+    s: &mut Session,
+    ctx: &Ctx,
+    q: usize,
+    log: &mut Vec<String>,
+) -> u16 {
     let r = rng.u32();
-    let ty = rng.pick(&[VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, r]);
+    let ty =
+        rng.pick(&[VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, r]);
     let r = 512 * rng.range(1, 64) as u32;
     let len = rng.pick(&[0u32, 512, 4096, 8192, r]);
     let out = if ty == VIRTIO_BLK_T_OUT { pattern(rng.u64(), len as usize) } else { Vec::new() };
@@ -93,7 +100,10 @@ fn mutated_request(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mu
             _ => p.bufs[i].write = !p.bufs[i].write,
         }
     }
-    log.push(format!("q{q} request ty {ty} sector {sector} indirect {} bufs {:x?}", p.indirect, p.bufs));
+    log.push(format!(
+        "q{q} request ty {ty} sector {sector} indirect {} bufs {:x?}",
+        p.indirect, p.bufs
+    ));
     let vq = &mut s.qs[q];
     if vq.free_count() < p.bufs.len() + 1 {
         return 0;
@@ -109,7 +119,13 @@ fn mutated_request(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mu
 }
 
 /// An indirect table of random descriptors (plausible or not).
-fn random_indirect(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mut Vec<String>) -> u16 {
+fn random_indirect(
+    rng: &mut Rng,
+    s: &mut Session,
+    ctx: &Ctx,
+    q: usize,
+    log: &mut Vec<String>,
+) -> u16 {
     let r = rng.range(1, 2100);
     let n = rng.pick(&[1u64, 2, 3, 8, 64, r]) as u16;
     let table = s.mem.alloc(16 * n as u64, 16);
@@ -119,7 +135,11 @@ fn random_indirect(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mu
         if rng.chance(1, 2) {
             // Mostly a well-formed chain, with an occasional twist.
             d.next = k + 1;
-            d.flags = if k + 1 == n { VRING_DESC_F_WRITE } else { VRING_DESC_F_NEXT | (d.flags & VRING_DESC_F_WRITE) };
+            d.flags = if k + 1 == n {
+                VRING_DESC_F_WRITE
+            } else {
+                VRING_DESC_F_NEXT | (d.flags & VRING_DESC_F_WRITE)
+            };
             if rng.chance(1, 16) {
                 d.flags |= VRING_DESC_F_INDIRECT; // nested
             }
@@ -137,8 +157,13 @@ fn random_indirect(rng: &mut Rng, s: &mut Session, ctx: &Ctx, q: usize, log: &mu
         return rng.below(vq.size as u64) as u16;
     }
     let head = vq.reserve(1)[0];
-    let flags = VRING_DESC_F_INDIRECT | if rng.chance(1, 8) { VRING_DESC_F_NEXT | VRING_DESC_F_WRITE } else { 0 };
-    vq.write_desc(vq.desc, head, Desc { addr: taddr, len, flags, next: rng.below(vq.size as u64) as u16 });
+    let flags = VRING_DESC_F_INDIRECT
+        | if rng.chance(1, 8) { VRING_DESC_F_NEXT | VRING_DESC_F_WRITE } else { 0 };
+    vq.write_desc(
+        vq.desc,
+        head,
+        Desc { addr: taddr, len, flags, next: rng.below(vq.size as u64) as u16 },
+    );
     log.push(format!("q{q} indirect head {head} table {taddr:#x} len {len} n {n}"));
     head
 }
@@ -221,7 +246,8 @@ fn stress(threads: bool, default_iters: u64, name: &str) {
             let t0 = Instant::now();
             let wait = Duration::from_millis(rng.pick(&[1u64, 10, 50]));
             while t0.elapsed() < wait {
-                if panics(&b) > p0 || s.qs.iter().zip(&used_before).any(|(q, u)| q.used_idx() != *u) {
+                if panics(&b) > p0 || s.qs.iter().zip(&used_before).any(|(q, u)| q.used_idx() != *u)
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(1));

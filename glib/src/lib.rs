@@ -142,9 +142,7 @@ pub unsafe extern "C" fn vug_source_new(
     vu_cb: vu_watch_cb,
     data: gpointer,
 ) -> *mut GSource {
-    no_unwind("vug_source_new", || unsafe {
-        source_new(gdev, fd, cond, vu_cb, data)
-    })
+    no_unwind("vug_source_new", || unsafe { source_new(gdev, fd, cond, vu_cb, data) })
 }
 
 unsafe fn source_new(
@@ -158,20 +156,14 @@ unsafe fn source_new(
     g_assert!("vug_source_new", fd >= 0);
     g_assert!("vug_source_new", vu_cb.is_some());
 
-    let gsrc = g_source_new(
-        ptr::addr_of_mut!(VUG_SRC_FUNCS),
-        std::mem::size_of::<VugSrc>() as c_uint,
-    );
+    let gsrc =
+        g_source_new(ptr::addr_of_mut!(VUG_SRC_FUNCS), std::mem::size_of::<VugSrc>() as c_uint);
     let cb = std::mem::transmute::<vu_watch_cb, GSourceFunc>(vu_cb);
     g_source_set_callback(gsrc, cb, data, None);
     let src = gsrc.cast::<VugSrc>();
     ptr::addr_of_mut!((*src).dev).write(ptr::addr_of_mut!((*gdev).parent));
     // GIOCondition values all fit the 16-bit poll events.
-    ptr::addr_of_mut!((*src).gfd).write(GPollFD {
-        fd,
-        events: cond as u16,
-        revents: 0,
-    });
+    ptr::addr_of_mut!((*src).gfd).write(GPollFD { fd, events: cond as u16, revents: 0 });
     g_source_add_poll(gsrc, ptr::addr_of_mut!((*src).gfd));
     let id = g_source_attach(gsrc, g_main_context_get_thread_default());
     g_assert!("vug_source_new", id != 0);
@@ -195,9 +187,7 @@ unsafe fn source_destroy(src: *mut GSource) {
 
 /// The fd map's value destructor.
 unsafe extern "C" fn fdmap_value_destroy(value: gpointer) {
-    no_unwind("vug_source_destroy", || unsafe {
-        source_destroy(value.cast())
-    })
+    no_unwind("vug_source_destroy", || unsafe { source_destroy(value.cast()) })
 }
 
 fn fd_key(fd: c_int) -> gpointer {

@@ -17,13 +17,7 @@ fn declared() -> BTreeSet<String> {
     let glib = std::fs::read_to_string(inc.join("libvhost-user-glib.h"))
         .expect("include/libvhost-user-glib.h");
     let mut set: BTreeSet<String> = header_functions(&core, "vu_").into_iter().collect();
-    for f in [
-        "vu_init",
-        "vu_deinit",
-        "vu_dispatch",
-        "vu_queue_pop",
-        "vu_queue_push",
-    ] {
+    for f in ["vu_init", "vu_deinit", "vu_dispatch", "vu_queue_pop", "vu_queue_push"] {
         assert!(set.contains(f), "libvhost-user.h does not declare {f}");
     }
     set.extend(header_functions(&glib, "vug_"));
@@ -35,12 +29,7 @@ fn exported_functions(lib: &Path) -> BTreeSet<String> {
     let mut cmd = Command::new("nm");
     cmd.args(["-D", "--defined-only"]).arg(lib);
     let out = run_bounded(&mut cmd, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "nm {}: {}",
-        lib.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "nm {}: {}", lib.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -64,20 +53,12 @@ fn shared_library_exports_exactly_the_header_functions() {
 
 #[test]
 fn shared_library_soname() {
-    let out = run_bounded(
-        Command::new("objdump").arg("-p").arg(shared_lib()),
-        Duration::from_secs(60),
-    );
+    let out =
+        run_bounded(Command::new("objdump").arg("-p").arg(shared_lib()), Duration::from_secs(60));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let soname = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("SONAME"))
-        .expect("no SONAME");
-    assert_eq!(
-        soname.split_whitespace().nth(1),
-        Some("libvhost-user-glib.so.0")
-    );
+    let soname = text.lines().find(|l| l.trim_start().starts_with("SONAME")).expect("no SONAME");
+    assert_eq!(soname.split_whitespace().nth(1), Some("libvhost-user-glib.so.0"));
     assert!(text.contains("libglib-2.0.so"), "not linked with glib");
 }
 

@@ -28,12 +28,7 @@ fn header_declares_the_original_functions() {
     let h = checked_in();
     assert_eq!(
         header_functions(&h, "vug_"),
-        [
-            "vug_deinit",
-            "vug_init",
-            "vug_source_destroy",
-            "vug_source_new"
-        ]
+        ["vug_deinit", "vug_init", "vug_source_destroy", "vug_source_new"]
     );
     assert!(h.contains("#include <glib.h>") && h.contains("#include \"libvhost-user.h\""));
     // glib's own types are used, never redefined.
@@ -52,11 +47,7 @@ fn compile(lang: &str, std: &str, source: &str, name: &str) {
     std::fs::write(&src, source).unwrap();
     let compiler = if lang == "c" { "cc" } else { "c++" };
     let glib_cflags = String::from_utf8(
-        Command::new("pkg-config")
-            .args(["--cflags", "glib-2.0"])
-            .output()
-            .unwrap()
-            .stdout,
+        Command::new("pkg-config").args(["--cflags", "glib-2.0"]).output().unwrap().stdout,
     )
     .unwrap();
     let mut cmd = Command::new(compiler);

@@ -9,14 +9,18 @@ const CONFIG_HDR: usize = 12;
 pub fn get_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     // SAFETY: plain-data union read.
     let len = unsafe { vmsg.payload.config.size } as usize;
-    let ok = vmsg.size as usize >= CONFIG_HDR && len <= VHOST_USER_MAX_CONFIG_SIZE && CONFIG_HDR + len <= vmsg.size as usize;
+    let ok = vmsg.size as usize >= CONFIG_HDR
+        && len <= VHOST_USER_MAX_CONFIG_SIZE
+        && CONFIG_HDR + len <= vmsg.size as usize;
     if !check_size(dev, vmsg, ok) {
         vmsg.size = 0;
         return Outcome::Reply;
     }
     let ret = match dev.iface().get_config {
         // SAFETY: the device's C callback writes at most `len` (<= 256) bytes into the region.
-        Some(f) => unsafe { f(dev.raw(), std::ptr::addr_of_mut!(vmsg.payload.config.region) as *mut u8, len as u32) },
+        Some(f) => unsafe {
+            f(dev.raw(), std::ptr::addr_of_mut!(vmsg.payload.config.region) as *mut u8, len as u32)
+        },
         None => -1,
     };
     if ret != 0 {
@@ -28,7 +32,9 @@ pub fn get_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 
 pub fn set_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     // SAFETY: plain-data union read.
-    let (offset, len, flags) = unsafe { (vmsg.payload.config.offset, vmsg.payload.config.size, vmsg.payload.config.flags) };
+    let (offset, len, flags) = unsafe {
+        (vmsg.payload.config.offset, vmsg.payload.config.size, vmsg.payload.config.flags)
+    };
     let ok = vmsg.size as usize >= CONFIG_HDR
         && (len as usize) <= VHOST_USER_MAX_CONFIG_SIZE
         && CONFIG_HDR + len as usize <= vmsg.size as usize
@@ -38,7 +44,15 @@ pub fn set_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     }
     if let Some(f) = dev.iface().set_config {
         // SAFETY: the device's C callback reads `len` bytes of the region.
-        let ret = unsafe { f(dev.raw(), std::ptr::addr_of!(vmsg.payload.config.region) as *const u8, offset, len, flags) };
+        let ret = unsafe {
+            f(
+                dev.raw(),
+                std::ptr::addr_of!(vmsg.payload.config.region) as *const u8,
+                offset,
+                len,
+                flags,
+            )
+        };
         if ret != 0 {
             dev.panic("Set virtio configuration space failed");
             return Outcome::Failed;

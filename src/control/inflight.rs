@@ -11,7 +11,10 @@ use crate::inflight::queue_region_size;
 use crate::mmap::{mappable_size, Mapping};
 
 fn valid_geometry(dev: Dev, num_queues: u16, queue_size: u16) -> bool {
-    num_queues >= 1 && num_queues <= dev.max_queues() && queue_size >= 1 && u32::from(queue_size) <= VIRTQUEUE_MAX_SIZE
+    num_queues >= 1
+        && num_queues <= dev.max_queues()
+        && queue_size >= 1
+        && u32::from(queue_size) <= VIRTQUEUE_MAX_SIZE
 }
 
 /// Replaces the device's inflight area (`VuDev.inflight_info`: fd, address, size) with
@@ -33,7 +36,14 @@ fn replace_area(dev: Dev, new: Option<(Mapping, libc::c_int)>) {
 
 /// Installs `mapping` (with its fd) as the device's inflight area and points the first
 /// `num_queues` queues at their parts of it.
-fn install(dev: Dev, mapping: Mapping, fd: libc::c_int, num_queues: u16, queue_size: u16, init_desc_num: bool) {
+fn install(
+    dev: Dev,
+    mapping: Mapping,
+    fd: libc::c_int,
+    num_queues: u16,
+    queue_size: u16,
+    init_desc_num: bool,
+) {
     // Queue operations use the inflight pointers under the memory read lock.
     let _mem = dev.mem_mut();
     let per_queue = queue_region_size(queue_size) as usize;
@@ -71,13 +81,15 @@ pub fn release(dev: Dev) {
 fn memfd_area(size: u64) -> std::io::Result<(OwnedFd, Mapping)> {
     let name = c"vhost-inflight";
     // SAFETY: memfd_create with a valid name; the result is checked.
-    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
+    let raw =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
     if raw < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a fresh fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let len = libc::off_t::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let len =
+        libc::off_t::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: plain syscalls on our fd.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -87,7 +99,13 @@ fn memfd_area(size: u64) -> std::io::Result<(OwnedFd, Mapping)> {
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let mapping = Mapping::map_shared(fd.as_fd_borrowed(), size, 0, libc::PROT_READ | libc::PROT_WRITE, false)?;
+    let mapping = Mapping::map_shared(
+        fd.as_fd_borrowed(),
+        size,
+        0,
+        libc::PROT_READ | libc::PROT_WRITE,
+        false,
+    )?;
     Ok((fd, mapping))
 }
 
@@ -109,7 +127,10 @@ pub fn get_inflight_fd(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     // SAFETY: plain-data union read.
     let req = unsafe { vmsg.payload.inflight };
     if !valid_geometry(dev, req.num_queues, req.queue_size) {
-        dev.panic(&format!("Invalid inflight geometry: {} queues of {} descriptors", req.num_queues, req.queue_size));
+        dev.panic(&format!(
+            "Invalid inflight geometry: {} queues of {} descriptors",
+            req.num_queues, req.queue_size
+        ));
         vmsg.payload.inflight.mmap_size = 0;
         return Outcome::Reply;
     }
@@ -155,9 +176,17 @@ pub fn set_inflight_fd(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) ->
     }
     // SAFETY: fd came with the message and is open.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let fits = mappable_size(borrowed).is_none_or(|s| req.mmap_offset.checked_add(req.mmap_size).is_some_and(|e| e <= s));
+    let fits = mappable_size(borrowed)
+        .is_none_or(|s| req.mmap_offset.checked_add(req.mmap_size).is_some_and(|e| e <= s));
     let mapped = if fits {
-        Mapping::map_shared(borrowed, req.mmap_size, req.mmap_offset, libc::PROT_READ | libc::PROT_WRITE, false).map_err(|e| e.to_string())
+        Mapping::map_shared(
+            borrowed,
+            req.mmap_size,
+            req.mmap_offset,
+            libc::PROT_READ | libc::PROT_WRITE,
+            false,
+        )
+        .map_err(|e| e.to_string())
     } else {
         Err("area extends beyond the end of its file".to_string())
     };

@@ -36,10 +36,18 @@ pub fn set_log_base(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Ou
     let mapped = {
         // SAFETY: fd came with the message and is open until closed below.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let fits = mappable_size(borrowed).is_none_or(|size| log.mmap_offset.checked_add(log.mmap_size).is_some_and(|end| end <= size));
+        let fits = mappable_size(borrowed).is_none_or(|size| {
+            log.mmap_offset.checked_add(log.mmap_size).is_some_and(|end| end <= size)
+        });
         if fits {
-            Mapping::map_shared(borrowed, log.mmap_size, log.mmap_offset, libc::PROT_READ | libc::PROT_WRITE, false)
-                .map_err(|e| e.to_string())
+            Mapping::map_shared(
+                borrowed,
+                log.mmap_size,
+                log.mmap_offset,
+                libc::PROT_READ | libc::PROT_WRITE,
+                false,
+            )
+            .map_err(|e| e.to_string())
         } else {
             Err("log region extends beyond the end of its file".to_string())
         }

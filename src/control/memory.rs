@@ -27,10 +27,15 @@ fn unmap_all_rings(dev: Dev) {
 }
 
 /// Maps a region with the fd we own, closing it afterwards (the mapping keeps the memory).
-fn add_region(table: &mut MemoryTableMut, desc: &VhostUserMemoryRegion, fd: libc::c_int) -> Result<u64, String> {
+fn add_region(
+    table: &mut MemoryTableMut,
+    desc: &VhostUserMemoryRegion,
+    fd: libc::c_int,
+) -> Result<u64, String> {
     // SAFETY: fd was received with the message and is open until closed below.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let result = table.add(desc, borrowed).map(|r| r.mmap_addr + r.mmap_offset).map_err(|e| e.to_string());
+    let result =
+        table.add(desc, borrowed).map(|r| r.mmap_addr + r.mmap_offset).map_err(|e| e.to_string());
     close_fd(fd);
     result
 }
@@ -44,7 +49,9 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
     let n = memory.nregions as usize;
     if n > VHOST_MEMORY_BASELINE_NREGIONS || (vmsg.size as usize) < 8 + n * REGION_SIZE {
         fds.close_all();
-        dev.panic(&format!("Invalid SET_MEM_TABLE message: {n} regions in {} bytes", { vmsg.size }));
+        dev.panic(&format!("Invalid SET_MEM_TABLE message: {n} regions in {} bytes", {
+            vmsg.size
+        }));
         return Outcome::Failed;
     }
     if fds.count() != n {
@@ -78,7 +85,11 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
         return crate::postcopy::finish_set_mem_table(dev, vmsg);
     }
     remap_rings(dev);
-    if errors.is_empty() { Outcome::Done } else { Outcome::Failed }
+    if errors.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Failed
+    }
 }
 
 /// Maps again the rings that had addresses before a memory table change.
@@ -179,7 +190,10 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
                 // SAFETY: in-range queue, under the write lock.
                 let q = unsafe { &mut *vq };
                 let inside = |p: usize| p >= lo && p < hi;
-                if inside(q.vring.desc as usize) || inside(q.vring.avail as usize) || inside(q.vring.used as usize) {
+                if inside(q.vring.desc as usize)
+                    || inside(q.vring.avail as usize)
+                    || inside(q.vring.used as usize)
+                {
                     q.vring.desc = std::ptr::null_mut();
                     q.vring.avail = std::ptr::null_mut();
                     q.vring.used = std::ptr::null_mut();

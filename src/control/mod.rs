@@ -11,7 +11,10 @@ use crate::abi::*;
 use crate::device::Dev;
 use crate::fd::close_fd;
 use crate::message::{self, set_reply_u64, write_message, VHOST_USER_VERSION};
-use crate::queue::split::{VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use crate::queue::split::{
+    VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+};
 
 pub use vring::kick_watch_cb;
 
@@ -68,7 +71,10 @@ impl Drop for Incoming {
 fn check_size(dev: Dev, vmsg: &VhostUserMsg, ok: bool) -> bool {
     if !ok {
         let (req, size) = (vmsg.request, vmsg.size);
-        dev.panic(&format!("Invalid message size {size} for request {} ({req})", request_name(req as u32)));
+        dev.panic(&format!(
+            "Invalid message size {size} for request {} ({req})",
+            request_name(req as u32)
+        ));
     }
     ok
 }
@@ -125,7 +131,8 @@ fn handle(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
 }
 
 pub fn send_reply(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
-    vmsg.flags = (vmsg.flags & !VHOST_USER_VERSION_MASK) | VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
+    vmsg.flags =
+        (vmsg.flags & !VHOST_USER_VERSION_MASK) | VHOST_USER_VERSION | VHOST_USER_REPLY_MASK;
     match write_message(dev.sock(), vmsg) {
         Ok(()) => true,
         Err(e) => {
@@ -191,7 +198,9 @@ fn process(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         r if r == VHOST_USER_POSTCOPY_LISTEN as u32 => crate::postcopy::listen(dev, vmsg),
         r if r == VHOST_USER_POSTCOPY_END as u32 => crate::postcopy::end(dev, vmsg),
         r if r == VHOST_USER_GET_INFLIGHT_FD as u32 => inflight::get_inflight_fd(dev, vmsg),
-        r if r == VHOST_USER_SET_INFLIGHT_FD as u32 => inflight::set_inflight_fd(dev, vmsg, &mut fds),
+        r if r == VHOST_USER_SET_INFLIGHT_FD as u32 => {
+            inflight::set_inflight_fd(dev, vmsg, &mut fds)
+        }
         r if r == VHOST_USER_VRING_KICK as u32 => vring_kick(dev, vmsg),
         r if r == VHOST_USER_GET_MAX_MEM_SLOTS as u32 => {
             set_reply_u64(vmsg, VHOST_USER_MAX_RAM_SLOTS as u64);

@@ -5,8 +5,8 @@ use crate::abi::*;
 use crate::device::Dev;
 use crate::fd::close_fd;
 use crate::inflight;
-use crate::queue::split::{map_ring, valid_ring_size};
 use crate::queue::ring::SplitRing;
+use crate::queue::split::{map_ring, valid_ring_size};
 
 /// The queue named by a `vhost_vring_state` payload, refusing bad sizes and indexes.
 fn state_queue(dev: Dev, vmsg: &VhostUserMsg) -> Option<(usize, u32, *mut VuVirtq)> {
@@ -158,7 +158,11 @@ fn queue_fd(dev: Dev, vmsg: &VhostUserMsg, fds: &mut Incoming) -> Option<(usize,
 ///
 /// # Safety
 /// Called by the C event loop with the device that registered the watch.
-pub unsafe extern "C" fn kick_watch_cb(raw: *mut VuDev, _condition: libc::c_int, data: *mut libc::c_void) {
+pub unsafe extern "C" fn kick_watch_cb(
+    raw: *mut VuDev,
+    _condition: libc::c_int,
+    data: *mut libc::c_void,
+) {
     crate::ffi::guard((), || {
         // SAFETY: called by the C event loop with the device it registered the watch for.
         let Some(dev) = (unsafe { Dev::from_raw(raw) }) else { return };
@@ -202,7 +206,12 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     // SAFETY: in-range queue.
     let (kick, has_handler) = unsafe { ((*vq).kick_fd, (*vq).handler.is_some()) };
     if kick != -1 && has_handler {
-        dev.set_watch(kick, VuWatchCondtion::VU_WATCH_IN as libc::c_int, Some(kick_watch_cb), idx as *mut libc::c_void);
+        dev.set_watch(
+            kick,
+            VuWatchCondtion::VU_WATCH_IN as libc::c_int,
+            Some(kick_watch_cb),
+            idx as *mut libc::c_void,
+        );
     }
     let result = {
         let mem = dev.mem();

@@ -12,7 +12,11 @@ use crate::fd::close_fd;
 use crate::message::read_message;
 
 /// The built-in message reader used when `vu_init` gets a NULL `read_msg`.
-unsafe extern "C" fn default_read_msg(dev: *mut VuDev, sock: c_int, vmsg: *mut VhostUserMsg) -> bool {
+unsafe extern "C" fn default_read_msg(
+    dev: *mut VuDev,
+    sock: c_int,
+    vmsg: *mut VhostUserMsg,
+) -> bool {
     guard(false, || {
         if vmsg.is_null() {
             return false;
@@ -52,7 +56,14 @@ pub unsafe extern "C" fn vu_init(
     iface: *const VuDevIface,
 ) -> bool {
     guard(false, || {
-        if dev.is_null() || max_queues == 0 || socket < 0 || panic.is_none() || set_watch.is_none() || remove_watch.is_none() || iface.is_null() {
+        if dev.is_null()
+            || max_queues == 0
+            || socket < 0
+            || panic.is_none()
+            || set_watch.is_none()
+            || remove_watch.is_none()
+            || iface.is_null()
+        {
             log::error!("vu_init: invalid arguments");
             return false;
         }
@@ -192,7 +203,11 @@ pub unsafe extern "C" fn vu_dispatch(dev: *mut VuDev) -> bool {
 /// Translates a guest address to a pointer; `*plen` is shortened to the contiguous length.
 /// Returns NULL on failure.
 #[no_mangle]
-pub unsafe extern "C" fn vu_gpa_to_va(dev: *mut VuDev, plen: *mut u64, guest_addr: u64) -> *mut c_void {
+pub unsafe extern "C" fn vu_gpa_to_va(
+    dev: *mut VuDev,
+    plen: *mut u64,
+    guest_addr: u64,
+) -> *mut c_void {
     guard(std::ptr::null_mut(), || {
         // SAFETY: the caller passes its initialised device.
         let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return std::ptr::null_mut() };
@@ -225,7 +240,11 @@ pub unsafe extern "C" fn vu_get_queue(dev: *mut VuDev, qidx: c_int) -> *mut VuVi
 
 /// Sets (or, with NULL, removes) the queue handler, watching the kick fd through `set_watch`.
 #[no_mangle]
-pub unsafe extern "C" fn vu_set_queue_handler(dev: *mut VuDev, vq: *mut VuVirtq, handler: vu_queue_handler_cb) {
+pub unsafe extern "C" fn vu_set_queue_handler(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    handler: vu_queue_handler_cb,
+) {
     guard((), || {
         // SAFETY: the caller passes its initialised device.
         let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
@@ -237,7 +256,12 @@ pub unsafe extern "C" fn vu_set_queue_handler(dev: *mut VuDev, vq: *mut VuVirtq,
         };
         if kick >= 0 {
             if handler.is_some() {
-                d.set_watch(kick, VuWatchCondtion::VU_WATCH_IN as c_int, Some(control::kick_watch_cb), qidx as *mut c_void);
+                d.set_watch(
+                    kick,
+                    VuWatchCondtion::VU_WATCH_IN as c_int,
+                    Some(control::kick_watch_cb),
+                    qidx as *mut c_void,
+                );
             } else {
                 d.remove_watch(kick);
             }
@@ -247,7 +271,13 @@ pub unsafe extern "C" fn vu_set_queue_handler(dev: *mut VuDev, vq: *mut VuVirtq,
 
 /// Sets the queue's host notifier through the backend channel (-1 @fd removes it).
 #[no_mangle]
-pub unsafe extern "C" fn vu_set_queue_host_notifier(dev: *mut VuDev, vq: *mut VuVirtq, fd: c_int, size: c_int, offset: c_int) -> bool {
+pub unsafe extern "C" fn vu_set_queue_host_notifier(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    fd: c_int,
+    size: c_int,
+    offset: c_int,
+) -> bool {
     guard(false, || {
         // SAFETY: the caller passes its initialised device.
         let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return false };
@@ -264,10 +294,16 @@ unsafe fn read_uuid(uuid: *const c_uchar) -> Option<[u8; UUID_LEN]> {
 /// Looks up the dma-buf fd of a shared object by UUID; stores it in @dmabuf_fd.
 /// cbindgen:ptrs-as-arrays=[[uuid; UUID_LEN]]
 #[no_mangle]
-pub unsafe extern "C" fn vu_lookup_shared_object(dev: *mut VuDev, uuid: *mut c_uchar, dmabuf_fd: *mut c_int) -> bool {
+pub unsafe extern "C" fn vu_lookup_shared_object(
+    dev: *mut VuDev,
+    uuid: *mut c_uchar,
+    dmabuf_fd: *mut c_int,
+) -> bool {
     guard(false, || {
         // SAFETY: caller's device and UUID.
-        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else { return false };
+        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else {
+            return false;
+        };
         if dmabuf_fd.is_null() {
             return false;
         }
@@ -288,7 +324,9 @@ pub unsafe extern "C" fn vu_lookup_shared_object(dev: *mut VuDev, uuid: *mut c_u
 pub unsafe extern "C" fn vu_add_shared_object(dev: *mut VuDev, uuid: *mut c_uchar) -> bool {
     guard(false, || {
         // SAFETY: caller's device and UUID.
-        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else { return false };
+        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else {
+            return false;
+        };
         backend::add_shared_object(d, u)
     })
 }
@@ -299,7 +337,9 @@ pub unsafe extern "C" fn vu_add_shared_object(dev: *mut VuDev, uuid: *mut c_ucha
 pub unsafe extern "C" fn vu_rm_shared_object(dev: *mut VuDev, uuid: *mut c_uchar) -> bool {
     guard(false, || {
         // SAFETY: caller's device and UUID.
-        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else { return false };
+        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else {
+            return false;
+        };
         backend::rm_shared_object(d, u)
     })
 }

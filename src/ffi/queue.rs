@@ -41,7 +41,11 @@ unsafe fn with_queue<R: Copy>(
 
 /// Sets whether the queue notifies (via event index or interrupt).
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_set_notification(dev: *mut VuDev, vq: *mut VuVirtq, enable: c_int) {
+pub unsafe extern "C" fn vu_queue_set_notification(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    enable: c_int,
+) {
     with_queue(dev, vq, (), |d, mem, q, _| split::set_notification(d, mem, q, enable != 0))
 }
 
@@ -69,7 +73,8 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
-    let action = with_queue(dev, vq, Notify::None, |d, mem, q, _| split::notify_decision(d, mem, q, sync));
+    let action =
+        with_queue(dev, vq, Notify::None, |d, mem, q, _| split::notify_decision(d, mem, q, sync));
     if matches!(action, Notify::None) {
         return;
     }
@@ -108,12 +113,19 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
 /// The caller frees it with free().
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
-    with_queue(dev, vq, std::ptr::null_mut(), |d, mem, q, qidx| Ok(split::pop(d, mem, q, qidx, sz)?.cast()))
+    with_queue(dev, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
+        Ok(split::pop(d, mem, q, qidx, sz)?.cast())
+    })
 }
 
 /// Pretends the most recent element wasn't popped; the next pop refetches it.
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_unpop(dev: *mut VuDev, vq: *mut VuVirtq, _elem: *mut VuVirtqElement, _len: usize) {
+pub unsafe extern "C" fn vu_queue_unpop(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    _elem: *mut VuVirtqElement,
+    _len: usize,
+) {
     with_queue(dev, vq, (), |_, _, q, _| {
         split::unpop(q);
         Ok(())
@@ -128,7 +140,13 @@ pub unsafe extern "C" fn vu_queue_rewind(dev: *mut VuDev, vq: *mut VuVirtq, num:
 
 /// Fills the used ring with @elem (at offset @idx from the used index), @len bytes written.
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_fill(dev: *mut VuDev, vq: *mut VuVirtq, elem: *const VuVirtqElement, len: c_uint, idx: c_uint) {
+pub unsafe extern "C" fn vu_queue_fill(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    elem: *const VuVirtqElement,
+    len: c_uint,
+    idx: c_uint,
+) {
     if elem.is_null() {
         return;
     }
@@ -139,7 +157,12 @@ pub unsafe extern "C" fn vu_queue_fill(dev: *mut VuDev, vq: *mut VuVirtq, elem: 
 
 /// fill + flush of one element.
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_push(dev: *mut VuDev, vq: *mut VuVirtq, elem: *const VuVirtqElement, len: c_uint) {
+pub unsafe extern "C" fn vu_queue_push(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    elem: *const VuVirtqElement,
+    len: c_uint,
+) {
     if elem.is_null() {
         return;
     }
@@ -164,7 +187,9 @@ pub unsafe extern "C" fn vu_queue_get_avail_bytes(
     max_in_bytes: c_uint,
     max_out_bytes: c_uint,
 ) {
-    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| split::avail_bytes(d, mem, q, max_in_bytes, max_out_bytes));
+    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| {
+        split::avail_bytes(d, mem, q, max_in_bytes, max_out_bytes)
+    });
     // SAFETY: optional output pointers from the caller.
     unsafe {
         if !in_bytes.is_null() {
@@ -178,7 +203,14 @@ pub unsafe extern "C" fn vu_queue_get_avail_bytes(
 
 /// True if at least @in_bytes / @out_bytes are available.
 #[no_mangle]
-pub unsafe extern "C" fn vu_queue_avail_bytes(dev: *mut VuDev, vq: *mut VuVirtq, in_bytes: c_uint, out_bytes: c_uint) -> bool {
-    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| split::avail_bytes(d, mem, q, in_bytes, out_bytes));
+pub unsafe extern "C" fn vu_queue_avail_bytes(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    in_bytes: c_uint,
+    out_bytes: c_uint,
+) -> bool {
+    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| {
+        split::avail_bytes(d, mem, q, in_bytes, out_bytes)
+    });
     in_bytes <= i && out_bytes <= o
 }

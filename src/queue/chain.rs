@@ -61,12 +61,19 @@ fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
         let (src, n) = mem.translate(addr, total - done).ok_or(Fault::IndirectTable)?;
         // SAFETY: `src` is valid for `n` bytes of mapped guest memory (under the read lock);
         // `dst + done` has `total - done >= n` bytes left in the vector.
-        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.add(done as usize), n as usize) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(src as *const u8, dst.add(done as usize), n as usize)
+        };
         done += n;
         addr = addr.checked_add(n).ok_or(Fault::IndirectTable)?;
     }
     for d in &mut table {
-        *d = vring_desc { addr: u64::from_le(d.addr), len: u32::from_le(d.len), flags: u16::from_le(d.flags), next: u16::from_le(d.next) };
+        *d = vring_desc {
+            addr: u64::from_le(d.addr),
+            len: u32::from_le(d.len),
+            flags: u16::from_le(d.flags),
+            next: u16::from_le(d.next),
+        };
     }
     Ok(Table::Copied(table))
 }

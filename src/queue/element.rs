@@ -66,7 +66,9 @@ impl ElementBuilder {
         }
         let cap = (self.cap * 4).min(max);
         // SAFETY: realloc of our own block to a size computed from small bounded numbers.
-        let base = unsafe { libc::realloc(self.base.cast(), self.sg_ofs + cap * size_of::<iovec>()) } as *mut u8;
+        let base =
+            unsafe { libc::realloc(self.base.cast(), self.sg_ofs + cap * size_of::<iovec>()) }
+                as *mut u8;
         if base.is_null() {
             return false;
         }

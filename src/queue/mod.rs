@@ -35,7 +35,9 @@ pub enum Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Fault::AvailIndexJump { from, to } => write!(f, "Guest moved used index from {from} to {to}"),
+            Fault::AvailIndexJump { from, to } => {
+                write!(f, "Guest moved used index from {from} to {to}")
+            }
             Fault::BadHead(h) => write!(f, "Guest says index {h} is available"),
             Fault::SizeExceeded => write!(f, "Virtqueue size exceeded"),
             Fault::DescNext(n) => write!(f, "Desc next is {n}"),
@@ -49,11 +51,16 @@ impl fmt::Display for Fault {
             Fault::TooManySegments => write!(f, "virtio: too many descriptors in indirect table"),
             Fault::BadAddress => write!(f, "virtio: invalid address for buffers"),
             Fault::Remap => write!(f, "remapping queue on access"),
-            Fault::InflightSlot { queue, desc } => write!(f, "inflight area of queue {queue} has no slot for descriptor {desc}"),
-            Fault::LogTooSmall { addr, len } => write!(f, "dirty log too small for write at {addr:#x}+{len:#x}"),
-            Fault::EventfdWrite(errno) => write!(f, "Error writing eventfd: {}", std::io::Error::from_raw_os_error(errno)),
+            Fault::InflightSlot { queue, desc } => {
+                write!(f, "inflight area of queue {queue} has no slot for descriptor {desc}")
+            }
+            Fault::LogTooSmall { addr, len } => {
+                write!(f, "dirty log too small for write at {addr:#x}+{len:#x}")
+            }
+            Fault::EventfdWrite(errno) => {
+                write!(f, "Error writing eventfd: {}", std::io::Error::from_raw_os_error(errno))
+            }
             Fault::BadElement => write!(f, "invalid element index"),
         }
     }
 }
-

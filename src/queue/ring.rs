@@ -78,7 +78,9 @@ impl SplitRing {
     pub fn avail_entry(&self, i: u16) -> u16 {
         let slot = self.slot(i);
         // SAFETY: slot < num and the ring holds num entries after its 4-byte header.
-        u16::from_le(unsafe { (std::ptr::addr_of!((*self.avail).ring) as *const u16).add(slot).read_volatile() })
+        u16::from_le(unsafe {
+            (std::ptr::addr_of!((*self.avail).ring) as *const u16).add(slot).read_volatile()
+        })
     }
 
     /// The driver's `used_event` (EVENT_IDX), stored after the avail ring's entries.
@@ -86,7 +88,9 @@ impl SplitRing {
     pub fn used_event(&self) -> u16 {
         // SAFETY: the avail ring was validated with room for num + 1 entries.
         u16::from_le(unsafe {
-            (std::ptr::addr_of!((*self.avail).ring) as *const u16).add(usize::from(self.num)).read_volatile()
+            (std::ptr::addr_of!((*self.avail).ring) as *const u16)
+                .add(usize::from(self.num))
+                .read_volatile()
         })
     }
 
@@ -95,7 +99,8 @@ impl SplitRing {
     pub fn set_avail_event(&self, val: u16) {
         // SAFETY: the used ring was validated with room for its entries and the event word.
         unsafe {
-            let p = (std::ptr::addr_of_mut!((*self.used).ring) as *mut vring_used_elem).add(usize::from(self.num));
+            let p = (std::ptr::addr_of_mut!((*self.used).ring) as *mut vring_used_elem)
+                .add(usize::from(self.num));
             (p as *mut u16).write_volatile(val.to_le());
         }
     }
@@ -154,5 +159,10 @@ pub unsafe fn read_desc(table: *const vring_desc, len: usize, i: usize) -> Optio
         return None;
     }
     let d = table.add(i).read_volatile();
-    Some(vring_desc { addr: u64::from_le(d.addr), len: u32::from_le(d.len), flags: u16::from_le(d.flags), next: u16::from_le(d.next) })
+    Some(vring_desc {
+        addr: u64::from_le(d.addr),
+        len: u32::from_le(d.len),
+        flags: u16::from_le(d.flags),
+        next: u16::from_le(d.next),
+    })
 }

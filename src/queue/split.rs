@@ -41,7 +41,9 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str>
     }
     let n = u64::from(num);
     let part = |qva: u64, len: u64, align: usize| {
-        mem.qva_to_va(qva, len).filter(|p| (*p as usize).is_multiple_of(align)).ok_or("ring address outside guest memory or misaligned")
+        mem.qva_to_va(qva, len)
+            .filter(|p| (*p as usize).is_multiple_of(align))
+            .ok_or("ring address outside guest memory or misaligned")
     };
     let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16)?;
     let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2)?;
@@ -103,7 +105,12 @@ pub fn empty(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<bool, Faul
 }
 
 /// Maps the chain at `head` into one malloc'd element of `sz` bytes (NULL when out of memory).
-fn map_element(mem: &MemoryTable, ring: &SplitRing, head: u16, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
+fn map_element(
+    mem: &MemoryTable,
+    ring: &SplitRing,
+    head: u16,
+    sz: usize,
+) -> Result<*mut VuVirtqElement, Fault> {
     let Some(mut elem) = ElementBuilder::new(sz) else { return Ok(std::ptr::null_mut()) };
     let mut out_num = 0usize;
     let mut writing = false;
@@ -136,7 +143,13 @@ fn map_element(mem: &MemoryTable, ring: &SplitRing, head: u16, sz: usize) -> Res
 }
 
 /// `vu_queue_pop`: the next request, or NULL when there is none (or no memory for it).
-pub fn pop(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
+pub fn pop(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    sz: usize,
+) -> Result<*mut VuVirtqElement, Fault> {
     let Some(ring) = usable(dev, mem, vq)? else { return Ok(std::ptr::null_mut()) };
 
     if !vq.resubmit_list.is_null() && vq.resubmit_num > 0 {
@@ -225,7 +238,15 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
 /// ring entry.
 #[cold]
 #[inline(never)]
-fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, vq: &VuVirtq, head: u32, mut len: u32, slot: u16) -> Result<(), Fault> {
+fn log_fill(
+    dev: Dev,
+    mem: &MemoryTable,
+    ring: &SplitRing,
+    vq: &VuVirtq,
+    head: u32,
+    mut len: u32,
+    slot: u16,
+) -> Result<(), Fault> {
     if dev.log_table().is_null() {
         return Ok(());
     }
@@ -242,7 +263,15 @@ fn log_fill(dev: Dev, mem: &MemoryTable, ring: &SplitRing, vq: &VuVirtq, head: u
 }
 
 #[inline]
-fn fill_ring(dev: Dev, mem: &MemoryTable, ring: &SplitRing, vq: &VuVirtq, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
+fn fill_ring(
+    dev: Dev,
+    mem: &MemoryTable,
+    ring: &SplitRing,
+    vq: &VuVirtq,
+    index: u32,
+    len: u32,
+    idx: u32,
+) -> Result<(), Fault> {
     let slot = vq.used_idx.wrapping_add(idx as u16);
     ring.write_used(slot, index, len);
     if logging(dev) {
@@ -268,7 +297,14 @@ fn flush_ring(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq, count: u32) -> Resul
 }
 
 /// `vu_queue_fill`.
-pub fn fill(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
+pub fn fill(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    index: u32,
+    len: u32,
+    idx: u32,
+) -> Result<(), Fault> {
     let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
     fill_ring(dev, mem, &ring, vq, index, len, idx)
 }
@@ -280,7 +316,14 @@ pub fn flush(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, count: u32) -> Resul
 }
 
 /// `vu_queue_push`: fill + flush of one element, with inflight bookkeeping around the flush.
-pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize, index: u32, len: u32) -> Result<(), Fault> {
+pub fn push(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    index: u32,
+    len: u32,
+) -> Result<(), Fault> {
     let Some(ring) = usable(dev, mem, vq)? else {
         // No ring: nothing to publish, but the element is no longer in flight.
         inflight::before_put(dev, vq, qidx, index)?;
@@ -324,7 +367,12 @@ pub enum Notify {
 }
 
 /// Decides whether and how `vu_queue_notify(_sync)` signals the driver.
-pub fn notify_decision(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, sync: bool) -> Result<Notify, Fault> {
+pub fn notify_decision(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    sync: bool,
+) -> Result<Notify, Fault> {
     let Some(ring) = usable(dev, mem, vq)? else { return Ok(Notify::None) };
     if !should_notify(dev, &ring, vq)? {
         return Ok(Notify::None);
@@ -333,8 +381,12 @@ pub fn notify_decision(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, sync: bool
         return Ok(Notify::Eventfd(vq.call_fd));
     }
     use VhostUserProtocolFeature::*;
-    if dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS) && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_BACKEND_REQ) {
-        return Ok(Notify::InBand { ack: sync && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_REPLY_ACK) });
+    if dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)
+        && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_BACKEND_REQ)
+    {
+        return Ok(Notify::InBand {
+            ack: sync && dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_REPLY_ACK),
+        });
     }
     // No call fd and no in-band channel (the frontend polls): nothing to signal.
     Ok(Notify::None)
@@ -345,7 +397,12 @@ pub fn signal_eventfd(fd: libc::c_int) -> Result<(), Fault> {
 }
 
 /// `vu_queue_set_notification`.
-pub fn set_notification(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, enable: bool) -> Result<(), Fault> {
+pub fn set_notification(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    enable: bool,
+) -> Result<(), Fault> {
     vq.notification = enable;
     let Some(ring) = usable(dev, mem, vq)? else { return Ok(()) };
     if dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
@@ -367,7 +424,13 @@ pub fn set_notification(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, enable: b
 
 /// `vu_queue_get_avail_bytes`: bytes the driver offers in waiting requests, counted up to
 /// the given maxima. Returns (in, out).
-pub fn avail_bytes(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, max_in: u32, max_out: u32) -> Result<(u32, u32), Fault> {
+pub fn avail_bytes(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    max_in: u32,
+    max_out: u32,
+) -> Result<(u32, u32), Fault> {
     let Some(ring) = usable(dev, mem, vq)? else { return Ok((0, 0)) };
     let (mut in_total, mut out_total) = (0u32, 0u32);
     let mut idx = vq.last_avail_idx;
@@ -401,4 +464,3 @@ pub fn avail_bytes(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, max_in: u32, m
         }
     }
 }
-

@@ -47,7 +47,9 @@ pub fn library() -> (PathBuf, PathBuf) {
             .iter()
             .map(|n| dir.join(n))
             .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("VU_LIB_DIR={} holds no libvhost_user.a / libvhost-user.a", dir.display()));
+            .unwrap_or_else(|| {
+                panic!("VU_LIB_DIR={} holds no libvhost_user.a / libvhost-user.a", dir.display())
+            });
         let inc = PathBuf::from(
             std::env::var("VU_INCLUDE_DIR").expect("VU_LIB_DIR is set: set VU_INCLUDE_DIR too"),
         );
@@ -56,11 +58,19 @@ pub fn library() -> (PathBuf, PathBuf) {
         // `cargo test` rebuilds the archive in deps/ without copying it up (only `cargo build`
         // does): take the newer of the two, so a stale copy is never linked.
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let lib = [profile_dir().join("deps").join("libvhost_user.a"), profile_dir().join("libvhost_user.a")]
-            .into_iter()
-            .filter(|p| p.exists())
-            .max_by_key(|p| mtime(p))
-            .unwrap_or_else(|| panic!("no libvhost_user.a under {} (is staticlib in crate-type?)", profile_dir().display()));
+        let lib = [
+            profile_dir().join("deps").join("libvhost_user.a"),
+            profile_dir().join("libvhost_user.a"),
+        ]
+        .into_iter()
+        .filter(|p| p.exists())
+        .max_by_key(|p| mtime(p))
+        .unwrap_or_else(|| {
+            panic!(
+                "no libvhost_user.a under {} (is staticlib in crate-type?)",
+                profile_dir().display()
+            )
+        });
         (lib, manifest_dir().join("include"))
     }
 }
@@ -303,10 +313,18 @@ impl Backend {
                 Ok(s) => return s,
                 Err(e) => {
                     if let Some(st) = self.exited() {
-                        panic!("backend exited ({}) before accepting: {e}\nstderr:\n{}", describe(st), self.stderr());
+                        panic!(
+                            "backend exited ({}) before accepting: {e}\nstderr:\n{}",
+                            describe(st),
+                            self.stderr()
+                        );
                     }
                     if t0.elapsed() > START_TIMEOUT {
-                        panic!("cannot connect to {}: {e}\nstderr:\n{}", self.socket.display(), self.stderr());
+                        panic!(
+                            "cannot connect to {}: {e}\nstderr:\n{}",
+                            self.socket.display(),
+                            self.stderr()
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -356,7 +374,10 @@ impl Backend {
             return st;
         }
         self.kill();
-        panic!("backend did not exit within {EXIT_TIMEOUT:?} of SIGTERM\nstderr:\n{}", self.stderr());
+        panic!(
+            "backend did not exit within {EXIT_TIMEOUT:?} of SIGTERM\nstderr:\n{}",
+            self.stderr()
+        );
     }
 
     fn kill(&mut self) {

@@ -83,7 +83,14 @@ pub struct Completion {
 
 /// Lay out a request: header, data (`out` for writes, or `in_len` device-
 /// writable bytes), status.
-pub fn prepare(mem: &GuestMemory, ty: u32, sector: u64, out: &[u8], in_len: u32, l: Layout) -> Prepared {
+pub fn prepare(
+    mem: &GuestMemory,
+    ty: u32,
+    sector: u64,
+    out: &[u8],
+    in_len: u32,
+    l: Layout,
+) -> Prepared {
     let hdr = mem.alloc(16, 16);
     mem.write_u32(hdr, ty);
     mem.write_u32(hdr + 4, 0);

@@ -96,9 +96,7 @@ impl GuestMemory {
 
     /// Host pointer for [gpa, gpa+len), which must lie in one region.
     pub fn host_ptr(&self, gpa: u64, len: u64) -> *mut u8 {
-        let r = self
-            .region_of(gpa)
-            .unwrap_or_else(|| panic!("gpa {gpa:#x} not in guest memory"));
+        let r = self.region_of(gpa).unwrap_or_else(|| panic!("gpa {gpa:#x} not in guest memory"));
         assert!(gpa - r.gpa + len <= r.size, "range {gpa:#x}+{len:#x} crosses a region end");
         // SAFETY: offset checked against the region size above.
         unsafe { r.host.add((gpa - r.gpa) as usize) }
@@ -113,9 +111,8 @@ impl GuestMemory {
     fn pieces(&self, mut gpa: u64, mut len: u64) -> Vec<(*mut u8, usize)> {
         let mut v = Vec::new();
         while len > 0 {
-            let r = self
-                .region_of(gpa)
-                .unwrap_or_else(|| panic!("gpa {gpa:#x} not in guest memory"));
+            let r =
+                self.region_of(gpa).unwrap_or_else(|| panic!("gpa {gpa:#x} not in guest memory"));
             let n = len.min(r.size - (gpa - r.gpa));
             // SAFETY: inside the region.
             v.push((unsafe { r.host.add((gpa - r.gpa) as usize) }, n as usize));
@@ -196,7 +193,7 @@ impl GuestMemory {
     pub fn alloc(&self, size: u64, align: u64) -> u64 {
         let mut next = self.next.lock().unwrap();
         for (i, r) in self.regions.iter().enumerate() {
-            let a = (next[i] + align - 1) / align * align;
+            let a = next[i].div_ceil(align) * align;
             if a + size <= r.gpa + r.size {
                 next[i] = a + size;
                 self.fill(a, size as usize, 0);

@@ -17,6 +17,6 @@ pub use backend::*;
 pub use blk::*;
 pub use mem::*;
 pub use session::*;
-pub use vring::*;
 pub use vhost::vhost_user::VhostUserFrontend;
 pub use vhost::VhostBackend;
+pub use vring::*;

@@ -105,7 +105,8 @@ impl RawConn {
 
     /// sendmsg() the bytes with the fds attached as SCM_RIGHTS.
     pub fn send_bytes(&self, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-        let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+        let mut iov =
+            libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
         // SAFETY: plain FFI; buffers outlive the call; the cmsg buffer is
         // sized with CMSG_SPACE for the fds.
         unsafe {
@@ -121,7 +122,11 @@ impl RawConn {
                 (*c).cmsg_level = libc::SOL_SOCKET;
                 (*c).cmsg_type = libc::SCM_RIGHTS;
                 (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
-                std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, fds.len());
+                std::ptr::copy_nonoverlapping(
+                    fds.as_ptr(),
+                    libc::CMSG_DATA(c) as *mut RawFd,
+                    fds.len(),
+                );
             }
             let r = libc::sendmsg(self.s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
             if r < 0 {
@@ -133,7 +138,14 @@ impl RawConn {
     }
 
     /// Header with an explicit size field, then `payload` (whatever its length).
-    pub fn send_sized(&self, req: u32, flags: u32, size: u32, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    pub fn send_sized(
+        &self,
+        req: u32,
+        flags: u32,
+        size: u32,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> std::io::Result<()> {
         let mut m = Vec::new();
         m.extend_from_slice(&req.to_le_bytes());
         m.extend_from_slice(&(flags | VERSION).to_le_bytes());
@@ -211,7 +223,8 @@ impl RawConn {
         let f = u64::from_le_bytes(self.call(GET_FEATURES, &[], &[])[..8].try_into().unwrap());
         let want = f & ((1 << 32) | (1 << 30) | (1 << 28) | (1 << 29));
         self.send(SET_FEATURES, 0, &u64_payload(want), &[]).unwrap();
-        let pf = u64::from_le_bytes(self.call(GET_PROTOCOL_FEATURES, &[], &[])[..8].try_into().unwrap());
+        let pf =
+            u64::from_le_bytes(self.call(GET_PROTOCOL_FEATURES, &[], &[])[..8].try_into().unwrap());
         let want_pf = PROTO_REPLY_ACK | PROTO_MQ | PROTO_CONFIG | PROTO_CONFIGURE_MEM_SLOTS;
         assert_eq!(pf & want_pf, want_pf, "protocol features {pf:#x}");
         self.send(SET_PROTOCOL_FEATURES, 0, &u64_payload(want_pf), &[]).unwrap();
@@ -247,7 +260,8 @@ fn reply_u64(p: &[u8]) -> Option<u64> {
 #[track_caller]
 pub fn expect_rejected(b: &mut Backend, c: &RawConn, what: &str, ack_reply: bool) {
     match c.recv() {
-        Reaction::Reply(_, _, p) if ack_reply && reply_u64(&p).map(|v| v != 0).unwrap_or(false) => {}
+        Reaction::Reply(_, _, p) if ack_reply && reply_u64(&p).map(|v| v != 0).unwrap_or(false) => {
+        }
         Reaction::Reply(_, _, p) => {
             // Acked (or answered): acceptable only if the device then gave up.
             if !b.wait_stderr("vhost-user panic:", Duration::from_secs(2)) {

@@ -8,7 +8,9 @@ use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::VhostBackend;
 
@@ -160,7 +162,10 @@ impl Session {
         };
         s.ctl("SET_OWNER", |fe| fe.set_owner());
         let features = s.ctl("GET_FEATURES", |fe| fe.get_features());
-        assert!(features & VHOST_USER_F_PROTOCOL_FEATURES != 0, "backend lacks PROTOCOL_FEATURES: {features:#x}");
+        assert!(
+            features & VHOST_USER_F_PROTOCOL_FEATURES != 0,
+            "backend lacks PROTOCOL_FEATURES: {features:#x}"
+        );
         let mut want = VIRTIO_F_VERSION_1
             | VHOST_USER_F_PROTOCOL_FEATURES
             | VIRTIO_BLK_F_SEG_MAX
@@ -179,7 +184,9 @@ impl Session {
         assert_eq!(features & want, want, "backend features {features:#x} lack some of {want:#x}");
         s.ctl("SET_FEATURES", |fe| fe.set_features(want));
         let pf = s.ctl("GET_PROTOCOL_FEATURES", |fe| fe.get_protocol_features());
-        let need = VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK;
+        let need = VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK;
         assert!(pf.contains(need), "backend protocol features {pf:?} lack {need:?}");
         s.ctl("SET_PROTOCOL_FEATURES", |fe| fe.set_protocol_features(need));
         if s.opts.need_reply {
@@ -204,7 +211,10 @@ impl Session {
     }
 
     /// Run one control call under the watchdog; Err on failure or timeout.
-    pub fn try_ctl<R>(&mut self, f: impl FnOnce(&mut Frontend) -> vhost::Result<R>) -> Result<R, String> {
+    pub fn try_ctl<R>(
+        &mut self,
+        f: impl FnOnce(&mut Frontend) -> vhost::Result<R>,
+    ) -> Result<R, String> {
         self.watchdog.arm(CTRL_TIMEOUT);
         let r = f(&mut self.fe);
         let fired = self.watchdog.disarm();
@@ -261,7 +271,8 @@ impl Session {
 
     pub fn get_config_raw(&mut self, len: usize) -> Result<Vec<u8>, String> {
         let buf = vec![0u8; len];
-        let (_, payload) = self.try_ctl(|fe| fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf))?;
+        let (_, payload) =
+            self.try_ctl(|fe| fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf))?;
         Ok(payload.to_vec())
     }
 
@@ -283,7 +294,15 @@ impl Session {
     }
 
     /// One synchronous request on queue q.
-    pub fn io(&mut self, q: usize, ty: u32, sector: u64, out: &[u8], in_len: u32, l: Layout) -> Completion {
+    pub fn io(
+        &mut self,
+        q: usize,
+        ty: u32,
+        sector: u64,
+        out: &[u8],
+        in_len: u32,
+        l: Layout,
+    ) -> Completion {
         let mark = self.mem.mark();
         let p = prepare(&self.mem, ty, sector, out, in_len, l);
         let head = self.submit(q, &p);
@@ -296,7 +315,12 @@ impl Session {
 
     pub fn write(&mut self, q: usize, sector: u64, data: &[u8], l: Layout) {
         let c = self.io(q, VIRTIO_BLK_T_OUT, sector, data, 0, l);
-        assert_eq!(c.status, VIRTIO_BLK_S_OK, "write of {} bytes at sector {sector} failed", data.len());
+        assert_eq!(
+            c.status,
+            VIRTIO_BLK_S_OK,
+            "write of {} bytes at sector {sector} failed",
+            data.len()
+        );
     }
 
     pub fn read(&mut self, q: usize, sector: u64, len: u32, l: Layout) -> Vec<u8> {

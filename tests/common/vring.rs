@@ -170,7 +170,8 @@ impl SplitQueue {
             if !last {
                 flags |= VRING_DESC_F_NEXT;
             }
-            let d = Desc { addr: b.gpa, len: b.len, flags, next: if last { 0 } else { k as u16 + 1 } };
+            let d =
+                Desc { addr: b.gpa, len: b.len, flags, next: if last { 0 } else { k as u16 + 1 } };
             self.write_desc(table, k as u16, d);
         }
         let head = self.take();

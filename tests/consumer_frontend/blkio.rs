@@ -31,7 +31,12 @@ pub struct Arena {
 
 impl Arena {
     pub fn new(mem: &GuestMemory) -> Self {
-        let slots = mem.regions.iter().skip(1).map(|r| Slot { start: r.gpa, end: r.gpa + r.size, cur: r.gpa, top: r.gpa + r.size }).collect();
+        let slots = mem
+            .regions
+            .iter()
+            .skip(1)
+            .map(|r| Slot { start: r.gpa, end: r.gpa + r.size, cur: r.gpa, top: r.gpa + r.size })
+            .collect();
         Arena { slots }
     }
     pub fn reset(&mut self) {
@@ -62,7 +67,10 @@ impl Arena {
             return None;
         }
         let start = self.slots[k].end - before;
-        if self.slots[k].top != self.slots[k].end || self.slots[k].cur > start || self.slots[k + 1].cur != self.slots[k + 1].start {
+        if self.slots[k].top != self.slots[k].end
+            || self.slots[k].cur > start
+            || self.slots[k + 1].cur != self.slots[k + 1].start
+        {
             return None;
         }
         self.slots[k].top = start;
@@ -105,7 +113,16 @@ pub struct Req {
 }
 
 /// Lay out and submit (publish + kick as the ring asks) one request.
-pub fn submit(fe: &mut Fe, arena: &mut Arena, q: usize, ty: u32, sector: u64, out: &[u8], in_len: u32, sh: Shape) -> Req {
+pub fn submit(
+    fe: &mut Fe,
+    arena: &mut Arena,
+    q: usize,
+    ty: u32,
+    sector: u64,
+    out: &[u8],
+    in_len: u32,
+    sh: Shape,
+) -> Req {
     let mem = fe.mem.clone();
     let hdr = mem.alloc(16, 16);
     mem.write_u32(hdr, ty);
@@ -156,7 +173,9 @@ pub fn complete(fe: &mut Fe, reqs: &[Req]) -> Result<HashMap<(usize, u16), u32>,
             while let Some((id, len)) = fe.qs[q].poll_used() {
                 progress = true;
                 if want.remove(&(q, id)).is_none() {
-                    return Err(format!("queue {q}: completion of head {id} which was not outstanding"));
+                    return Err(format!(
+                        "queue {q}: completion of head {id} which was not outstanding"
+                    ));
                 }
                 got.insert((q, id), len);
             }
@@ -166,7 +185,10 @@ pub fn complete(fe: &mut Fe, reqs: &[Req]) -> Result<HashMap<(usize, u16), u32>,
                 return Err(format!("{} requests not completed after {IO_TIMEOUT:?}", want.len()));
             }
             for q in 0..fe.qs.len() {
-                crate::common::wait_readable(std::os::unix::io::AsRawFd::as_raw_fd(&fe.qs[q].call), Duration::from_millis(1));
+                crate::common::wait_readable(
+                    std::os::unix::io::AsRawFd::as_raw_fd(&fe.qs[q].call),
+                    Duration::from_millis(1),
+                );
                 fe.qs[q].take_calls();
             }
         }
@@ -181,7 +203,16 @@ pub fn status_of(fe: &Fe, r: &Req) -> u8 {
 /// Read or write [start, end) of the disk in requests of varied sizes and
 /// layouts over all queues, `batch` requests in flight; reads are checked
 /// against `expect`, writes take their data from `expect`.
-pub fn sweep(fe: &mut Fe, arena: &mut Arena, write: bool, start: u64, end: u64, expect: &[u8], batch: usize, indirect_ok: bool) -> Result<usize, String> {
+pub fn sweep(
+    fe: &mut Fe,
+    arena: &mut Arena,
+    write: bool,
+    start: u64,
+    end: u64,
+    expect: &[u8],
+    batch: usize,
+    indirect_ok: bool,
+) -> Result<usize, String> {
     let sizes = [65536u64, 4096, 131072, 28672, 12288, 98304];
     let nq = fe.qs.len();
     let mut off = start;
@@ -196,7 +227,16 @@ pub fn sweep(fe: &mut Fe, arena: &mut Arena, write: bool, start: u64, end: u64, 
             let sh = shape(k, indirect_ok, arena.data_regions());
             let q = k % nq;
             let r = if write {
-                submit(fe, arena, q, T_OUT, off / 512, &expect[off as usize..(off + len) as usize], 0, sh)
+                submit(
+                    fe,
+                    arena,
+                    q,
+                    T_OUT,
+                    off / 512,
+                    &expect[off as usize..(off + len) as usize],
+                    0,
+                    sh,
+                )
             } else {
                 submit(fe, arena, q, T_IN, off / 512, &[], len as u32, sh)
             };
@@ -208,18 +248,33 @@ pub fn sweep(fe: &mut Fe, arena: &mut Arena, write: bool, start: u64, end: u64, 
         for r in &reqs {
             let st = status_of(fe, r);
             if st != VIRTIO_BLK_S_OK {
-                return Err(format!("{} at sector {} ({} bytes) status {st}", if write { "write" } else { "read" }, r.sector, r.len));
+                return Err(format!(
+                    "{} at sector {} ({} bytes) status {st}",
+                    if write { "write" } else { "read" },
+                    r.sector,
+                    r.len
+                ));
             }
             if !write {
                 let ul = used[&(r.q, r.head)];
                 if ul != r.len + 1 {
-                    return Err(format!("read at sector {}: used len {ul}, want {}", r.sector, r.len + 1));
+                    return Err(format!(
+                        "read at sector {}: used len {ul}, want {}",
+                        r.sector,
+                        r.len + 1
+                    ));
                 }
                 let got = fe.mem.read(r.data_gpa, r.len as usize);
                 let b = (r.sector * 512) as usize;
                 if got[..] != expect[b..b + r.len as usize] {
                     let i = got.iter().zip(&expect[b..]).position(|(a, b)| a != b).unwrap();
-                    return Err(format!("read at sector {} ({} bytes, queue {}): data differs at disk offset {}", r.sector, r.len, r.q, b + i));
+                    return Err(format!(
+                        "read at sector {} ({} bytes, queue {}): data differs at disk offset {}",
+                        r.sector,
+                        r.len,
+                        r.q,
+                        b + i
+                    ));
                 }
             }
             count += 1;
@@ -230,7 +285,13 @@ pub fn sweep(fe: &mut Fe, arena: &mut Arena, write: bool, start: u64, end: u64, 
 }
 
 /// One request without data (FLUSH) or with device-written data (GET_ID).
-pub fn simple(fe: &mut Fe, arena: &mut Arena, q: usize, ty: u32, in_len: u32) -> Result<(u8, u32, Vec<u8>), String> {
+pub fn simple(
+    fe: &mut Fe,
+    arena: &mut Arena,
+    q: usize,
+    ty: u32,
+    in_len: u32,
+) -> Result<(u8, u32, Vec<u8>), String> {
     let mark = fe.mem.mark();
     arena.reset();
     let sh = Shape { seg: 4096, indirect: false, region: 0, spanning: false };

@@ -113,7 +113,12 @@ impl ConsumersEnv {
     /// Every built binary of `consumer` ("vhost-user-blk", ...). A pair that
     /// lacks it is reported: a failure message in `missing` when `essential`
     /// and required, else a printed skip.
-    pub fn targets(&self, consumer: &str, essential: bool, missing: &mut Vec<String>) -> Vec<Target> {
+    pub fn targets(
+        &self,
+        consumer: &str,
+        essential: bool,
+        missing: &mut Vec<String>,
+    ) -> Vec<Target> {
         let mut v = Vec::new();
         for (gen, lib) in &self.pairs {
             let pk = format!("{}_{}", key(gen), key(lib));
@@ -123,10 +128,16 @@ impl ConsumersEnv {
                     gen: gen.clone(),
                     lib: lib.clone(),
                     bin: PathBuf::from(b),
-                    lib_path: self.vars.get(&format!("VU_CONSUMER_LIB_PATH_{pk}")).map(PathBuf::from),
+                    lib_path: self
+                        .vars
+                        .get(&format!("VU_CONSUMER_LIB_PATH_{pk}"))
+                        .map(PathBuf::from),
                 }),
                 _ => {
-                    let why = format!("{consumer} {gen} {lib}: not built (no binary listed in {})", env_path().display());
+                    let why = format!(
+                        "{consumer} {gen} {lib}: not built (no binary listed in {})",
+                        env_path().display()
+                    );
                     if essential && required() {
                         missing.push(why);
                     } else {

@@ -9,7 +9,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserInflight, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserInflight, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::VhostBackend;
 
@@ -36,7 +38,11 @@ pub struct Fe {
 
 impl Fe {
     /// SET_OWNER, GET_FEATURES, GET_PROTOCOL_FEATURES only.
-    pub fn connect(stream: UnixStream, max_queues: u64, layout: &[(u64, u64)]) -> Result<Self, String> {
+    pub fn connect(
+        stream: UnixStream,
+        max_queues: u64,
+        layout: &[(u64, u64)],
+    ) -> Result<Self, String> {
         stream.set_read_timeout(Some(CTRL_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(CTRL_TIMEOUT)).unwrap();
         let watchdog = Watchdog::new(stream.try_clone().unwrap());
@@ -60,7 +66,11 @@ impl Fe {
         Ok(s)
     }
 
-    pub fn try_ctl<R>(&mut self, what: &str, f: impl FnOnce(&mut Frontend) -> vhost::Result<R>) -> Result<R, String> {
+    pub fn try_ctl<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Frontend) -> vhost::Result<R>,
+    ) -> Result<R, String> {
         self.watchdog.arm(CTRL_TIMEOUT);
         let r = f(&mut self.fe);
         let fired = self.watchdog.disarm();
@@ -74,10 +84,19 @@ impl Fe {
 
     /// SET_FEATURES(want & offered must equal want), GET/SET_PROTOCOL_FEATURES
     /// (`pwant` & offered; `pneed` must be offered), GET_QUEUE_NUM when MQ.
-    pub fn negotiate(&mut self, want: u64, pwant: VhostUserProtocolFeatures, pneed: VhostUserProtocolFeatures) -> Result<(), String> {
+    pub fn negotiate(
+        &mut self,
+        want: u64,
+        pwant: VhostUserProtocolFeatures,
+        pneed: VhostUserProtocolFeatures,
+    ) -> Result<(), String> {
         let want = want | VHOST_USER_F_PROTOCOL_FEATURES;
         if self.features & want != want {
-            return Err(format!("backend features {:#x} lack {:#x}", self.features, want & !self.features));
+            return Err(format!(
+                "backend features {:#x} lack {:#x}",
+                self.features,
+                want & !self.features
+            ));
         }
         self.try_ctl("SET_FEATURES", |fe| fe.set_features(want))?;
         self.acked = want;
@@ -134,11 +153,17 @@ impl Fe {
 
     pub fn get_config(&mut self, len: usize) -> Result<Vec<u8>, String> {
         let buf = vec![0u8; len];
-        let (_, payload) = self.try_ctl("GET_CONFIG", |fe| fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf))?;
+        let (_, payload) = self.try_ctl("GET_CONFIG", |fe| {
+            fe.get_config(0, len as u32, VhostUserConfigFlags::empty(), &buf)
+        })?;
         Ok(payload.to_vec())
     }
 
-    pub fn get_inflight(&mut self, num_queues: u16, queue_size: u16) -> Result<(VhostUserInflight, File), String> {
+    pub fn get_inflight(
+        &mut self,
+        num_queues: u16,
+        queue_size: u16,
+    ) -> Result<(VhostUserInflight, File), String> {
         let req = VhostUserInflight { mmap_size: 0, mmap_offset: 0, num_queues, queue_size };
         self.try_ctl("GET_INFLIGHT_FD", |fe| fe.get_inflight_fd(&req))
     }
@@ -162,7 +187,9 @@ pub fn recv_backend_msg(s: &UnixStream, timeout: Duration) -> Result<(u32, u32, 
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut hdr = [0u8; 12];
     let t0 = Instant::now();
-    (&*s).read_exact(&mut hdr).map_err(|e| format!("no message on the backend channel after {:?}: {e}", t0.elapsed()))?;
+    (&*s)
+        .read_exact(&mut hdr)
+        .map_err(|e| format!("no message on the backend channel after {:?}: {e}", t0.elapsed()))?;
     let req = u32::from_le_bytes(hdr[0..4].try_into().unwrap());
     let flags = u32::from_le_bytes(hdr[4..8].try_into().unwrap());
     let size = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;

@@ -47,7 +47,12 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
 /// Run `f` against every built binary of each consumer in `consumers`
 /// (essential: missing binaries fail under VU_REQUIRE_CONSUMERS=1), print a
 /// line per target, compare c-original and ours, and panic on any failure.
-pub fn run_all(test: &str, consumers: &[&str], essential: bool, f: impl Fn(&str, &Target) -> Result<Facts, String>) {
+pub fn run_all(
+    test: &str,
+    consumers: &[&str],
+    essential: bool,
+    f: impl Fn(&str, &Target) -> Result<Facts, String>,
+) {
     let Some(envf) = env::load(test) else { return };
     let mut failures = Vec::new();
     let mut ran = 0;
@@ -71,14 +76,20 @@ pub fn run_all(test: &str, consumers: &[&str], essential: bool, f: impl Fn(&str,
             }
         }
         for gen in ["7.2", "10.0"] {
-            let (Some(c), Some(o)) = (facts.get(&(gen.into(), "c-original".into())), facts.get(&(gen.into(), "ours".into()))) else {
+            let (Some(c), Some(o)) = (
+                facts.get(&(gen.into(), "c-original".into())),
+                facts.get(&(gen.into(), "ours".into())),
+            ) else {
                 continue;
             };
             for (k, v) in &c.cmp {
                 match o.cmp.get(k) {
                     Some(w) if w == v => {}
                     w => {
-                        let m = format!("{test}: {consumer} {gen}: {k} differs: c-original {v}, ours {}", w.map(|s| s.as_str()).unwrap_or("(not observed)"));
+                        let m = format!(
+                            "{test}: {consumer} {gen}: {k} differs: c-original {v}, ours {}",
+                            w.map(|s| s.as_str()).unwrap_or("(not observed)")
+                        );
                         println!("FAIL {m}");
                         failures.push(m);
                     }
@@ -104,7 +115,9 @@ impl Qmp {
         let s = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if t0.elapsed() > timeout => return Err(format!("QMP connect {}: {e}", path.display())),
+                Err(e) if t0.elapsed() > timeout => {
+                    return Err(format!("QMP connect {}: {e}", path.display()))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
@@ -127,7 +140,10 @@ impl Qmp {
     }
     /// Send a command; return its "return" line (events are skipped).
     pub fn execute(&mut self, cmd: &str) -> Result<String, String> {
-        self.w.write_all(cmd.as_bytes()).and_then(|_| self.w.write_all(b"\n")).map_err(|e| format!("QMP write: {e}"))?;
+        self.w
+            .write_all(cmd.as_bytes())
+            .and_then(|_| self.w.write_all(b"\n"))
+            .map_err(|e| format!("QMP write: {e}"))?;
         loop {
             let l = self.line()?;
             if l.contains("\"return\"") {

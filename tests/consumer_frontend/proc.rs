@@ -24,7 +24,12 @@ fn o_direct_ok(dir: &Path) -> bool {
         return false;
     }
     use std::os::unix::fs::OpenOptionsExt;
-    let ok = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(&p).is_ok();
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&p)
+        .is_ok();
     let _ = std::fs::remove_file(&p);
     ok
 }
@@ -32,21 +37,28 @@ fn o_direct_ok(dir: &Path) -> bool {
 impl WorkDir {
     pub fn new(tag: &str) -> Self {
         let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() && o_direct_ok(shm) { shm.to_path_buf() } else { std::env::temp_dir() };
+        let base =
+            if shm.is_dir() && o_direct_ok(shm) { shm.to_path_buf() } else { std::env::temp_dir() };
         Self::under(&base, tag)
     }
 
     /// On a disk file system (/var/tmp), where direct I/O takes real time.
     pub fn on_disk(tag: &str) -> Self {
         let v = Path::new("/var/tmp");
-        let base = if v.is_dir() && o_direct_ok(v) { v.to_path_buf() } else { std::env::temp_dir() };
+        let base =
+            if v.is_dir() && o_direct_ok(v) { v.to_path_buf() } else { std::env::temp_dir() };
         Self::under(&base, tag)
     }
 
     fn under(base: &Path, tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let tag: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        let d = base.join(format!("vu-cfe-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let tag: String =
+            tag.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let d = base.join(format!(
+            "vu-cfe-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         WorkDir(d)
@@ -114,7 +126,11 @@ impl Proc {
         let t0 = Instant::now();
         loop {
             if let Some(st) = self.exited() {
-                panic!("{} exited ({st}) before accepting a connection; output:\n{}", self.name, self.output());
+                panic!(
+                    "{} exited ({st}) before accepting a connection; output:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             if sock.exists() {
                 if let Ok(s) = UnixStream::connect(sock) {
@@ -122,7 +138,12 @@ impl Proc {
                 }
             }
             if t0.elapsed() > START_TIMEOUT {
-                panic!("{}: no socket {} after {START_TIMEOUT:?}; output:\n{}", self.name, sock.display(), self.output());
+                panic!(
+                    "{}: no socket {} after {START_TIMEOUT:?}; output:\n{}",
+                    self.name,
+                    sock.display(),
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -22,7 +22,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 // Front-end requests (the common ones are shared with tests/common/raw.rs).
 #[allow(unused_imports)] // each test file uses a different subset
-pub use crate::common::raw::{GET_FEATURES, SET_FEATURES, SET_OWNER, SET_MEM_TABLE, SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE, GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM, SET_VRING_ENABLE, GET_CONFIG, GET_MAX_MEM_SLOTS, ADD_MEM_REG, REM_MEM_REG};
+pub use crate::common::raw::{
+    ADD_MEM_REG, GET_CONFIG, GET_FEATURES, GET_MAX_MEM_SLOTS, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM,
+    GET_VRING_BASE, REM_MEM_REG, SET_FEATURES, SET_MEM_TABLE, SET_OWNER, SET_PROTOCOL_FEATURES,
+    SET_VRING_ADDR, SET_VRING_BASE, SET_VRING_CALL, SET_VRING_ENABLE, SET_VRING_ERR,
+    SET_VRING_KICK, SET_VRING_NUM,
+};
 pub const RESET_OWNER: u32 = 4;
 pub const SET_LOG_BASE: u32 = 6;
 pub const SET_LOG_FD: u32 = 7;
@@ -139,7 +144,11 @@ impl ProtoBackend {
                 Ok(s) => return Conn::new(s),
                 Err(e) => {
                     if let Some(st) = self.exited() {
-                        panic!("backend exited ({}) before accepting: {e}\n{}", common::describe(st), self.stderr());
+                        panic!(
+                            "backend exited ({}) before accepting: {e}\n{}",
+                            common::describe(st),
+                            self.stderr()
+                        );
                     }
                     assert!(t0.elapsed() < TIMEOUT, "cannot connect: {e}\n{}", self.stderr());
                     std::thread::sleep(Duration::from_millis(5));
@@ -254,7 +263,8 @@ impl Conn {
         bytes.extend_from_slice(&flags.to_le_bytes());
         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         bytes.extend_from_slice(payload);
-        send_with_fds(self.sock.as_raw_fd(), &bytes, fds).unwrap_or_else(|e| panic!("send request {request}: {e}"));
+        send_with_fds(self.sock.as_raw_fd(), &bytes, fds)
+            .unwrap_or_else(|e| panic!("send request {request}: {e}"));
     }
 
     /// Receive one message (bounded by the socket timeout).
@@ -313,7 +323,8 @@ impl Conn {
 }
 
 fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+    let mut iov =
+        libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
     let mut cbuf = vec![0u64; 64];
     // SAFETY: msghdr filled with valid pointers into live buffers; CMSG macros
     // stay within cbuf (64 * 8 bytes is room for far more than 8 fds).
@@ -330,7 +341,11 @@ fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
             (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, fds.len());
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c) as *mut RawFd,
+                fds.len(),
+            );
         }
         let n = libc::sendmsg(sock, &mh, libc::MSG_NOSIGNAL);
         if n < 0 {
@@ -344,7 +359,8 @@ fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()
 }
 
 fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<Vec<OwnedFd>> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut iov =
+        libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     let mut cbuf = vec![0u64; 64];
     let mut fds = Vec::new();
     // SAFETY: as in send_with_fds; received fds are owned by us from here on.
@@ -467,10 +483,18 @@ impl Front {
     pub fn handshake(c: &Conn, features: u64, pf: u64) -> (u64, u64) {
         c.send(SET_OWNER, FLAG_VERSION, &[], &[]);
         let offered = c.call(GET_FEATURES, &[], &[]).u64();
-        assert_eq!(offered & features, features, "backend offers features {offered:#x}, want {features:#x}");
+        assert_eq!(
+            offered & features,
+            features,
+            "backend offers features {offered:#x}, want {features:#x}"
+        );
         c.send(SET_FEATURES, FLAG_VERSION, &u64p(features), &[]);
         let poffered = c.call(GET_PROTOCOL_FEATURES, &[], &[]).u64();
-        assert_eq!(poffered & pf, pf, "backend offers protocol features {poffered:#x}, want {pf:#x}");
+        assert_eq!(
+            poffered & pf,
+            pf,
+            "backend offers protocol features {poffered:#x}, want {pf:#x}"
+        );
         c.send(SET_PROTOCOL_FEATURES, FLAG_VERSION, &u64p(pf), &[]);
         (offered, poffered)
     }
@@ -535,14 +559,26 @@ impl Front {
         let q = &self.qs[i];
         let mut p = (i as u32).to_le_bytes().to_vec();
         p.extend_from_slice(&(if log_addr.is_some() { 1u32 } else { 0 }).to_le_bytes());
-        for a in [self.mem.qva(q.desc), self.mem.qva(q.used), self.mem.qva(q.avail), log_addr.unwrap_or(0)] {
+        for a in [
+            self.mem.qva(q.desc),
+            self.mem.qva(q.used),
+            self.mem.qva(q.avail),
+            log_addr.unwrap_or(0),
+        ] {
             p.extend_from_slice(&a.to_le_bytes());
         }
         p
     }
 
     /// SET_VRING_NUM/BASE/ADDR/CALL/KICK/ENABLE. `call`/`kick` false: NOFD.
-    pub fn start_queue_with(&mut self, i: usize, base: u16, log_addr: Option<u64>, call: bool, kick: bool) {
+    pub fn start_queue_with(
+        &mut self,
+        i: usize,
+        base: u16,
+        log_addr: Option<u64>,
+        call: bool,
+        kick: bool,
+    ) {
         let q = &self.qs[i];
         self.req(SET_VRING_NUM, &state(i as u32, q.size as u32), &[]);
         self.req(SET_VRING_BASE, &state(i as u32, base as u32), &[]);
@@ -592,6 +628,7 @@ impl Front {
 /// A virtio-blk style request with every buffer at a chosen guest address:
 /// header at `hdr`, data at `data` (split into `seg`-byte descriptors), status
 /// at `status`. `out` non-empty: a write of `out`; else a read of `in_len`.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_at(
     mem: &GuestMemory,
     ty: u32,

@@ -58,9 +58,40 @@ impl Rng {
     /// Boundary values, random values, or `near` plus/minus a little.
     pub fn interesting_u64(&mut self, near: u64) -> u64 {
         const V: &[u64] = &[
-            0, 1, 2, 3, 4, 7, 8, 15, 16, 255, 256, 1023, 1024, 1025, 4095, 4096, 4097, 32768, 65535, 65536,
-            1 << 20, (1 << 20) - 1, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 32, (1 << 32) + 1,
-            0x7fff_ffff_ffff, 0x8000_0000_0000, i64::MAX as u64, 1 << 63, u64::MAX - 4095, u64::MAX - 1, u64::MAX,
+            0,
+            1,
+            2,
+            3,
+            4,
+            7,
+            8,
+            15,
+            16,
+            255,
+            256,
+            1023,
+            1024,
+            1025,
+            4095,
+            4096,
+            4097,
+            32768,
+            65535,
+            65536,
+            1 << 20,
+            (1 << 20) - 1,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_ffff,
+            1 << 32,
+            (1 << 32) + 1,
+            0x7fff_ffff_ffff,
+            0x8000_0000_0000,
+            i64::MAX as u64,
+            1 << 63,
+            u64::MAX - 4095,
+            u64::MAX - 1,
+            u64::MAX,
         ];
         match self.below(4) {
             0 => self.pick(V),
@@ -73,7 +104,26 @@ impl Rng {
         if self.chance(1, 2) {
             self.interesting_u64(near as u64) as u32
         } else {
-            self.pick(&[0u32, 1, 2, 3, 4, 7, 8, 16, 255, 256, 512, 1024, 1025, 2048, 32768, 65535, 65536, u32::MAX])
+            self.pick(&[
+                0u32,
+                1,
+                2,
+                3,
+                4,
+                7,
+                8,
+                16,
+                255,
+                256,
+                512,
+                1024,
+                1025,
+                2048,
+                32768,
+                65535,
+                65536,
+                u32::MAX,
+            ])
         }
     }
 }
@@ -154,7 +204,8 @@ impl Health {
             base.maps = base.maps.min(s.maps);
             base.threads = base.threads.min(s.threads);
         }
-        let base_maps = std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
+        let base_maps =
+            std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
         Health { base, base_maps }
     }
 
@@ -170,14 +221,17 @@ impl Health {
         let t0 = Instant::now();
         loop {
             let s = proc_stats(b.pid()).expect("backend /proc entry");
-            let ok = s.fds <= self.base.fds && s.maps <= self.base.maps && s.threads <= self.base.threads;
+            let ok = s.fds <= self.base.fds
+                && s.maps <= self.base.maps
+                && s.threads <= self.base.threads;
             assert!(s.rss_kib < rss_limit_kib(), "backend RSS {} KiB exceeds the bound", s.rss_kib);
             if ok {
                 return;
             }
             if t0.elapsed() > Duration::from_secs(5) {
                 let fds = list_fds(b.pid());
-                let maps = std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
+                let maps =
+                    std::fs::read_to_string(format!("/proc/{}/maps", b.pid())).unwrap_or_default();
                 let new: Vec<&str> = maps
                     .lines()
                     .filter(|l| l.split_whitespace().nth(4).map(|i| i != "0").unwrap_or(false))
@@ -198,7 +252,8 @@ pub fn list_fds(pid: u32) -> String {
     let mut out = String::new();
     if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
         for e in rd.flatten() {
-            let t = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+            let t =
+                std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
             out.push_str(&format!("  {} -> {t}\n", e.file_name().to_string_lossy()));
         }
     }
@@ -252,16 +307,23 @@ pub fn finish(mut b: Backend) {
     // What the library refused, for whoever runs with --nocapture.
     let mut hist: std::collections::BTreeMap<String, usize> = Default::default();
     for l in err.lines().filter(|l| l.starts_with("vhost-user panic:")) {
-        let k: String = l.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(90).collect();
+        let k: String =
+            l.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(90).collect();
         *hist.entry(k).or_default() += 1;
     }
     let mut hist: Vec<_> = hist.into_iter().collect();
-    hist.sort_by(|a, b| b.1.cmp(&a.1));
+    hist.sort_by_key(|h| std::cmp::Reverse(h.1));
     for (k, n) in hist.iter().take(40) {
         eprintln!("{n:6} {k}");
     }
-    assert!(st.signal().is_none() && st.code() == Some(0), "backend exit: {}\nstderr tail:\n{}", describe(st), tail(&err));
-    for pat in ["Invalid read", "Invalid write", "uninitialised", "Invalid free", "Mismatched free"] {
+    assert!(
+        st.signal().is_none() && st.code() == Some(0),
+        "backend exit: {}\nstderr tail:\n{}",
+        describe(st),
+        tail(&err)
+    );
+    for pat in ["Invalid read", "Invalid write", "uninitialised", "Invalid free", "Mismatched free"]
+    {
         assert!(!err.contains(pat), "memcheck reported '{pat}':\n{}", err);
     }
 }

@@ -9,21 +9,14 @@ use std::time::{Duration, Instant};
 
 /// The repository root (the glib crate lives in glib/).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// target/<profile>/deps/, where this test executable lives and where cargo writes the
 /// libvhost_user_glib.{a,so} it built for this test run (`cargo test` does not copy them up
 /// to target/<profile>/, where they may be stale).
 pub fn deps_dir() -> PathBuf {
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
 }
 
 /// target/<profile>/.
@@ -33,51 +26,25 @@ pub fn artifact_dir() -> PathBuf {
 
 pub fn static_lib() -> PathBuf {
     let p = deps_dir().join("libvhost_user_glib.a");
-    assert!(
-        p.exists(),
-        "{} missing: cargo builds it with the crate's lib target",
-        p.display()
-    );
+    assert!(p.exists(), "{} missing: cargo builds it with the crate's lib target", p.display());
     p
 }
 
 pub fn shared_lib() -> PathBuf {
     let p = deps_dir().join("libvhost_user_glib.so");
-    assert!(
-        p.exists(),
-        "{} missing: cargo builds it with the crate's lib target",
-        p.display()
-    );
+    assert!(p.exists(), "{} missing: cargo builds it with the crate's lib target", p.display());
     p
 }
 
 fn pkg_config(args: &[&str]) -> Vec<String> {
-    let out = Command::new("pkg-config")
-        .args(args)
-        .output()
-        .expect("run pkg-config");
-    assert!(
-        out.status.success(),
-        "pkg-config {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    let out = Command::new("pkg-config").args(args).output().expect("run pkg-config");
+    assert!(out.status.success(), "pkg-config {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().split_whitespace().map(str::to_string).collect()
 }
 
 /// The native libraries a Rust static library needs on Linux (rustc --print native-static-libs).
-pub const RUST_NATIVE_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
+pub const RUST_NATIVE_LIBS: &[&str] =
+    &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
 
 /// A scratch directory under the target dir, emptied first.
 pub fn scratch(name: &str) -> PathBuf {
@@ -210,9 +177,8 @@ pub fn header_functions(header: &str, prefix: &str) -> Vec<String> {
         }
         let Some(open) = d.find('(') else { return };
         let before = d[..open].trim_end();
-        let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+        let start =
+            before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
         let name = &before[start..];
         if name.starts_with(prefix) && !before[..start].trim_end().ends_with('(') {
             names.push(name.to_string());
