@@ -15,3 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+# The fuzz stage (scripts/fuzz-ci.sh): cargo-fuzz, pinned.
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install --locked cargo-fuzz --version 0.13.2
+fi
