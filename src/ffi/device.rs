@@ -227,22 +227,13 @@ pub unsafe extern "C" fn vu_set_queue_handler(
 ) {
     // SAFETY: the caller passes its initialised device (the C API's contract).
     with_dev(unsafe { Dev::from_raw(dev) }, (), |d| {
-        let Some(qidx) = d.queue_index(vq) else { return };
-        // SAFETY: vq is one of d's queues (checked).
-        let kick = unsafe {
-            (*vq).handler = handler;
-            (*vq).kick_fd
-        };
-        if kick >= 0 {
+        let Some(q) = d.queue_index(vq).and_then(|i| d.queue(i)) else { return };
+        q.set_handler(handler);
+        if q.kick_fd() >= 0 {
             if handler.is_some() {
-                d.set_watch(
-                    kick,
-                    VuWatchCondtion::VU_WATCH_IN as c_int,
-                    Some(super::kick_watch_cb),
-                    qidx as *mut c_void,
-                );
+                q.watch_kick();
             } else {
-                d.remove_watch(kick);
+                d.remove_watch(q.kick_fd());
             }
         }
     })
