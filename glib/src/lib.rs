@@ -351,3 +351,58 @@ pub unsafe extern "C" fn vug_deinit(dev: *mut VugDev) {
         source_destroy(src);
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Mutex;
+
+    use libc::c_char;
+    use vhost_user::ffi::vu_deinit;
+
+    use super::*;
+
+    static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    unsafe extern "C" fn on_panic(_dev: *mut VuDev, msg: *const c_char) {
+        // SAFETY: the library passes a NUL-terminated message.
+        let msg = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+        PANICS.lock().unwrap().push(msg);
+    }
+    unsafe extern "C" fn no_watch(_: *mut VuDev, _: c_int, _: c_int, _: vu_watch_cb, _: gpointer) {}
+    unsafe extern "C" fn no_unwatch(_: *mut VuDev, _: c_int) {}
+
+    /// The glib callbacks that have a device follow the core's panic policy: a panic marks
+    /// the device broken and calls its panic callback, and the callback returns normally.
+    #[test]
+    fn a_panic_in_a_device_callback_breaks_the_device() {
+        let (_frontend, backend) = UnixStream::pair().unwrap();
+        let iface = VuDevIface::default();
+        // SAFETY: all-zero is a valid VuDev.
+        let mut dev: VuDev = unsafe { std::mem::zeroed() };
+        // SAFETY: a writable VuDev and callbacks/iface that outlive it.
+        let ok = unsafe {
+            vu_init(
+                &mut dev,
+                1,
+                backend.into_raw_fd(),
+                Some(on_panic),
+                None,
+                Some(no_watch),
+                Some(no_unwatch),
+                &iface,
+            )
+        };
+        assert!(ok);
+        let r = no_unwind_dev(&mut dev, 7, || -> i32 { panic!("injected fault") });
+        assert_eq!(r, 7, "the fallback is returned");
+        assert!(dev.broken);
+        let panics = PANICS.lock().unwrap().clone();
+        assert_eq!(panics.len(), 1, "{panics:?}");
+        assert!(panics[0].contains("internal error: injected fault"), "{panics:?}");
+        // SAFETY: the device vu_init set up.
+        unsafe { vu_deinit(&mut dev) };
+    }
+}
