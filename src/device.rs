@@ -6,9 +6,11 @@
 //! allocation the original makes for that array: `dev->regions` leads back to it.
 //!
 //! # The views
-//! - [`Dev`]: a checked `VuDev` pointer (made by `ffi::with_dev` from the C caller's pointer).
-//!   Plain fields through getters/setters; the device's C callbacks (`device_*`, `panic`,
-//!   `set_watch`, ...) as safe methods.
+//! - [`Dev<'call>`](Dev): a checked `VuDev` pointer, made by `ffi::with_dev` from the C
+//!   caller's pointer and bounded by that C call (the closure gets a `Dev` of a lifetime it
+//!   cannot name, so nothing made from it outlives the call). Plain fields through
+//!   getters/setters; the device's C callbacks (`device_*`, `panic`, `set_watch`, ...) as safe
+//!   methods. Signatures can keep writing `dev: Dev` (the lifetime is elided).
 //! - [`Vq`]: one of its queues (`Dev::queue(i)`, `Dev::queues()`), with the compound
 //!   operations the control plane needs: `replace_kick` (unwatch, close, store),
 //!   `watch_kick`, `replace_call`, `replace_err`, `set_started` (field and callback),
@@ -31,6 +33,7 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::CString;
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{IntoRawFd, OwnedFd};
 
@@ -72,7 +75,7 @@ impl<'a> Deref for MemRead<'a> {
 pub struct MemWrite<'a> {
     _guard: RwLockWriteGuard<'a, ()>,
     state: &'a DeviceState,
-    dev: Dev,
+    dev: Dev<'a>,
 }
 
 impl MemWrite<'_> {
@@ -99,7 +102,11 @@ impl MemWrite<'_> {
     /// Runs `f` on queue `vq` with the memory table: the write lock keeps every queue
     /// operation out, and `&mut self` any other `with_queue`, so `f` has the queue to itself.
     /// `f` must not call into C (a callback could reach the queue through the device).
-    pub fn with_queue<R>(&mut self, vq: Vq, f: impl FnOnce(&mut VuVirtq, &MemoryTable) -> R) -> R {
+    pub fn with_queue<R>(
+        &mut self,
+        vq: Vq<'_>,
+        f: impl FnOnce(&mut VuVirtq, &MemoryTable) -> R,
+    ) -> R {
         debug_assert!(vq.dev.raw == self.dev.raw);
         let table = self.table();
         // SAFETY: vq is one of this device's queues (`Dev::queue` made it); see above.
@@ -108,7 +115,7 @@ impl MemWrite<'_> {
 
     /// Forgets the queue's ring pointers: the mappings they point into are about to change
     /// (or its geometry did); they are mapped again (and checked) on use.
-    pub fn forget_ring(&mut self, vq: Vq) {
+    pub fn forget_ring(&mut self, vq: Vq<'_>) {
         self.with_queue(vq, |q, _| {
             q.vring.desc = std::ptr::null_mut();
             q.vring.avail = std::ptr::null_mut();
@@ -156,7 +163,11 @@ impl MemWrite<'_> {
 impl MemRead<'_> {
     /// Runs `f` on queue `vq` under the read lock, as a queue operation does: the C API gives
     /// a queue to one thread at a time, which for control requests is the dispatch thread.
-    pub fn with_queue<R>(&mut self, vq: Vq, f: impl FnOnce(&mut VuVirtq, &MemoryTable) -> R) -> R {
+    pub fn with_queue<R>(
+        &mut self,
+        vq: Vq<'_>,
+        f: impl FnOnce(&mut VuVirtq, &MemoryTable) -> R,
+    ) -> R {
         // SAFETY: vq is one of this device's queues (`Dev::queue` made it); see above.
         f(unsafe { &mut *vq.raw }, &self.table)
     }
@@ -175,7 +186,7 @@ impl DeviceState {
     }
 
     #[inline]
-    pub fn read(&self, dev: Dev) -> MemRead<'_> {
+    pub fn read(&self, dev: Dev<'_>) -> MemRead<'_> {
         let guard = self.lock.read();
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
@@ -185,17 +196,20 @@ impl DeviceState {
         MemRead { _guard: guard, table }
     }
 
-    pub fn write(&self, dev: Dev) -> MemWrite<'_> {
+    pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
         MemWrite { _guard: self.lock.write(), state: self, dev }
     }
 }
 
-/// A handle on a C `VuDev` that the library initialised. Field access goes through raw
-/// pointers, never long-lived references: C callbacks we invoke receive the same pointer and
-/// may change the struct, and queue threads read it concurrently as they do in C.
+/// A handle on a C `VuDev` that the library initialised, valid for `'a`: the C call that
+/// handed us the pointer (`ffi::with_dev` gives the closure a `Dev` of a lifetime it cannot
+/// name, so no handle, guard or view made from it outlives the call). Field access goes
+/// through raw pointers, never long-lived references: C callbacks we invoke receive the same
+/// pointer and may change the struct, and queue threads read it concurrently as they do in C.
 #[derive(Clone, Copy)]
-pub struct Dev {
+pub struct Dev<'a> {
     raw: *mut VuDev,
+    _call: PhantomData<&'a VuDev>,
 }
 
 macro_rules! field {
@@ -217,12 +231,12 @@ macro_rules! field {
 // Raw pointer arguments below are stored into or passed through the C struct, never
 // dereferenced; the device pointer itself was validated when the `Dev` was made.
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
-impl Dev {
+impl<'a> Dev<'a> {
     /// # Safety
     /// `raw` must be NULL or point to a `VuDev` that is valid for reads and writes.
     /// Returns `None` unless `vu_init` set it up (its private state is attached).
     #[inline]
-    pub unsafe fn from_raw(raw: *mut VuDev) -> Option<Dev> {
+    pub unsafe fn from_raw(raw: *mut VuDev) -> Option<Dev<'a>> {
         if raw.is_null()
             // SAFETY: non-NULL, and the caller promises a valid VuDev.
             || unsafe { std::ptr::addr_of!((*raw).regions).read() }.is_null()
@@ -231,7 +245,7 @@ impl Dev {
         {
             return None;
         }
-        Some(Dev { raw })
+        Some(Dev { raw, _call: PhantomData })
     }
 
     /// Wraps a pointer without checks, for `vu_init` before the private state exists.
@@ -239,8 +253,8 @@ impl Dev {
     /// # Safety
     /// `raw` must point to a `VuDev` valid for reads and writes; `state()` must not be called
     /// before the private state is attached.
-    pub unsafe fn new_unchecked(raw: *mut VuDev) -> Dev {
-        Dev { raw }
+    pub unsafe fn new_unchecked(raw: *mut VuDev) -> Dev<'a> {
+        Dev { raw, _call: PhantomData }
     }
 
     #[inline]
@@ -250,7 +264,7 @@ impl Dev {
 
     /// The private state attached by `vu_init`.
     #[inline]
-    fn state<'a>(self) -> &'a DeviceState {
+    fn state(self) -> &'a DeviceState {
         // SAFETY: `regions` points to the first field of a live, leaked `DeviceState` until
         // `vu_deinit` clears it; `from_raw` refused devices without it.
         unsafe { &*(self.regions().cast::<DeviceState>()) }
@@ -279,12 +293,12 @@ impl Dev {
 
     /// Read-locks the frontend's shared memory (see `DeviceState::read`).
     #[inline]
-    pub fn mem<'a>(self) -> MemRead<'a> {
+    pub fn mem(self) -> MemRead<'a> {
         self.state().read(self)
     }
 
     /// Write-locks the frontend's shared memory.
-    pub fn mem_mut<'a>(self) -> MemWrite<'a> {
+    pub fn mem_mut(self) -> MemWrite<'a> {
         self.state().write(self)
     }
 
@@ -323,12 +337,12 @@ impl Dev {
 
     /// Queue `idx`, or `None` when out of range.
     #[inline]
-    pub fn queue(self, idx: usize) -> Option<Vq> {
+    pub fn queue(self, idx: usize) -> Option<Vq<'a>> {
         self.vq(idx).map(|raw| Vq { dev: self, idx, raw })
     }
 
     /// Every queue of the device.
-    pub fn queues(self) -> impl Iterator<Item = Vq> {
+    pub fn queues(self) -> impl Iterator<Item = Vq<'a>> {
         (0..usize::from(self.max_queues())).filter_map(move |i| self.queue(i))
     }
 
@@ -467,8 +481,8 @@ impl Dev {
 /// operations below invoke get the device and may read the queue. The ring and inflight
 /// pointers are changed only through `MemWrite`, which holds the memory write lock.
 #[derive(Clone, Copy)]
-pub struct Vq {
-    dev: Dev,
+pub struct Vq<'a> {
+    dev: Dev<'a>,
     idx: usize,
     raw: *mut VuVirtq,
 }
@@ -490,7 +504,7 @@ macro_rules! vq_field {
     };
 }
 
-impl Vq {
+impl Vq<'_> {
     #[inline]
     pub fn index(self) -> usize {
         self.idx

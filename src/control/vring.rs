@@ -11,7 +11,7 @@ use crate::queue::ring::SplitRing;
 use crate::queue::split::{map_ring, valid_ring_size};
 
 /// The queue named by a `vhost_vring_state` payload, refusing bad sizes and indexes.
-fn state_queue(dev: Dev, vmsg: &VhostUserMsg) -> Option<(Vq, u32)> {
+fn state_queue<'a>(dev: Dev<'a>, vmsg: &VhostUserMsg) -> Option<(Vq<'a>, u32)> {
     let state: vhost_vring_state = body(dev, vmsg, Size::of::<vhost_vring_state>(), invalid_size)?;
     match dev.queue(state.index as usize) {
         Some(vq) => Some((vq, state.num)),
@@ -88,11 +88,11 @@ pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 
 /// Checks a SET_VRING_{KICK,CALL,ERR} message: its queue, and its fd unless NOFD.
 /// Returns the queue and the fd (`None` for NOFD).
-fn queue_fd(
-    dev: Dev,
+fn queue_fd<'a>(
+    dev: Dev<'a>,
     vmsg: &VhostUserMsg,
     fds: &mut Incoming,
-) -> Result<(Vq, Option<OwnedFd>), Outcome> {
+) -> Result<(Vq<'a>, Option<OwnedFd>), Outcome> {
     let Some(v) = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size) else {
         fds.close_all();
         return Err(Outcome::Failed);

@@ -24,7 +24,7 @@ pub(crate) use watch::kick_watch_cb;
 /// device is marked broken and its `panic` callback told, as for any other fatal error (see
 /// [`caught_panic`]), and `fallback` is returned.
 #[inline]
-pub(crate) fn with_dev<R>(dev: Option<Dev>, fallback: R, f: impl FnOnce(Dev) -> R) -> R {
+pub(crate) fn with_dev<R>(dev: Option<Dev<'_>>, fallback: R, f: impl FnOnce(Dev<'_>) -> R) -> R {
     let Some(d) = dev else { return fallback };
     match catch_unwind(AssertUnwindSafe(|| f(d))) {
         Ok(r) => r,
@@ -53,7 +53,7 @@ pub(crate) fn guard<R>(f: impl FnOnce() -> R) -> R {
 /// program learns of it and the device stops. Without one (or if reporting panics too) there
 /// is no one to tell: the process aborts, as a failed assertion in C does.
 #[cold]
-pub(crate) fn caught_panic(dev: Option<Dev>, payload: &(dyn std::any::Any + Send)) {
+pub(crate) fn caught_panic(dev: Option<Dev<'_>>, payload: &(dyn std::any::Any + Send)) {
     let what = payload
         .downcast_ref::<&str>()
         .copied()

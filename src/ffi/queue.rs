@@ -16,7 +16,7 @@ use crate::queue::Fault;
 /// `vq` is not one of them (`dev`: what `Dev::from_raw` made of the C caller's pointer).
 #[inline]
 fn with_queue<R: Copy>(
-    dev: Option<Dev>,
+    dev: Option<Dev<'_>>,
     vq: *mut VuVirtq,
     fallback: R,
     f: impl FnOnce(Dev, &MemoryTable, &mut VuVirtq, usize) -> Result<R, Fault>,
@@ -42,10 +42,10 @@ fn with_queue<R: Copy>(
 /// fields the control plane sets without it); `fallback` if the pointers are not ours.
 #[inline]
 fn with_vq<R: Copy>(
-    dev: Option<Dev>,
+    dev: Option<Dev<'_>>,
     vq: *const VuVirtq,
     fallback: R,
-    f: impl FnOnce(Vq) -> R,
+    f: impl FnOnce(Vq<'_>) -> R,
 ) -> R {
     with_dev(dev, fallback, |d| match d.queue_index(vq).and_then(|i| d.queue(i)) {
         Some(q) => f(q),
@@ -77,7 +77,7 @@ pub unsafe extern "C" fn vu_queue_enabled(dev: *mut VuDev, vq: *mut VuVirtq) -> 
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq) -> bool {
     // SAFETY: as in vu_queue_enabled; only read through these pointers.
-    with_vq(unsafe { Dev::from_raw(dev.cast_mut()) }, vq, false, Vq::started)
+    with_vq(unsafe { Dev::from_raw(dev.cast_mut()) }, vq, false, |q| q.started())
 }
 
 /// Returns true if the queue is empty or not ready.
