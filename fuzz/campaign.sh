@@ -11,7 +11,7 @@ shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(dispatch split_ring mem_table inflight)
 dir=${CAMPAIGN_DIR:-/tmp/vufuzz-campaign}
-bin=target/asan/x86_64-unknown-linux-gnu/release
+bin=${FUZZ_BIN:-target/asan/x86_64-unknown-linux-gnu/release}
 run() {
   local t=$1
   mkdir -p "$dir/$t/corpus" "$dir/$t/artifacts"
