@@ -6,12 +6,14 @@
 //! - [`queue`]: the split virtqueue data plane.
 //! - [`memory`], [`mmap`]: guest memory regions and their translation.
 //! - [`inflight`], [`dirty_log`], [`postcopy`], [`backend`]: the protocol's optional parts.
+//! - [`diagnostics`]: the LIBVHOST_USER_LOG logger and what it reports.
 //! - [`abi`]: the C-visible types, from which the header is generated.
 
 pub mod abi;
 pub mod backend;
 pub mod control;
 pub mod device;
+pub mod diagnostics;
 pub mod dirty_log;
 pub mod fd;
 pub mod ffi;

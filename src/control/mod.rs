@@ -111,7 +111,9 @@ fn handle(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
         return true;
     }
     let need_reply = vmsg.flags & VHOST_USER_NEED_REPLY_MASK != 0;
+    let (request, size) = (vmsg.request, vmsg.size);
     let outcome = process(dev, vmsg);
+    crate::diagnostics::request(request, size, fd_num, outcome, need_reply);
     let reply = match outcome {
         Outcome::Reply => true,
         Outcome::Done if need_reply => {

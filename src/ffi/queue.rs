@@ -8,6 +8,7 @@ use super::guard;
 use crate::abi::*;
 use crate::backend;
 use crate::device::Dev;
+use crate::diagnostics;
 use crate::memory::MemoryTable;
 use crate::queue::split::{self, Notify};
 use crate::queue::Fault;
@@ -73,8 +74,11 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
-    let action =
-        with_queue(dev, vq, Notify::None, |d, mem, q, _| split::notify_decision(d, mem, q, sync));
+    let action = with_queue(dev, vq, Notify::None, |d, mem, q, qidx| {
+        let action = split::notify_decision(d, mem, q, sync)?;
+        diagnostics::trace_notify(qidx, action);
+        Ok(action)
+    });
     if matches!(action, Notify::None) {
         return;
     }
@@ -114,7 +118,10 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     with_queue(dev, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
-        Ok(split::pop(d, mem, q, qidx, sz)?.cast())
+        let elem = split::pop(d, mem, q, qidx, sz)?;
+        // SAFETY: pop's result is NULL or the element it just allocated and filled.
+        unsafe { diagnostics::trace_pop(qidx, elem) };
+        Ok(elem.cast())
     })
 }
 
@@ -152,7 +159,10 @@ pub unsafe extern "C" fn vu_queue_fill(
     }
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
-    with_queue(dev, vq, (), |d, mem, q, _| split::fill(d, mem, q, index, len, idx))
+    with_queue(dev, vq, (), |d, mem, q, qidx| {
+        log::trace!("queue {qidx}: fill: head {index}, {len} bytes written, at used + {idx}");
+        split::fill(d, mem, q, index, len, idx)
+    })
 }
 
 /// fill + flush of one element.
@@ -168,13 +178,19 @@ pub unsafe extern "C" fn vu_queue_push(
     }
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
-    with_queue(dev, vq, (), |d, mem, q, qidx| split::push(d, mem, q, qidx, index, len))
+    with_queue(dev, vq, (), |d, mem, q, qidx| {
+        log::trace!("queue {qidx}: push: head {index}, {len} bytes written");
+        split::push(d, mem, q, qidx, index, len)
+    })
 }
 
 /// Marks the last @num filled elements as used (used.idx += num).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
-    with_queue(dev, vq, (), |d, mem, q, _| split::flush(d, mem, q, num))
+    with_queue(dev, vq, (), |d, mem, q, qidx| {
+        log::trace!("queue {qidx}: flush: {num} elements");
+        split::flush(d, mem, q, num)
+    })
 }
 
 /// Counts the bytes available in waiting requests, up to the given maxima.
