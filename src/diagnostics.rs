@@ -9,6 +9,7 @@
 //! - `trace`: queue events (pop, fill, flush, push, notify).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -73,6 +74,7 @@ pub fn init_from_env() {
             Some(level) => {
                 if log::set_logger(&LOGGER).is_ok() {
                     log::set_max_level(level);
+                    TRACING.store(level >= LevelFilter::Trace, Ordering::Relaxed);
                 }
             }
             None => {
@@ -143,14 +145,23 @@ pub fn backend_message(request: i32, size: u32, fd_num: usize, outcome: &str) {
     );
 }
 
+/// Set once the logger is installed at `trace`.
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Whether queue events are logged: the data path asks this first (one relaxed load of a
+/// flag set only at init, cheaper than `log::max_level()`) and calls the `#[cold]` trace
+/// functions below only when it is true.
+#[inline(always)]
+pub fn tracing() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
 /// `vu_queue_pop` on queue `qidx` returned `elem` (NULL: nothing available).
 ///
 /// # Safety
 /// `elem` is NULL or a valid element (the one vu_queue_pop just filled).
+#[cold]
 pub unsafe fn trace_pop(qidx: usize, elem: *const VuVirtqElement) {
-    if !log::log_enabled!(Level::Trace) {
-        return;
-    }
     if elem.is_null() {
         log::trace!("queue {qidx}: pop: empty");
         return;
@@ -161,6 +172,7 @@ pub unsafe fn trace_pop(qidx: usize, elem: *const VuVirtqElement) {
 }
 
 /// `vu_queue_notify(_sync)` on queue `qidx` decided `action`.
+#[cold]
 pub fn trace_notify(qidx: usize, action: Notify) {
     match action {
         Notify::None => log::trace!("queue {qidx}: notify: suppressed"),
@@ -172,6 +184,18 @@ pub fn trace_notify(qidx: usize, action: Notify) {
             )
         }
     }
+}
+
+/// `vu_queue_fill`/`vu_queue_push` (`op`) of element `head` with `len` bytes written.
+#[cold]
+pub fn trace_used(qidx: usize, op: &str, head: u32, len: u32) {
+    log::trace!("queue {qidx}: {op}: head {head}, {len} bytes written");
+}
+
+/// `vu_queue_flush` of `num` filled elements.
+#[cold]
+pub fn trace_flush(qidx: usize, num: u32) {
+    log::trace!("queue {qidx}: flush: {num} elements");
 }
 
 #[cfg(test)]

@@ -74,11 +74,11 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
-    let action = with_queue(dev, vq, Notify::None, |d, mem, q, qidx| {
-        let action = split::notify_decision(d, mem, q, sync)?;
-        diagnostics::trace_notify(qidx, action);
-        Ok(action)
-    });
+    let action =
+        with_queue(dev, vq, Notify::None, |d, mem, q, _| split::notify_decision(d, mem, q, sync));
+    if diagnostics::tracing() {
+        trace_notify(dev, vq, action);
+    }
     if matches!(action, Notify::None) {
         return;
     }
@@ -101,6 +101,17 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     })
 }
 
+#[cold]
+unsafe fn trace_notify(dev: *mut VuDev, vq: *mut VuVirtq, action: Notify) {
+    guard((), || {
+        // SAFETY: the caller's device pointer (checked by from_raw).
+        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
+        if let Some(qidx) = d.queue_index(vq) {
+            diagnostics::trace_notify(qidx, action);
+        }
+    })
+}
+
 /// Notifies the driver via the call fd (skipped if unnecessary).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_notify(dev: *mut VuDev, vq: *mut VuVirtq) {
@@ -119,8 +130,10 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     with_queue(dev, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
         let elem = split::pop(d, mem, q, qidx, sz)?;
-        // SAFETY: pop's result is NULL or the element it just allocated and filled.
-        unsafe { diagnostics::trace_pop(qidx, elem) };
+        if diagnostics::tracing() {
+            // SAFETY: pop's result is NULL or the element it just allocated and filled.
+            unsafe { diagnostics::trace_pop(qidx, elem) };
+        }
         Ok(elem.cast())
     })
 }
@@ -160,7 +173,9 @@ pub unsafe extern "C" fn vu_queue_fill(
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
     with_queue(dev, vq, (), |d, mem, q, qidx| {
-        log::trace!("queue {qidx}: fill: head {index}, {len} bytes written, at used + {idx}");
+        if diagnostics::tracing() {
+            diagnostics::trace_used(qidx, "fill", index, len);
+        }
         split::fill(d, mem, q, index, len, idx)
     })
 }
@@ -179,7 +194,9 @@ pub unsafe extern "C" fn vu_queue_push(
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
     with_queue(dev, vq, (), |d, mem, q, qidx| {
-        log::trace!("queue {qidx}: push: head {index}, {len} bytes written");
+        if diagnostics::tracing() {
+            diagnostics::trace_used(qidx, "push", index, len);
+        }
         split::push(d, mem, q, qidx, index, len)
     })
 }
@@ -188,7 +205,9 @@ pub unsafe extern "C" fn vu_queue_push(
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
     with_queue(dev, vq, (), |d, mem, q, qidx| {
-        log::trace!("queue {qidx}: flush: {num} elements");
+        if diagnostics::tracing() {
+            diagnostics::trace_flush(qidx, num);
+        }
         split::flush(d, mem, q, num)
     })
 }
