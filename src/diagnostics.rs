@@ -96,11 +96,11 @@ fn plural(n: impl Into<u64>, one: &str, many: &str) -> String {
 
 /// One frontend request, once handled: its number, the payload size and fd count it arrived
 /// with, what the handler made of it and whether the frontend asked for an ack.
-pub fn request(request: i32, size: u32, fd_num: i32, outcome: Outcome, need_reply: bool) {
+pub fn request(request: u32, size: u32, fd_num: usize, outcome: Outcome, need_reply: bool) {
     if !log::log_enabled!(Level::Debug) {
         return;
     }
-    let name = crate::control::request_name(request as u32);
+    let name = crate::request::request_name(request).to_str().unwrap_or("unknown");
     let outcome = match (outcome, need_reply) {
         (Outcome::Reply, _) => "replied",
         (Outcome::Done, false) => "done",
@@ -111,7 +111,7 @@ pub fn request(request: i32, size: u32, fd_num: i32, outcome: Outcome, need_repl
     log::debug!(
         "frontend request {name} ({request}): {}, {}: {outcome}",
         plural(size, "byte", "bytes"),
-        plural(fd_num.max(0) as u32, "fd", "fds")
+        plural(fd_num as u64, "fd", "fds")
     );
 }
 
