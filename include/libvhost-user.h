@@ -6,6 +6,13 @@
  * Binary layout: identical to QEMU 10.0's libvhost-user.h.
  * Source compatibility: code written against the QEMU 5.x, 7.2 and 10.0 headers compiles
  * unchanged (see "Source compatibility with older headers" at the end of this file).
+ *
+ * Diagnostics: set LIBVHOST_USER_LOG=error|warn|info|debug|trace in the environment of the
+ * process (read once, by its first vu_init()) and the library logs to stderr, one line per
+ * event, "libvhost-user[PID]: LEVEL: ...": at error, every refusal (what the panic callback
+ * is told); at debug, every frontend request (name, payload size, fd count, outcome) and every
+ * backend-channel message; at trace, also queue events (pop, fill, flush, push, notify).
+ * Unset or "off": silent, as the original.
  */
 #ifndef LIBVHOST_USER_H
 #define LIBVHOST_USER_H
@@ -650,6 +657,12 @@ extern "C" {
  * (un)watch fds in the caller's event loop; @iface: the device callbacks.
  *
  * Returns: true on success, false on failure (including invalid arguments).
+ *
+ * Diagnostics: the first vu_init() of a process reads the environment variable
+ * LIBVHOST_USER_LOG (error, warn, info, debug or trace); when it is set, the library writes
+ * its log to stderr from then on, one line per event: at debug, every frontend request (name,
+ * payload size, fd count, outcome) and every backend-channel message; at trace, also queue
+ * events (pop, fill, flush, push, notify). Unset: silent.
  */
 bool vu_init(struct VuDev *dev,
              uint16_t max_queues,

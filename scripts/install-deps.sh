@@ -5,7 +5,10 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(build-essential gcc g++ pkg-config meson ninja-build libglib2.0-dev valgrind python3)
+# llvm-14-linker-tools puts LLVM's linker plugin into bfd-plugins, as on many Debian machines:
+# tests/meson_install.rs proves the static libraries stay ordinary archives (nm, gcc -flto) then.
+pkgs=(build-essential gcc g++ binutils pkg-config meson ninja-build libglib2.0-dev valgrind python3
+      llvm-14-linker-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

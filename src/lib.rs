@@ -9,6 +9,7 @@
 //!   parts.
 //! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards.
 //! - [`message`], [`request`]: reading and writing messages, request codes and names.
+//! - [`diagnostics`]: the LIBVHOST_USER_LOG logger and what it reports.
 //! - [`abi`]: the C-visible types, from which the header is generated.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,6 +22,7 @@ pub mod abi;
 pub(crate) mod backend_channel;
 pub(crate) mod control;
 pub(crate) mod device;
+pub(crate) mod diagnostics;
 pub(crate) mod dirty_log;
 #[cfg(test)]
 mod fault_injection;

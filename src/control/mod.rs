@@ -204,13 +204,7 @@ fn finish(
     outcome: Outcome,
     need_reply: bool,
 ) -> bool {
-    ::log::trace!(
-        "request {} ({:?}): {} bytes, {} fds -> {outcome:?}",
-        received.code,
-        received.request,
-        received.size,
-        received.fds
-    );
+    crate::diagnostics::request(received.code, received.size, received.fds, outcome, need_reply);
     let reply = match outcome {
         Outcome::Reply => true,
         Outcome::Done if need_reply => {

@@ -8,6 +8,7 @@ use super::with_dev;
 use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
+use crate::diagnostics;
 use crate::memory::MemoryTable;
 use crate::queue::split::{self, Notify};
 use crate::queue::Fault;
@@ -93,6 +94,10 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     let action = with_queue(unsafe { Dev::from_raw(dev) }, vq, Notify::None, |d, mem, q, _| {
         split::notify_decision(d, mem, q, sync)
     });
+    if diagnostics::tracing() {
+        // SAFETY: the C caller's pointers, as above.
+        unsafe { trace_notify(dev, vq, action) };
+    }
     if matches!(action, Notify::None) {
         return;
     }
@@ -109,6 +114,20 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
             }
         }
         Notify::None => {}
+    })
+}
+
+/// Logs a notification decision (only when tracing: off the data path).
+///
+/// # Safety
+/// The C caller's pointers, as for `notify`.
+#[cold]
+unsafe fn trace_notify(dev: *mut VuDev, vq: *mut VuVirtq, action: Notify) {
+    // SAFETY: this function's contract; with_dev and queue_index check the pointers.
+    with_dev(unsafe { Dev::from_raw(dev) }, (), |d| {
+        if let Some(qidx) = d.queue_index(vq) {
+            diagnostics::trace_notify(qidx, action);
+        }
     })
 }
 
@@ -132,7 +151,12 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
     with_queue(unsafe { Dev::from_raw(dev) }, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
-        Ok(split::pop(d, mem, q, qidx, sz)?.cast())
+        let elem = split::pop(d, mem, q, qidx, sz)?;
+        if diagnostics::tracing() {
+            // SAFETY: pop's result is NULL or the element it just allocated and filled.
+            unsafe { diagnostics::trace_pop(qidx, elem) };
+        }
+        Ok(elem.cast())
     })
 }
 
@@ -173,7 +197,10 @@ pub unsafe extern "C" fn vu_queue_fill(
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
     // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, _| {
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
+        if diagnostics::tracing() {
+            diagnostics::trace_used(qidx, "fill", index, len);
+        }
         split::fill(d, mem, q, index, len, idx)
     })
 }
@@ -193,6 +220,9 @@ pub unsafe extern "C" fn vu_queue_push(
     let index = unsafe { (*elem).index };
     // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
     with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
+        if diagnostics::tracing() {
+            diagnostics::trace_used(qidx, "push", index, len);
+        }
         split::push(d, mem, q, qidx, index, len)
     })
 }
@@ -201,7 +231,12 @@ pub unsafe extern "C" fn vu_queue_push(
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
     // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, _| split::flush(d, mem, q, num))
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
+        if diagnostics::tracing() {
+            diagnostics::trace_flush(qidx, num);
+        }
+        split::flush(d, mem, q, num)
+    })
 }
 
 /// Counts the bytes available in waiting requests, up to the given maxima.
