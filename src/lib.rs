@@ -5,13 +5,15 @@
 //! - [`control`]: the frontend's requests, one per `vu_dispatch`.
 //! - [`queue`]: the split virtqueue data plane.
 //! - [`memory`], [`mmap`]: guest memory regions and their translation.
-//! - [`inflight`], [`dirty_log`], [`postcopy`], [`backend`]: the protocol's optional parts.
+//! - [`inflight`], [`dirty_log`], [`postcopy`], [`backend`], [`state_transfer`]: the
+//!   protocol's optional parts.
 //! - [`abi`]: the C-visible types, from which the header is generated.
 
 pub mod abi;
 pub mod backend;
 pub mod control;
 pub mod device;
+pub mod device_ext;
 pub mod dirty_log;
 pub mod fd;
 pub mod ffi;
@@ -21,3 +23,4 @@ pub mod message;
 pub mod mmap;
 pub mod postcopy;
 pub mod queue;
+pub mod state_transfer;

@@ -1,9 +1,12 @@
 //! The control plane: one frontend message per `vu_dispatch`, validated, handled, answered.
 
 mod config;
+mod device_state;
 mod inflight;
 mod log;
 mod memory;
+mod reset;
+mod status;
 mod vring;
 
 use crate::abi::VhostUserRequest::*;
@@ -209,6 +212,14 @@ fn process(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         r if r == VHOST_USER_ADD_MEM_REG as u32 => add_mem_reg(dev, vmsg, &mut fds),
         r if r == VHOST_USER_REM_MEM_REG as u32 => rem_mem_reg(dev, vmsg, &mut fds),
         r if r == VHOST_USER_GET_SHARED_OBJECT as u32 => config::get_shared_object(dev, vmsg),
+        // Requests the 10.0 header has no names for (status.rs, reset.rs, device_state.rs).
+        status::VHOST_USER_SET_STATUS => status::set_status(dev, vmsg),
+        status::VHOST_USER_GET_STATUS => status::get_status(dev, vmsg),
+        reset::VHOST_USER_RESET_DEVICE => reset::reset_device(dev),
+        device_state::VHOST_USER_SET_DEVICE_STATE_FD => {
+            device_state::set_device_state_fd(dev, vmsg, &mut fds)
+        }
+        device_state::VHOST_USER_CHECK_DEVICE_STATE => device_state::check_device_state(dev, vmsg),
         _ => {
             fds.close_all();
             dev.panic(&format!("Unhandled request: {}", { vmsg.request }));
@@ -219,6 +230,14 @@ fn process(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 }
 
 fn get_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
+    vmsg.payload.u64 = offered_features(dev);
+    vmsg.size = 8;
+    vmsg.fd_num = 0;
+    Outcome::Reply
+}
+
+/// The virtio features GET_FEATURES offers: the library's and the device's.
+fn offered_features(dev: Dev) -> u64 {
     let mut features = 1u64 << VIRTIO_F_NOTIFY_ON_EMPTY
         | 1u64 << VIRTIO_RING_F_INDIRECT_DESC
         | 1u64 << VIRTIO_RING_F_EVENT_IDX
@@ -229,10 +248,13 @@ fn get_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         // SAFETY: the device's C callback.
         features |= unsafe { f(dev.raw()) };
     }
-    vmsg.payload.u64 = features;
-    vmsg.size = 8;
-    vmsg.fd_num = 0;
-    Outcome::Reply
+    features
+}
+
+/// Whether the features of SET_FEATURES are ones the device can accept: only offered ones,
+/// and VERSION_1 (legacy devices are not supported).
+fn features_acceptable(dev: Dev) -> bool {
+    dev.features() & !offered_features(dev) == 0 && dev.has_feature(VIRTIO_F_VERSION_1)
 }
 
 fn set_all_rings_enabled(dev: Dev, enabled: bool) {
@@ -280,6 +302,13 @@ fn protocol_features(dev: Dev) -> u64 {
     .fold(0u64, |acc, f| acc | 1u64 << (*f as u32));
     if crate::postcopy::userfault_available() {
         features |= 1u64 << VHOST_USER_PROTOCOL_F_PAGEFAULT as u32;
+    }
+    // Beyond the original: STATUS and RESET_DEVICE always, DEVICE_STATE once a backend
+    // registered its save/load handlers.
+    features |= 1u64 << status::VHOST_USER_PROTOCOL_F_STATUS
+        | 1u64 << reset::VHOST_USER_PROTOCOL_F_RESET_DEVICE;
+    if dev.ext().state.available() {
+        features |= 1u64 << device_state::VHOST_USER_PROTOCOL_F_DEVICE_STATE;
     }
     let iface = dev.iface();
     if iface.get_config.is_some() && iface.set_config.is_some() {

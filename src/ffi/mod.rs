@@ -7,12 +7,14 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod device;
+mod extensions;
 mod queue;
 
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use device::*;
+pub use extensions::*;
 pub use queue::*;
 
 /// Runs `f`, turning a Rust panic into `fallback` (a bug in the library must not unwind into C).
