@@ -187,6 +187,12 @@ fn load_beyond_the_maximum_and_refused_loads() {
     assert_eq!(check(&fe), 1, "CHECK after an oversized load succeeded");
     assert!(!be.stderr().contains("state loaded"), "oversized state handed to the device");
     assert_eq!(fd_count(be.pid()), fds0);
+    // An endless stream (not a pipe at all): memory stays bounded by the maximum.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    assert_eq!(set_fd(&fe, &params(LOAD, 0), &[zero.as_raw_fd()]), OK_NO_FD);
+    drop(zero);
+    assert_eq!(check(&fe), 1, "CHECK after an endless load succeeded");
+    assert_eq!(fd_count(be.pid()), fds0);
     // Exactly the maximum is fine.
     let (r, w) = pipe();
     assert_eq!(set_fd(&fe, &params(LOAD, 0), &[r.as_raw_fd()]), OK_NO_FD);
