@@ -1,12 +1,10 @@
 //! SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE (VHOST_USER_PROTOCOL_F_DEVICE_STATE), offered only
 //! when the backend registered save/load handlers; the transfer is `crate::state_transfer`.
 
-use std::os::fd::{FromRawFd, OwnedFd};
-
-use super::{check_size, payload_u64, Incoming, Outcome};
+use super::{body, invalid_size, Incoming, Outcome};
 use crate::abi::VhostUserMsg;
 use crate::device::Dev;
-use crate::message::set_reply_u64;
+use crate::message::{set_reply_u64, Size};
 use crate::state_transfer::Direction;
 
 pub const VHOST_USER_SET_DEVICE_STATE_FD: u32 = 42;
@@ -21,7 +19,8 @@ const REPLY_NO_FD: u64 = 1 << 8;
 const PHASE_STOPPED: u32 = 0;
 
 pub fn set_device_state_fd(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Outcome {
-    let started = check_size(dev, vmsg, vmsg.size == 8) && start(dev, payload_u64(vmsg), fds);
+    let started = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size)
+        .is_some_and(|params| start(dev, params, fds));
     fds.close_all();
     set_reply_u64(vmsg, if started { REPLY_NO_FD } else { REPLY_NO_FD | REPLY_FAILED });
     Outcome::Reply
@@ -46,9 +45,7 @@ fn start(dev: Dev, params: u64, fds: &mut Incoming) -> bool {
     if phase != PHASE_STOPPED {
         return refuse(format!("unknown phase {phase}"));
     }
-    let Some(raw) = fds.take(0) else { return refuse("no fd".into()) };
-    // SAFETY: `take` hands over an fd received with the message, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let Some(fd) = fds.take(0) else { return refuse("no fd".into()) };
     match dev.ext().state.start(dev, direction, fd) {
         Ok(()) => true,
         Err(why) => refuse(why),
@@ -56,7 +53,7 @@ fn start(dev: Dev, params: u64, fds: &mut Incoming) -> bool {
 }
 
 pub fn check_device_state(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    let ok = check_size(dev, vmsg, vmsg.size == 0)
+    let ok = body::<u64>(dev, vmsg, Size::Exact(0), invalid_size).is_some()
         && match dev.ext().state.check(dev) {
             Ok(()) => true,
             Err(why) => {

@@ -3,10 +3,10 @@
 //! QEMU sends SET_STATUS(0) when it stops the device (also for migration), so 0 is a stop and
 //! changes nothing but the byte: rings and their state are reset by RESET_DEVICE only.
 
-use super::{check_size, payload_u64, Outcome};
+use super::{body, invalid_size, Outcome};
 use crate::abi::VhostUserMsg;
 use crate::device::Dev;
-use crate::message::set_reply_u64;
+use crate::message::{set_reply_u64, Size};
 
 pub const VHOST_USER_SET_STATUS: u32 = 39;
 pub const VHOST_USER_GET_STATUS: u32 = 40;
@@ -23,10 +23,9 @@ pub const FAILED: u8 = 128;
 const DRIVER_BITS: u64 = (ACKNOWLEDGE | DRIVER | DRIVER_OK | FEATURES_OK | FAILED) as u64;
 
 pub fn set_status(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    if !check_size(dev, vmsg, vmsg.size == 8) {
+    let Some(value) = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size) else {
         return Outcome::Failed;
-    }
-    let value = payload_u64(vmsg);
+    };
     if value & !DRIVER_BITS != 0 {
         // Not worth breaking the device over; the status stays what it was (GET_STATUS shows
         // it) and an ack, if asked for, reports the failure.

@@ -3,7 +3,7 @@
 
 use libc::c_void;
 
-use super::guard;
+use super::with_dev;
 use crate::abi::*;
 use crate::device::Dev;
 
@@ -16,10 +16,8 @@ use crate::device::Dev;
 /// Returns 0 for an uninitialised @dev.
 #[no_mangle]
 pub unsafe extern "C" fn vu_get_status(dev: *mut VuDev) -> u8 {
-    guard(0, || {
-        // SAFETY: the caller passes its initialised device (or NULL).
-        unsafe { Dev::from_raw(dev) }.map_or(0, |d| d.ext().status())
-    })
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, 0, |d| d.ext().status())
 }
 
 /// Registers the device's state handlers for migration; with them the library offers
@@ -48,9 +46,8 @@ pub unsafe extern "C" fn vu_set_device_state_handlers(
     max_size: usize,
     opaque: *mut c_void,
 ) -> bool {
-    guard(false, || {
-        // SAFETY: the caller passes its initialised device (or NULL).
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return false };
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
         d.ext().state.register(save, load, max_size, opaque)
     })
 }

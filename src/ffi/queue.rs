@@ -4,29 +4,28 @@
 
 use libc::{c_int, c_uint, c_void};
 
-use super::guard;
+use super::with_dev;
 use crate::abi::*;
-use crate::backend;
-use crate::device::Dev;
+use crate::backend_channel;
+use crate::device::{Dev, Vq};
 use crate::memory::MemoryTable;
 use crate::queue::split::{self, Notify};
 use crate::queue::Fault;
 
-/// Runs a queue operation for one of `dev`'s queues; `fallback` if the pointers are not ours.
+/// Runs a queue operation for one of `dev`'s queues under the memory read lock; `fallback` if
+/// `vq` is not one of them (`dev`: what `Dev::from_raw` made of the C caller's pointer).
 #[inline]
-unsafe fn with_queue<R: Copy>(
-    dev: *mut VuDev,
+fn with_queue<R: Copy>(
+    dev: Option<Dev<'_>>,
     vq: *mut VuVirtq,
     fallback: R,
     f: impl FnOnce(Dev, &MemoryTable, &mut VuVirtq, usize) -> Result<R, Fault>,
 ) -> R {
-    guard(fallback, || {
-        // SAFETY: the caller passes its initialised device.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return fallback };
+    with_dev(dev, fallback, |d| {
         let Some(qidx) = d.queue_index(vq) else { return fallback };
         let mem = d.mem();
-        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
-        // the C API requires.
+        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time,
+        // as the C API requires.
         let result = f(d, &mem, unsafe { &mut *vq }, qidx);
         drop(mem);
         match result {
@@ -39,6 +38,21 @@ unsafe fn with_queue<R: Copy>(
     })
 }
 
+/// Runs `f` on the queue handle of one of `dev`'s queues, without the memory lock (for
+/// fields the control plane sets without it); `fallback` if the pointers are not ours.
+#[inline]
+fn with_vq<R: Copy>(
+    dev: Option<Dev<'_>>,
+    vq: *const VuVirtq,
+    fallback: R,
+    f: impl FnOnce(Vq<'_>) -> R,
+) -> R {
+    with_dev(dev, fallback, |d| match d.queue_index(vq).and_then(|i| d.queue(i)) {
+        Some(q) => f(q),
+        None => fallback,
+    })
+}
+
 /// Sets whether the queue notifies (via event index or interrupt).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_set_notification(
@@ -46,74 +60,78 @@ pub unsafe extern "C" fn vu_queue_set_notification(
     vq: *mut VuVirtq,
     enable: c_int,
 ) {
-    with_queue(dev, vq, (), |d, mem, q, _| split::set_notification(d, mem, q, enable != 0))
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, _| {
+        split::set_notification(d, mem, q, enable != 0)
+    })
 }
 
 /// Returns whether the queue is enabled.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_enabled(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
-    let _ = dev;
-    // SAFETY: the caller passes one of its queues (or NULL).
-    !vq.is_null() && unsafe { (*vq).enable } != 0
+    // SAFETY: the caller's device (the C API's contract); vq is checked against it.
+    with_vq(unsafe { Dev::from_raw(dev) }, vq, false, |vq| vq.enable() != 0)
 }
 
 /// Returns whether the queue is started.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq) -> bool {
-    let _ = dev;
-    // SAFETY: the caller passes one of its queues (or NULL).
-    !vq.is_null() && unsafe { (*vq).started }
+    // SAFETY: as in vu_queue_enabled; only read through these pointers.
+    with_vq(unsafe { Dev::from_raw(dev.cast_mut()) }, vq, false, |q| q.started())
 }
 
 /// Returns true if the queue is empty or not ready.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
-    with_queue(dev, vq, true, |d, mem, q, _| split::empty(d, mem, q))
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, true, |d, mem, q, _| split::empty(d, mem, q))
 }
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
-    let action =
-        with_queue(dev, vq, Notify::None, |d, mem, q, _| split::notify_decision(d, mem, q, sync));
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    let action = with_queue(unsafe { Dev::from_raw(dev) }, vq, Notify::None, |d, mem, q, _| {
+        split::notify_decision(d, mem, q, sync)
+    });
     if matches!(action, Notify::None) {
         return;
     }
-    guard((), || {
-        // SAFETY: with_queue just accepted these pointers.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
-        match action {
-            Notify::Eventfd(fd) => {
-                if let Err(f) = split::signal_eventfd(fd) {
-                    d.panic(&f.to_string());
-                }
+    // SAFETY: with_queue just accepted these pointers.
+    with_dev(unsafe { Dev::from_raw(dev) }, (), |d| match action {
+        Notify::Eventfd(fd) => {
+            if let Err(f) = split::signal_eventfd(fd) {
+                d.panic(&f.to_string());
             }
-            Notify::InBand { ack } => {
-                if let Some(qidx) = d.queue_index(vq) {
-                    backend::vring_call(d, qidx, ack);
-                }
-            }
-            Notify::None => {}
         }
+        Notify::InBand { ack } => {
+            if let Some(qidx) = d.queue_index(vq) {
+                backend_channel::vring_call(d, qidx, ack);
+            }
+        }
+        Notify::None => {}
     })
 }
 
 /// Notifies the driver via the call fd (skipped if unnecessary).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_notify(dev: *mut VuDev, vq: *mut VuVirtq) {
-    notify(dev, vq, false)
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    unsafe { notify(dev, vq, false) }
 }
 
 /// Notifies via the call fd (skipped if unnecessary) or a synchronous in-band message.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq) {
-    notify(dev, vq, true)
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    unsafe { notify(dev, vq, true) }
 }
 
 /// Returns a VuVirtqElement (in a block of @sz bytes) filled from the queue, or NULL.
 /// The caller frees it with free().
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
-    with_queue(dev, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
         Ok(split::pop(d, mem, q, qidx, sz)?.cast())
     })
 }
@@ -126,7 +144,8 @@ pub unsafe extern "C" fn vu_queue_unpop(
     _elem: *mut VuVirtqElement,
     _len: usize,
 ) {
-    with_queue(dev, vq, (), |_, _, q, _| {
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |_, _, q, _| {
         split::unpop(q);
         Ok(())
     })
@@ -135,7 +154,8 @@ pub unsafe extern "C" fn vu_queue_unpop(
 /// Pretends that @num elements weren't popped. False if @num exceeds the elements in use.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_rewind(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) -> bool {
-    with_queue(dev, vq, false, |_, _, q, _| Ok(split::rewind(q, num)))
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, false, |_, _, q, _| Ok(split::rewind(q, num)))
 }
 
 /// Fills the used ring with @elem (at offset @idx from the used index), @len bytes written.
@@ -152,7 +172,10 @@ pub unsafe extern "C" fn vu_queue_fill(
     }
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
-    with_queue(dev, vq, (), |d, mem, q, _| split::fill(d, mem, q, index, len, idx))
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, _| {
+        split::fill(d, mem, q, index, len, idx)
+    })
 }
 
 /// fill + flush of one element.
@@ -168,13 +191,17 @@ pub unsafe extern "C" fn vu_queue_push(
     }
     // SAFETY: a caller's element (from vu_queue_pop).
     let index = unsafe { (*elem).index };
-    with_queue(dev, vq, (), |d, mem, q, qidx| split::push(d, mem, q, qidx, index, len))
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
+        split::push(d, mem, q, qidx, index, len)
+    })
 }
 
 /// Marks the last @num filled elements as used (used.idx += num).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
-    with_queue(dev, vq, (), |d, mem, q, _| split::flush(d, mem, q, num))
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, _| split::flush(d, mem, q, num))
 }
 
 /// Counts the bytes available in waiting requests, up to the given maxima.
@@ -187,7 +214,8 @@ pub unsafe extern "C" fn vu_queue_get_avail_bytes(
     max_in_bytes: c_uint,
     max_out_bytes: c_uint,
 ) {
-    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| {
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    let (i, o) = with_queue(unsafe { Dev::from_raw(dev) }, vq, (0, 0), |d, mem, q, _| {
         split::avail_bytes(d, mem, q, max_in_bytes, max_out_bytes)
     });
     // SAFETY: optional output pointers from the caller.
@@ -209,7 +237,8 @@ pub unsafe extern "C" fn vu_queue_avail_bytes(
     in_bytes: c_uint,
     out_bytes: c_uint,
 ) -> bool {
-    let (i, o) = with_queue(dev, vq, (0, 0), |d, mem, q, _| {
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    let (i, o) = with_queue(unsafe { Dev::from_raw(dev) }, vq, (0, 0), |d, mem, q, _| {
         split::avail_bytes(d, mem, q, in_bytes, out_bytes)
     });
     in_bytes <= i && out_bytes <= o
