@@ -22,3 +22,7 @@ command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   command -v rustup >/dev/null && rustup component add rustfmt clippy >/dev/null
 fi
+# The fuzz stage (scripts/fuzz-ci.sh): cargo-fuzz, pinned.
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install --locked cargo-fuzz --version 0.13.2
+fi
