@@ -36,6 +36,7 @@ FRONTEND_NAMES = {"7.2": "QEMU 7.2", "10.0": "QEMU 10.0.2"}
 # gated guest-test kinds: (kind, row label)
 EXTRA_KINDS = [
     ("packed", "packed=on, stop/cont, migration to a file and back (`VU_TIER_PACKED=1`)"),
+    ("status", "STATUS and RESET_DEVICE negotiated and sent, via vu-proxy.py (`VU_TIER_STATUS=1`; c-original: neither)"),
     ("iommu", "intel-iommu + iommu_platform=on, split and packed (`VU_TIER_IOMMU=1`; c-original: QEMU must refuse)"),
 ]
 
@@ -86,7 +87,7 @@ def cell(consumer, gen, lib):
                           "SKIP": "build skipped (deps)"}[st])
     if tests:
         parts.append(tests_cell(tests))
-    return "; ".join(parts)
+    return "; ".join(parts) or "build not run"
 
 
 def guest_cell(consumer, gen, lib, fe, kind):

@@ -98,6 +98,11 @@ tail_logs() {
 # VIRTIO_F_IOMMU_PLATFORM (bit 33; and RING_PACKED, bit 34, for packed).  A
 # library that does not offer bit 33 (the C original) makes QEMU refuse the
 # device at start-up: that refusal is the expected result for c-original.
+# VARIANT status (gated, VU_TIER_STATUS=1): the frontend talks to the backend
+# through vu-proxy.py, which records the negotiation; the protocol features
+# STATUS (16) and RESET_DEVICE (13) must be negotiated and SET_STATUS (39)
+# and RESET_DEVICE (34) sent by QEMU 10.0 (a guest boot resets the device at
+# probe) for a library that offers them, and neither for the C original.
 test_blk() {
     local gen=$1 lib=$2 backend=$3 nq=$4 variant=${5:-}
     local kind=test test=blk-q$nq devtype=vhost-user-blk-pci devopts="" kextra="" pre=()
@@ -110,6 +115,7 @@ test_blk() {
             # the IOMMU must come before the device it translates for
             pre=(-device intel-iommu,intremap=on)
             kextra=" intel_iommu=on iommu.strict=1" ;;
+        status) kind=status test=status-q$nq ;;
         *) die "test_blk: unknown variant $variant" ;;
     esac
     local name="guest/qemu$QEMU_FE/$gen/$lib/$backend/$test"
@@ -133,10 +139,26 @@ test_blk() {
         result FAIL "$name" "backend did not listen on its socket" "$backend" "$gen" "$lib" "$kind" "$QEMU_FE"
         tail_logs "$dir"; return
     fi
+    local fsock=$sock ppid=""
+    if [ "$kind" = status ]; then
+        fsock=$dir/proxy.sock
+        timeout -k 5 "$BACKEND_TIMEOUT" /usr/bin/python3 "$TIER_DIR/vu-proxy.py" --listen "$fsock" \
+            --backend "$sock" --record "$dir/proxy.json" --seconds "$BACKEND_TIMEOUT" > "$dir/proxy.log" 2>&1 &
+        ppid=$!
+        track_pid "$ppid"
+        if ! wait_for_socket "$fsock" 20 "$ppid"; then
+            stop_pid "$ppid"; stop_pid "$bpid"
+            result FAIL "$name" "vu-proxy.py did not listen" "$backend" "$gen" "$lib" "$kind" "$QEMU_FE"
+            tail_logs "$dir"; return
+        fi
+    fi
     local qrc=0
     run_guest "$dir" "$nq" "vu_test=blk vu_nonce=$n vu_queues=$nq$kextra" "${pre[@]}" \
-        -chardev "socket,id=c0,path=$sock" \
+        -chardev "socket,id=c0,path=$fsock" \
         -device "$devtype,chardev=c0,num-queues=$nq$devopts" || qrc=$?
+    local prc=0
+    [ -n "$ppid" ] && { wait_pid_bounded "$ppid" 20 || prc=$?; }
+    [ "$prc" = 0 ] || fails+=("vu-proxy.py exit status $prc")
     local brc=0
     end_blk_backend "$bpid" "$backend" || brc=$?
 
@@ -167,6 +189,26 @@ test_blk() {
             [ "$(dd if="$dir/disk.img" bs=$MiB skip=$((1 + 8 * q)) count=4 2>/dev/null | md5)" = "$exp" ] ||
                 fails+=("image on the host lacks the guest's q$q data")
         done
+        if [ "$kind" = status ]; then
+            local rec want
+            rec=$(/usr/bin/python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+acked = d["protocol_features_acked"] or 0
+r = d["requests"]
+print(acked >> 16 & 1, acked >> 13 & 1, r.get("39", 0), r.get("34", 0))' "$dir/proxy.json" 2>/dev/null || echo "x x x x")
+            # the C original offers neither STATUS nor RESET_DEVICE
+            want="1 1"; [ "$lib" = c-original ] && want="0 0"
+            set -- $rec
+            [ "$1 $2" = "$want" ] ||
+                fails+=("protocol features STATUS, RESET_DEVICE negotiated: '$1 $2', want '$want'")
+            if [ "$lib" = c-original ]; then
+                [ "$3 $4" = "0 0" ] || fails+=("QEMU sent SET_STATUS x$3, RESET_DEVICE x$4 without the features")
+            else
+                [ "$3" != x ] && [ "$3" -ge 1 ] || fails+=("QEMU sent no SET_STATUS")
+                [ "$4" != x ] && [ "$4" -ge 1 ] || fails+=("QEMU sent no RESET_DEVICE")
+            fi
+        fi
         if [ "$kind" = iommu ]; then
             local feat
             feat=$(guest_value "$dir" "$n" features)
@@ -586,6 +628,12 @@ run_guest_tests() {
             test_packed "$gen" "$lib" vhost-user-blk 2
             test_packed "$gen" "$lib" qemu-storage-daemon 1
             test_packed "$gen" "$lib" qemu-storage-daemon 2 ;;
+        esac
+    fi
+    if [ "${VU_TIER_STATUS:-0}" = 1 ] && [ "$QEMU_FE" != 7.2 ]; then
+        case ",$GUEST_TESTS," in *,blk,*)
+            test_blk "$gen" "$lib" vhost-user-blk 1 status
+            test_blk "$gen" "$lib" qemu-storage-daemon 2 status ;;
         esac
     fi
     if [ "${VU_TIER_IOMMU:-0}" = 1 ] && [ "$QEMU_FE" != 7.2 ]; then
