@@ -503,6 +503,10 @@ test_packed() {
     truncate -s 32M "$dir/disk.img"
     local hostmd5; hostmd5=$(head -c "$MiB" "$dir/disk.img" | md5)
     local kargs="vu_test=blkmig vu_nonce=$n vu_queues=$nq"
+    # one QEMU runs two phases and a migration: twice a boot's time
+    # (start_guest sees this through bash's dynamic scoping)
+    local GUEST_TIMEOUT=$((GUEST_TIMEOUT * 2))
+    local BACKEND_TIMEOUT=$((GUEST_TIMEOUT + 60))
     local dev="vhost-user-blk-pci,chardev=c0,num-queues=$nq,packed=on"
 
     # source: backend A, QEMU with a monitor
