@@ -136,8 +136,26 @@ if [ "$DO_RUST" = 1 ]; then
     local sel_lib=both sel_gen=both
     [ "$LIBS" = c-original ] || [ "$LIBS" = ours ] && sel_lib=$LIBS
     [ "$GENS" = 7.2 ] || [ "$GENS" = 10.0 ] && sel_gen=$GENS
+    # vhost-user-scsi's control-plane test needs an iSCSI target: the guest
+    # test's, on loopback, unless the caller named one
+    local iscsi_dir=$RUNDIR/rust-iscsi started_iscsi=0
+    if [ -z "${VU_ISCSI_URI:-}" ]; then
+        mkdir -p "$iscsi_dir"
+        truncate -s 16M "$iscsi_dir/disk.img"
+        if BACKEND_TIMEOUT=3600 start_iscsi_target "$iscsi_dir" "$iscsi_dir/disk.img" \
+            iqn.2026-12.org.example.vu-tier:rust-stage; then
+            export VU_ISCSI_URI=$ISCSI_URI
+            started_iscsi=1
+        else
+            log "stage 2: the iSCSI target did not start; vhost-user-scsi's test will skip"
+        fi
+    fi
     VU_CACHE=$CACHE VU_RESULTS=$RESULTS VU_LOGDIR=$LOGDIR \
         bash "$TIER_DIR/rust-stage.sh" --lib "$sel_lib" --gen "$sel_gen" --env "$ENV_FILE" || true
+    if [ "$started_iscsi" = 1 ]; then
+        stop_iscsi_target || true
+        unset VU_ISCSI_URI
+    fi
 fi
 
 # ---- results table

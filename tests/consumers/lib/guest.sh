@@ -5,7 +5,7 @@
 
 GUEST_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
  virtio_blk fuse virtiofs failover net_failover virtio_net scsi_common scsi_mod virtio_scsi sd_mod"
-GUEST_TIMEOUT=${VU_GUEST_TIMEOUT:-150}
+GUEST_TIMEOUT=${VU_GUEST_TIMEOUT:-300}
 BACKEND_TIMEOUT=$((GUEST_TIMEOUT + 60))
 
 make_initramfs() {
