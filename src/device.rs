@@ -53,6 +53,8 @@ pub struct DeviceState {
     /// pointers into them), the dirty log and the inflight area. Queue operations hold it for
     /// reading while they touch that memory; the control plane writes to change any of it.
     lock: RwLock<()>,
+    /// State beyond the C struct: device status, device-state transfer.
+    ext: crate::device_ext::DeviceExt,
 }
 
 // SAFETY: `c_regions` is written only under the write lock and read under the read lock.
@@ -178,6 +180,7 @@ impl DeviceState {
         Box::new(DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
             lock: RwLock::new(()),
+            ext: Default::default(),
         })
     }
 
@@ -300,6 +303,12 @@ impl<'a> Dev<'a> {
     /// Write-locks the frontend's shared memory.
     pub fn mem_mut(self) -> MemWrite<'a> {
         self.state().write(self)
+    }
+
+    /// The library's state beyond the C struct (device status, device-state transfer).
+    #[inline]
+    pub fn ext(self) -> &'a crate::device_ext::DeviceExt {
+        &self.state().ext
     }
 
     pub fn backend_mutex(self) -> *mut libc::pthread_mutex_t {

@@ -271,7 +271,13 @@ fn check_archive(archive: &Path, functions: &BTreeSet<String>) -> usize {
     assert!(members > 1, "readelf saw {members} members in {}", archive.display());
     let bitcode: Vec<&str> =
         sections.lines().filter(|l| l.contains(".llvmbc") || l.contains(".llvmcmd")).collect();
-    assert!(bitcode.is_empty(), "{} carries bitcode: {bitcode:?}", archive.display());
+    assert!(
+        bitcode.is_empty(),
+        "{} carries bitcode ({} sections, e.g. {:?})",
+        archive.display(),
+        bitcode.len(),
+        &bitcode[..bitcode.len().min(2)]
+    );
 
     let out = run(
         Command::new("nm").args(["-g", "--defined-only"]).arg(archive),
