@@ -810,6 +810,16 @@ bool vu_queue_avail_bytes(struct VuDev *dev,
                           unsigned int in_bytes,
                           unsigned int out_bytes);
 
+/**
+ * Turns the packed virtqueue layout (VIRTIO_F_RING_PACKED, feature bit 34, virtio 1.1) on or
+ * off for @dev. The library offers packed rings on top of the backend's features by default
+ * (the backend's queue calls work unchanged on both layouts); a frontend that does not ack
+ * the bit gets split rings. Setting the environment variable LIBVHOST_USER_NO_PACKED=1 turns
+ * them off for the whole process. Call after vu_init, before the frontend negotiates
+ * features (GET_FEATURES). Returns false if @dev is not an initialised device.
+ */
+bool vu_set_packed_ring_enabled(struct VuDev *dev, bool enabled);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

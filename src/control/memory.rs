@@ -7,7 +7,7 @@ use crate::abi::*;
 use crate::device::Dev;
 use crate::fd::close_fd;
 use crate::memory::MemoryTableMut;
-use crate::queue::split::map_ring;
+use crate::queue::map_ring;
 
 const REGION_SIZE: usize = std::mem::size_of::<VhostUserMemoryRegion>();
 const MEMREG_SIZE: usize = std::mem::size_of::<VhostUserMemRegMsg>();
@@ -102,7 +102,7 @@ fn remap_rings(dev: Dev) {
             let Some(vq) = dev.vq(i) else { continue };
             // SAFETY: in-range queue, under the memory lock.
             let q = unsafe { &mut *vq };
-            if q.vra.desc_user_addr != 0 && map_ring(&table, q).is_err() {
+            if q.vra.desc_user_addr != 0 && map_ring(dev, &table, q).is_err() {
                 failed.push(i);
             }
         }

@@ -4,9 +4,8 @@ use super::{check_size, payload_u64, Incoming, Outcome};
 use crate::abi::*;
 use crate::device::Dev;
 use crate::fd::close_fd;
-use crate::inflight;
 use crate::queue::ring::SplitRing;
-use crate::queue::split::{map_ring, valid_ring_size};
+use crate::queue::{is_packed, map_ring, valid_ring_size};
 
 /// The queue named by a `vhost_vring_state` payload, refusing bad sizes and indexes.
 fn state_queue(dev: Dev, vmsg: &VhostUserMsg) -> Option<(usize, u32, *mut VuVirtq)> {
@@ -62,15 +61,20 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         vq.vra = addr;
         vq.vring.flags = addr.flags;
         vq.vring.log_guest_addr = addr.log_guest_addr;
-        if map_ring(&table, vq).is_err() {
+        if map_ring(dev, &table, vq).is_err() {
             drop(mem);
             dev.panic("Invalid vring_addr message");
             return Outcome::Failed;
         }
-        // SAFETY: just mapped, under the lock.
-        let used = unsafe { SplitRing::of(vq) }.map(|r| r.used_idx()).unwrap_or(0);
-        vq.used_idx = used;
-        used
+        if is_packed(dev) {
+            // A packed ring's used position came with SET_VRING_BASE.
+            vq.used_idx
+        } else {
+            // SAFETY: just mapped, under the lock.
+            let used = unsafe { SplitRing::of(vq) }.map(|r| r.used_idx()).unwrap_or(0);
+            vq.used_idx = used;
+            used
+        }
     };
     // SAFETY: in-range queue.
     let last_avail = unsafe { (*vq).last_avail_idx };
@@ -217,8 +221,7 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
         let mem = dev.mem();
         // SAFETY: in-range queue, under the memory lock for its ring.
         let q = unsafe { &mut *vq };
-        let used = crate::queue::split::usable(dev, &mem, q).ok().flatten().map(|r| r.used_idx());
-        inflight::check_queue(dev, q, idx, used)
+        crate::queue::check_inflight(dev, &mem, q, idx)
     };
     if let Err(why) = result {
         dev.panic(&format!("Failed to check inflights for vq: {idx} ({why})"));
@@ -234,7 +237,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     if fd != -1 {
         crate::fd::set_nonblocking(fd);
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
-        let _ = crate::queue::split::signal_eventfd(fd);
+        let _ = crate::queue::signal_eventfd(fd);
     }
     Outcome::Done
 }

@@ -16,13 +16,13 @@ const DESC_SIZE: u64 = std::mem::size_of::<vring_desc>() as u64;
 
 /// A descriptor table to walk: the ring's own, an indirect table in place, or a copy of an
 /// indirect table that spans regions.
-enum Table {
+pub(crate) enum Table {
     InPlace(*const vring_desc, usize),
     Copied(Vec<vring_desc>),
 }
 
 impl Table {
-    fn get(&self, i: usize) -> Option<vring_desc> {
+    pub(crate) fn get(&self, i: usize) -> Option<vring_desc> {
         match self {
             // SAFETY: in-place tables come from a validated ring or a translation of exactly
             // `len` descriptors, under the memory read lock the caller holds.
@@ -31,7 +31,7 @@ impl Table {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Table::InPlace(_, len) => *len,
             Table::Copied(v) => v.len(),
@@ -39,7 +39,7 @@ impl Table {
     }
 }
 
-fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
+pub(crate) fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
     if d.len == 0 || u64::from(d.len) % DESC_SIZE != 0 {
         return Err(Fault::IndirectSize);
     }
