@@ -32,7 +32,7 @@ impl<'m> ElementMapper<'m> {
     /// Appends the buffer `[addr, addr+len)`, device-writable if `write`. Refuses readable
     /// after writable buffers, empty buffers, addresses outside guest memory and more than
     /// VIRTQUEUE_MAX_SIZE iovecs.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, addr: u64, len: u32, write: bool) -> Result<(), Fault> {
         if !write && self.writing {
             return Err(Fault::Order);

@@ -188,19 +188,13 @@ pub fn map_ring(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'s
 impl<'a> Queue<'a> {
     /// The readiness prologue of every queue call: the ring if the queue can be used now,
     /// remapping it if a memory change unmapped it (the original's `vu_is_vq_usable`).
-    #[inline]
+    #[inline(always)]
     pub fn ring(&mut self) -> Result<Option<Ring<'a>>, Fault> {
         if self.dev.broken() {
             return Ok(None);
         }
-        if self.vq.vring.desc.is_null() {
-            let vra = &self.vq.vra;
-            if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
-                return Ok(None);
-            }
-            if map_ring(self.dev, self.mem, self.vq).is_err() {
-                return Err(Fault::Remap);
-            }
+        if self.vq.vring.desc.is_null() && !self.remap()? {
+            return Ok(None);
         }
         if !is_packed(self.dev) {
             // SAFETY: ring pointers are only set by `map_ring` (for this layout: a layout
@@ -219,7 +213,20 @@ impl<'a> Queue<'a> {
         Ok(Some(Ring::Packed(ring, ids)))
     }
 
+    /// Maps the ring again after a memory change unmapped it; false if it has no addresses.
+    #[cold]
+    #[inline(never)]
+    fn remap(&mut self) -> Result<bool, Fault> {
+        let vra = &self.vq.vra;
+        if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
+            return Ok(false);
+        }
+        map_ring(self.dev, self.mem, self.vq).map_err(|_| Fault::Remap)?;
+        Ok(true)
+    }
+
     /// `vu_queue_pop`: the next request, or NULL when there is none (or no memory for it).
+    #[inline(always)]
     pub fn pop(&mut self, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
         dispatch!(self, std::ptr::null_mut(), |r| r.pop(self, sz))
     }
@@ -256,6 +263,7 @@ impl<'a> Queue<'a> {
     }
 
     /// `vu_queue_push`: fill + flush of one element.
+    #[inline(always)]
     pub fn push(&mut self, elem: Completed, len: u32) -> Result<(), Fault> {
         match self.ring()? {
             // No ring: nothing to publish, but the element is no longer in flight.
@@ -283,6 +291,7 @@ impl<'a> Queue<'a> {
     }
 
     /// Decides whether and how `vu_queue_notify(_sync)` signals the driver.
+    #[inline(always)]
     pub fn notify_decision(&mut self, sync: bool) -> Result<Notify, Fault> {
         let notify = dispatch!(self, false, |r| r.should_notify(self))?;
         Ok(if notify { split::delivery(self.dev, self.vq, sync) } else { Notify::None })

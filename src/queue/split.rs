@@ -77,7 +77,7 @@ fn is_empty(ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, Fault> {
 }
 
 /// Maps the chain at `head` into one malloc'd element of `sz` bytes (NULL when out of memory).
-#[inline]
+#[inline(always)]
 fn map_element(
     mem: &MemoryTable,
     ring: &SplitRing,
@@ -85,10 +85,7 @@ fn map_element(
     sz: usize,
 ) -> Result<*mut VuVirtqElement, Fault> {
     let Some(mut elem) = ElementMapper::new(mem, sz) else { return Ok(std::ptr::null_mut()) };
-    chain::walk(mem, ring, head, |d| {
-        elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
-        Ok(ControlFlow::Continue(()))
-    })?;
+    chain::map_chain(mem, ring, head, &mut elem)?;
     Ok(elem.finish(u32::from(head)))
 }
 
