@@ -292,6 +292,13 @@ static void setup(void)
         if (shape_indirect) {
             chains[i][0] = dtab[i];
             chain_len[i] = 1;
+            if (packed) {
+                /* packed indirect tables hold packed descriptors: id, then flags */
+                for (k = 0; k < shape_n; k++) {
+                    struct pdesc pd = { t[k].addr, t[k].len, 0, (uint16_t)(t[k].flags & D_WRITE) };
+                    memcpy(&t[k], &pd, sizeof(pd));
+                }
+            }
         } else {
             memcpy(chains[i], &dtab[base], shape_n * sizeof(struct desc));
             chain_len[i] = shape_n;

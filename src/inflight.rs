@@ -259,6 +259,7 @@ pub fn region_size(dev: Dev, queue_size: u16) -> u64 {
 /// mapping, never against the frontend's `desc_num`.
 pub struct PackedInflight {
     area: *mut QueueRegionPacked,
+    map_cap: u16,
     cap: u16,
     counter: u64,
     head: u16,
@@ -314,8 +315,12 @@ pub fn packed(dev: Dev, vq: &VuVirtq, _qidx: usize) -> Result<Option<PackedInfli
     }
     let cap = (end - area - std::mem::size_of::<QueueRegionPacked>())
         / std::mem::size_of::<DescStatePacked>();
-    let cap = u16::try_from(cap.min(usize::from(u16::MAX))).unwrap_or(u16::MAX);
-    Ok(Some(PackedInflight { area: vq.inflight.cast(), cap, counter: vq.counter, head: 0 }))
+    let map_cap = u16::try_from(cap.min(usize::from(u16::MAX))).unwrap_or(u16::MAX);
+    let mut area =
+        PackedInflight { area: vq.inflight.cast(), map_cap, cap: 0, counter: vq.counter, head: 0 };
+    // The states a queue owns: `desc_num` (its queue size), within the mapping.
+    area.cap = area.desc_num().min(map_cap);
+    Ok(Some(area))
 }
 
 impl PackedInflight {
@@ -531,7 +536,11 @@ pub fn check_packed_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(),
     let ring = unsafe { PackedRing::of(vq) }.ok_or("rings not mapped")?;
     let num = ring.num();
     if area.version() == 0 {
-        area.set_desc_num(num);
+        if area.desc_num() == 0 {
+            // GET_INFLIGHT_FD without SET_INFLIGHT_FD: size the area for this ring.
+            area.set_desc_num(num.min(area.map_cap));
+            area.cap = area.desc_num();
+        }
         area.init(Pos(vq.used_idx)).map_err(|f| f.to_string())?;
         return Ok(());
     }

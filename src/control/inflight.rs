@@ -7,7 +7,7 @@ use super::{Incoming, Outcome};
 use crate::abi::*;
 use crate::device::Dev;
 use crate::fd::close_fd;
-use crate::inflight::queue_region_size;
+use crate::inflight::region_size;
 use crate::mmap::{mappable_size, Mapping};
 
 fn valid_geometry(dev: Dev, num_queues: u16, queue_size: u16) -> bool {
@@ -46,7 +46,7 @@ fn install(
 ) {
     // Queue operations use the inflight pointers under the memory read lock.
     let _mem = dev.mem_mut();
-    let per_queue = queue_region_size(queue_size) as usize;
+    let per_queue = region_size(dev, queue_size) as usize;
     for i in 0..usize::from(dev.max_queues()) {
         let Some(vq) = dev.vq(i) else { continue };
         // SAFETY: in-range queue, under the write lock; the area for queue i < num_queues lies
@@ -134,7 +134,7 @@ pub fn get_inflight_fd(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         vmsg.payload.inflight.mmap_size = 0;
         return Outcome::Reply;
     }
-    let size = queue_region_size(req.queue_size) * u64::from(req.num_queues);
+    let size = region_size(dev, req.queue_size) * u64::from(req.num_queues);
     match memfd_area(size) {
         Ok((fd, mapping)) => {
             // A fresh memfd reads as zeros: every descriptor starts out not inflight.
@@ -165,7 +165,7 @@ pub fn set_inflight_fd(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) ->
     // SAFETY: plain-data union read.
     let req = unsafe { vmsg.payload.inflight };
     let fd = fds.take(0).unwrap_or(-1);
-    let needed = queue_region_size(req.queue_size) * u64::from(req.num_queues);
+    let needed = region_size(dev, req.queue_size) * u64::from(req.num_queues);
     if !valid_geometry(dev, req.num_queues, req.queue_size) || req.mmap_size < needed {
         close_fd(fd);
         dev.panic(&format!(

@@ -229,6 +229,8 @@ fn get_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         // SAFETY: the device's C callback.
         features |= unsafe { f(dev.raw()) };
     }
+    // Packed rings are the library's business (offered unless turned off).
+    let features = crate::queue::setup::offer(dev, features);
     vmsg.payload.u64 = features;
     vmsg.size = 8;
     vmsg.fd_num = 0;
@@ -249,7 +251,10 @@ fn set_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         return Outcome::Failed;
     }
     let features = payload_u64(vmsg);
-    dev.set_features(features);
+    if let Err(why) = crate::queue::setup::apply_features(dev, features) {
+        dev.panic(why);
+        return Outcome::Failed;
+    }
     if !dev.has_feature(VIRTIO_F_VERSION_1) {
         dev.panic("virtio legacy devices aren't supported by libvhost-user");
         return Outcome::Failed;

@@ -96,24 +96,26 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 }
 
 pub fn set_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    let Some((_, num, vq)) = state_queue(dev, vmsg) else { return Outcome::Failed };
-    let Ok(base) = u16::try_from(num) else {
-        dev.panic(&format!("Invalid vring base: {num}"));
-        return Outcome::Failed;
+    let Some((idx, num, vq)) = state_queue(dev, vmsg) else { return Outcome::Failed };
+    let result = {
+        let _mem = dev.mem_mut();
+        // SAFETY: in-range queue; the write lock keeps queue operations out.
+        crate::queue::setup::set_vring_base(dev, unsafe { &mut *vq }, idx, num)
     };
-    // SAFETY: in-range queue.
-    unsafe {
-        (*vq).last_avail_idx = base;
-        (*vq).shadow_avail_idx = base;
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(why) => {
+            dev.panic(&why);
+            Outcome::Failed
+        }
     }
-    Outcome::Done
 }
 
 pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     let Some((idx, _, vq)) = state_queue(dev, vmsg) else { return Outcome::Failed };
     // SAFETY: in-range queue (raw accesses: the callbacks below get the device too).
     unsafe {
-        vmsg.payload.state.num = u32::from((*vq).last_avail_idx);
+        vmsg.payload.state.num = crate::queue::setup::vring_base(dev, &*vq);
         vmsg.size = std::mem::size_of::<vhost_vring_state>() as u32;
         (*vq).started = false;
     }

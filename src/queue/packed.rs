@@ -12,7 +12,7 @@ use crate::abi::*;
 use crate::inflight::{self, PackedInflight};
 use crate::memory::MemoryTable;
 use crate::queue::chain::{
-    indirect_table, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    indirect_table, Table, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
 use crate::queue::ids::{IdState, QueueIds};
 use crate::queue::mapper::ElementMapper;
@@ -102,17 +102,8 @@ fn walk(
                 mem,
                 &vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 },
             )?;
-            for i in 0..table.len() {
-                let Some(e) = table.get(i) else { return Err(Fault::IndirectTable) };
-                // The table holds packed descriptors: `vring_desc.flags` read the id and
-                // `vring_desc.next` the flags.
-                let flags = e.next;
-                if flags & VRING_DESC_F_INDIRECT != 0 {
-                    return Err(Fault::NestedIndirect);
-                }
-                if sink.buffer(e.addr, e.len, flags & VRING_DESC_F_WRITE != 0)?.is_break() {
-                    return Ok(None);
-                }
+            if walk_table(&table, sink)?.is_break() {
+                return Ok(None);
             }
             return Ok(Some((d.id, 1)));
         }
@@ -123,6 +114,82 @@ fn walk(
             return Ok(Some((d.id, k)));
         }
     }
+}
+
+/// Maps the chain whose head is at `head` into `elem`, in one pass over the ring slots (the
+/// hot path of `pop`; `walk` serves the rest): returns its buffer id and ring slots. Records
+/// each ring descriptor in the inflight area when tracking.
+#[inline(always)]
+fn map_chain(
+    mem: &MemoryTable,
+    ring: &PackedRing,
+    head: Pos,
+    elem: &mut ElementMapper,
+    mut inflight: Option<&mut PackedInflight>,
+) -> Result<(u16, u16), Fault> {
+    let num = ring.num();
+    let mut at = head;
+    let mut k = 0u16;
+    loop {
+        let d = ring.read(at).ok_or(Fault::BadPosition)?;
+        k += 1;
+        let last = d.flags & VRING_DESC_F_NEXT == 0;
+        if let Some(a) = inflight.as_deref_mut() {
+            a.record(&d, k == 1, last)?;
+        }
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            if !last || k != 1 {
+                return Err(Fault::IndirectInChain);
+            }
+            map_indirect(mem, &d, elem)?;
+            return Ok((d.id, 1));
+        }
+        elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
+        if last {
+            return Ok((d.id, k));
+        }
+        if k >= num {
+            return Err(Fault::ChainTooLong);
+        }
+        at = at.advance(1, num);
+    }
+}
+
+/// The indirect table of a packed chain into `elem` (out of line: chains are mostly direct).
+#[inline(never)]
+fn map_indirect(mem: &MemoryTable, d: &PackedDesc, elem: &mut ElementMapper) -> Result<(), Fault> {
+    let mut sink = MapSink { elem };
+    let table =
+        indirect_table(mem, &vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 })?;
+    walk_table(&table, &mut sink).map(|_| ())
+}
+
+struct MapSink<'e, 'm> {
+    elem: &'e mut ElementMapper<'m>,
+}
+
+impl ChainSink for MapSink<'_, '_> {
+    fn buffer(&mut self, addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault> {
+        self.elem.add(addr, len, write)?;
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// The buffers of a packed indirect table, in order; `Break` if the sink stopped early.
+fn walk_table(table: &Table, sink: &mut impl ChainSink) -> Result<ControlFlow<()>, Fault> {
+    for i in 0..table.len() {
+        let Some(e) = table.get(i) else { return Err(Fault::IndirectTable) };
+        // The table holds packed descriptors: `vring_desc.flags` read the id and
+        // `vring_desc.next` the flags.
+        let flags = e.next;
+        if flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(Fault::NestedIndirect);
+        }
+        if sink.buffer(e.addr, e.len, flags & VRING_DESC_F_WRITE != 0)?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
 }
 
 /// Builds the element; records the ring descriptors in the inflight area when tracking.
@@ -232,7 +299,7 @@ impl Packed<'_> {
     /// Marks the `batch` ids (with their lengths) used, from the used position on: every
     /// descriptor but the first is published as it is written, the first one's flags last
     /// (the spec's order); inflight entries are cleared after that.
-    #[inline]
+    #[inline(always)]
     fn publish(&mut self, q: &mut Queue, batch: &[(u16, u32)]) -> Result<(), Fault> {
         let num = self.ring.num();
         let log = logging(q.dev);
@@ -344,14 +411,11 @@ impl RingOps for Packed<'_> {
         if q.vq.inuse >= u32::from(num) {
             return Err(Fault::SizeExceeded);
         }
-        let Some(elem) = ElementMapper::new(q.mem, sz) else { return Ok(std::ptr::null_mut()) };
+        let Some(mut elem) = ElementMapper::new(q.mem, sz) else {
+            return Ok(std::ptr::null_mut());
+        };
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
-        let mut sink = PopSink { elem, inflight: area.as_mut() };
-        let mut src = RingSource { ring: &self.ring, head };
-        let walked = walk(q.mem, num, &mut src, &mut sink);
-        let PopSink { elem, .. } = sink;
-        // PopSink never stops a walk early.
-        let (id, ndescs) = walked?.ok_or(Fault::BadElement)?;
+        let (id, ndescs) = map_chain(q.mem, &self.ring, head, &mut elem, area.as_mut())?;
         let entry = match area.as_mut() {
             Some(a) => {
                 q.vq.counter = a.counter();

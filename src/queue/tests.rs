@@ -650,3 +650,45 @@ fn packed_inflight_resubmits_after_a_restart() {
         libc::munmap(area, size);
     }
 }
+
+#[test]
+fn packed_rings_are_offered_unless_turned_off() {
+    use crate::queue::setup;
+    let mut h = Harness::new(false, 8, 0);
+    // SAFETY: our device.
+    let d = unsafe { Dev::from_raw(h.dev()) }.unwrap();
+    let packed = 1u64 << VIRTIO_F_RING_PACKED;
+    if std::env::var_os(setup::NO_PACKED_ENV).is_none() {
+        assert_eq!(setup::offer(d, 1), 1 | packed);
+    }
+    // SAFETY: our device.
+    assert!(unsafe { vu_set_packed_ring_enabled(h.dev(), false) });
+    // Off: not offered (even if the backend's own features had it), and refused if acked.
+    assert_eq!(setup::offer(d, 1 | packed), 1);
+    assert!(setup::apply_features(d, packed | 1 << VIRTIO_F_VERSION_1).is_err());
+    // SAFETY: NULL is refused.
+    assert!(!unsafe { vu_set_packed_ring_enabled(std::ptr::null_mut(), true) });
+}
+
+#[test]
+fn vring_base_encoding_and_layout_switch() {
+    use crate::queue::setup;
+    let mut h = Harness::new(false, 8, 0);
+    // SAFETY: our device.
+    let d = unsafe { Dev::from_raw(h.dev()) }.unwrap();
+    if !setup::packed_offered(d) {
+        return; // LIBVHOST_USER_NO_PACKED is set for this run
+    }
+    setup::apply_features(d, 1 << VIRTIO_F_VERSION_1 | 1 << VIRTIO_F_RING_PACKED).unwrap();
+    // Switching layouts unmapped the ring and reset the positions (both wrap counters 1).
+    assert!(h.vq_ref().vring.desc.is_null());
+    assert_eq!((h.vq_ref().last_avail_idx, h.vq_ref().used_idx), (Pos::START.0, Pos::START.0));
+    assert_eq!(setup::vring_base(d, h.vq_ref()), 0x8000_8000);
+    {
+        let _mem = d.mem_mut();
+        // SAFETY: our queue, under the write lock.
+        setup::set_vring_base(d, unsafe { &mut *h.vq() }, 0, 0x0003_8005).unwrap();
+    }
+    assert_eq!((h.vq_ref().last_avail_idx, h.vq_ref().used_idx), (0x8005, 3));
+    assert_eq!(setup::vring_base(d, h.vq_ref()), 0x0003_8005);
+}
