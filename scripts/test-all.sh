@@ -18,6 +18,21 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 passed=0 failed=0 status=0
 
+# Lint gates: formatting and clippy (warnings are errors). A failing gate counts as one
+# failed test, so the summary line (and CI) fails.
+if cargo fmt --all --check >/dev/null 2>&1; then
+  echo "lint: cargo fmt --check passed"; passed=$((passed + 1))
+else
+  cargo fmt --all --check 2>&1 | head -40
+  echo "lint: cargo fmt --check FAILED"; failed=$((failed + 1)); status=1
+fi
+if cargo clippy --workspace --all-targets -- -D warnings 2>&1 | tee "$log" | tail -3; then
+  echo "lint: cargo clippy passed"; passed=$((passed + 1))
+else
+  grep -E '^(error|warning)' -A8 "$log" | head -80
+  echo "lint: cargo clippy FAILED"; failed=$((failed + 1)); status=1
+fi
+
 # Integration tests link the C examples against the static library: build it first.
 cargo build --all-targets 2>&1 | tail -3
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"

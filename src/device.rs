@@ -1,18 +1,48 @@
-//! The library's private state behind a C `VuDev`, and checked access to the C struct.
+//! Typed views of the C-shared state behind a `VuDev`, and the memory lock as a proof token.
 //!
 //! C code embeds `VuDev` by value and reads its fields, so it can hold no Rust state. The
 //! C-visible fields are the state (regions, dirty log, inflight area: nothing is kept twice);
 //! the one thing the library adds is a lock, placed after the `regions` array in the same
 //! allocation the original makes for that array: `dev->regions` leads back to it.
+//!
+//! # The views
+//! - [`Dev<'call>`](Dev): a checked `VuDev` pointer, made by `ffi::with_dev` from the C
+//!   caller's pointer and bounded by that C call (the closure gets a `Dev` of a lifetime it
+//!   cannot name, so nothing made from it outlives the call). Plain fields through
+//!   getters/setters; the device's C callbacks (`device_*`, `panic`, `set_watch`, ...) as safe
+//!   methods. Signatures can keep writing `dev: Dev` (the lifetime is elided).
+//! - [`Vq`]: one of its queues (`Dev::queue(i)`, `Dev::queues()`), with the compound
+//!   operations the control plane needs: `replace_kick` (unwatch, close, store),
+//!   `watch_kick`, `replace_call`, `replace_err`, `set_started` (field and callback),
+//!   `run_handler`, `set_avail_base`.
+//!
+//! # The memory lock as a proof token
+//! Guest memory, the ring pointers into it, the dirty log and the inflight area change only
+//! while no queue operation runs. The guards prove which side of that you are on:
+//! - [`MemRead`] (`Dev::mem()`, the queue operations' lock): derefs to the [`MemoryTable`];
+//!   `MemRead::with_queue(vq, |q, table| ..)` gives a queue with the table, for what a queue
+//!   operation does (the C API gives a queue to one thread at a time).
+//! - [`MemWrite`] (`Dev::mem_mut()`, the control plane's): `table()` / `table_mut()` for the
+//!   regions, `with_queue(vq, ..)` to change a queue's ring or inflight pointers,
+//!   `forget_ring(vq)` (null the three ring pointers), `replace_log`, `replace_inflight_area`.
+//!   These exist only on the write guard, and take `&mut self`: holding the guard is the proof
+//!   that no queue thread is looking, and no two closures get the same queue.
+//!
+//! Closures given to `with_queue` must not call into C (a callback could reach the queue
+//! through the device); C callbacks are made through `Dev`/`Vq` outside them.
 
 use std::cell::UnsafeCell;
 use std::ffi::CString;
+use std::marker::PhantomData;
 use std::ops::Deref;
+use std::os::fd::{IntoRawFd, OwnedFd};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::abi::*;
+use crate::fd::close_fd;
 use crate::memory::{MemoryTable, MemoryTableMut};
+use crate::mmap::Mapping;
 
 /// What `VuDev.regions` points to.
 #[repr(C)]
@@ -48,7 +78,7 @@ impl<'a> Deref for MemRead<'a> {
 pub struct MemWrite<'a> {
     _guard: RwLockWriteGuard<'a, ()>,
     state: &'a DeviceState,
-    dev: Dev,
+    dev: Dev<'a>,
 }
 
 impl MemWrite<'_> {
@@ -71,6 +101,81 @@ impl MemWrite<'_> {
     }
 }
 
+impl MemWrite<'_> {
+    /// Runs `f` on queue `vq` with the memory table: the write lock keeps every queue
+    /// operation out, and `&mut self` any other `with_queue`, so `f` has the queue to itself.
+    /// `f` must not call into C (a callback could reach the queue through the device).
+    pub fn with_queue<R>(
+        &mut self,
+        vq: Vq<'_>,
+        f: impl FnOnce(&mut VuVirtq, &MemoryTable) -> R,
+    ) -> R {
+        debug_assert!(vq.dev.raw == self.dev.raw);
+        let table = self.table();
+        // SAFETY: vq is one of this device's queues (`Dev::queue` made it); see above.
+        f(unsafe { &mut *vq.raw }, &table)
+    }
+
+    /// Forgets the queue's ring pointers: the mappings they point into are about to change
+    /// (or its geometry did); they are mapped again (and checked) on use.
+    pub fn forget_ring(&mut self, vq: Vq<'_>) {
+        self.with_queue(vq, |q, _| {
+            q.vring.desc = std::ptr::null_mut();
+            q.vring.avail = std::ptr::null_mut();
+            q.vring.used = std::ptr::null_mut();
+        })
+    }
+}
+
+impl MemWrite<'_> {
+    /// Replaces the dirty log table (`VuDev.log_table`/`log_size`) with `new` (or none),
+    /// unmapping the old one: no queue operation is logging into it under this lock.
+    pub fn replace_log(&mut self, new: Option<Mapping>) {
+        let dev = self.dev;
+        let (old, old_size) = (dev.log_table(), dev.log_size());
+        let (table, size) = new.map_or((std::ptr::null_mut(), 0), |m| {
+            let (p, len) = m.into_raw();
+            (p, len as u64)
+        });
+        dev.set_log_table(table);
+        dev.set_log_size(size);
+        // SAFETY: the old table was installed here, handed over with into_raw.
+        drop(unsafe { Mapping::from_raw(old, old_size as usize) });
+    }
+
+    /// Replaces the inflight area (`VuDev.inflight_info`: fd, address, size) with `new` (or
+    /// none), unmapping and closing the old one. The queues' pointers into it are set by the
+    /// caller under the same guard (`with_queue`).
+    pub fn replace_inflight_area(&mut self, new: Option<(Mapping, OwnedFd)>) {
+        let dev = self.dev;
+        let old = dev.inflight_info();
+        let info = match new {
+            Some((m, fd)) => {
+                let (addr, len) = m.into_raw();
+                VuDevInflightInfo { fd: fd.into_raw_fd(), addr: addr.cast(), size: len as u64 }
+            }
+            None => VuDevInflightInfo { fd: -1, addr: std::ptr::null_mut(), size: 0 },
+        };
+        dev.set_inflight_info(info);
+        // SAFETY: the old area was installed here, handed over with into_raw.
+        drop(unsafe { Mapping::from_raw(old.addr.cast(), old.size as usize) });
+        close_fd(old.fd);
+    }
+}
+
+impl MemRead<'_> {
+    /// Runs `f` on queue `vq` under the read lock, as a queue operation does: the C API gives
+    /// a queue to one thread at a time, which for control requests is the dispatch thread.
+    pub fn with_queue<R>(
+        &mut self,
+        vq: Vq<'_>,
+        f: impl FnOnce(&mut VuVirtq, &MemoryTable) -> R,
+    ) -> R {
+        // SAFETY: vq is one of this device's queues (`Dev::queue` made it); see above.
+        f(unsafe { &mut *vq.raw }, &self.table)
+    }
+}
+
 impl DeviceState {
     pub fn new() -> Box<DeviceState> {
         Box::new(DeviceState {
@@ -85,7 +190,7 @@ impl DeviceState {
     }
 
     #[inline]
-    pub fn read(&self, dev: Dev) -> MemRead<'_> {
+    pub fn read(&self, dev: Dev<'_>) -> MemRead<'_> {
         let guard = self.lock.read();
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
@@ -95,17 +200,20 @@ impl DeviceState {
         MemRead { _guard: guard, table }
     }
 
-    pub fn write(&self, dev: Dev) -> MemWrite<'_> {
+    pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
         MemWrite { _guard: self.lock.write(), state: self, dev }
     }
 }
 
-/// A handle on a C `VuDev` that the library initialised. Field access goes through raw
-/// pointers, never long-lived references: C callbacks we invoke receive the same pointer and
-/// may change the struct, and queue threads read it concurrently as they do in C.
+/// A handle on a C `VuDev` that the library initialised, valid for `'a`: the C call that
+/// handed us the pointer (`ffi::with_dev` gives the closure a `Dev` of a lifetime it cannot
+/// name, so no handle, guard or view made from it outlives the call). Field access goes
+/// through raw pointers, never long-lived references: C callbacks we invoke receive the same
+/// pointer and may change the struct, and queue threads read it concurrently as they do in C.
 #[derive(Clone, Copy)]
-pub struct Dev {
+pub struct Dev<'a> {
     raw: *mut VuDev,
+    _call: PhantomData<&'a VuDev>,
 }
 
 macro_rules! field {
@@ -127,19 +235,21 @@ macro_rules! field {
 // Raw pointer arguments below are stored into or passed through the C struct, never
 // dereferenced; the device pointer itself was validated when the `Dev` was made.
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
-impl Dev {
+impl<'a> Dev<'a> {
     /// # Safety
     /// `raw` must be NULL or point to a `VuDev` that is valid for reads and writes.
     /// Returns `None` unless `vu_init` set it up (its private state is attached).
     #[inline]
-    pub unsafe fn from_raw(raw: *mut VuDev) -> Option<Dev> {
+    pub unsafe fn from_raw(raw: *mut VuDev) -> Option<Dev<'a>> {
         if raw.is_null()
-            || std::ptr::addr_of!((*raw).regions).read().is_null()
-            || std::ptr::addr_of!((*raw).vq).read().is_null()
+            // SAFETY: non-NULL, and the caller promises a valid VuDev.
+            || unsafe { std::ptr::addr_of!((*raw).regions).read() }.is_null()
+            // SAFETY: as above.
+            || unsafe { std::ptr::addr_of!((*raw).vq).read() }.is_null()
         {
             return None;
         }
-        Some(Dev { raw })
+        Some(Dev { raw, _call: PhantomData })
     }
 
     /// Wraps a pointer without checks, for `vu_init` before the private state exists.
@@ -147,8 +257,8 @@ impl Dev {
     /// # Safety
     /// `raw` must point to a `VuDev` valid for reads and writes; `state()` must not be called
     /// before the private state is attached.
-    pub unsafe fn new_unchecked(raw: *mut VuDev) -> Dev {
-        Dev { raw }
+    pub unsafe fn new_unchecked(raw: *mut VuDev) -> Dev<'a> {
+        Dev { raw, _call: PhantomData }
     }
 
     #[inline]
@@ -158,7 +268,7 @@ impl Dev {
 
     /// The private state attached by `vu_init`.
     #[inline]
-    fn state<'a>(self) -> &'a DeviceState {
+    fn state(self) -> &'a DeviceState {
         // SAFETY: `regions` points to the first field of a live, leaked `DeviceState` until
         // `vu_deinit` clears it; `from_raw` refused devices without it.
         unsafe { &*(self.regions().cast::<DeviceState>()) }
@@ -187,7 +297,7 @@ impl Dev {
 
     /// Read-locks the frontend's shared memory (see `DeviceState::read`).
     #[inline]
-    pub fn mem<'a>(self) -> MemRead<'a> {
+    pub fn mem(self) -> MemRead<'a> {
         self.state().read(self)
     }
 
@@ -198,7 +308,7 @@ impl Dev {
     }
 
     /// Write-locks the frontend's shared memory.
-    pub fn mem_mut<'a>(self) -> MemWrite<'a> {
+    pub fn mem_mut(self) -> MemWrite<'a> {
         self.state().write(self)
     }
 
@@ -211,10 +321,10 @@ impl Dev {
     #[inline]
     pub fn iface(self) -> VuDevIface {
         let p = self.iface_ptr();
-        // SAFETY: vu_init refused a NULL iface; C keeps it alive for the device's life.
         if p.is_null() {
             VuDevIface::default()
         } else {
+            // SAFETY: vu_init refused a NULL iface; C keeps it alive for the device's life.
             unsafe { p.read() }
         }
     }
@@ -235,6 +345,17 @@ impl Dev {
         (idx < usize::from(self.max_queues())).then(|| self.vq_ptr().wrapping_add(idx))
     }
 
+    /// Queue `idx`, or `None` when out of range.
+    #[inline]
+    pub fn queue(self, idx: usize) -> Option<Vq<'a>> {
+        self.vq(idx).map(|raw| Vq { dev: self, idx, raw })
+    }
+
+    /// Every queue of the device.
+    pub fn queues(self) -> impl Iterator<Item = Vq<'a>> {
+        (0..usize::from(self.max_queues())).filter_map(move |i| self.queue(i))
+    }
+
     /// The index of `vq` in this device's queue array, if it is one of ours.
     #[inline]
     pub fn queue_index(self, vq: *const VuVirtq) -> Option<usize> {
@@ -243,6 +364,94 @@ impl Dev {
         // A constant divisor: the compiler multiplies instead of dividing.
         let idx = off / SIZE;
         (idx < usize::from(self.max_queues()) && idx * SIZE == off).then_some(idx)
+    }
+
+    /// The device's `get_features` callback (0 without one).
+    pub fn device_features(self) -> u64 {
+        match self.iface().get_features {
+            // SAFETY: the device's C callback, with its device.
+            Some(f) => unsafe { f(self.raw) },
+            None => 0,
+        }
+    }
+
+    /// The device's `get_protocol_features` callback (0 without one).
+    pub fn device_protocol_features(self) -> u64 {
+        match self.iface().get_protocol_features {
+            // SAFETY: the device's C callback, with its device.
+            Some(f) => unsafe { f(self.raw) },
+            None => 0,
+        }
+    }
+
+    /// Tells the device the features the frontend acked (`set_features`).
+    pub fn device_set_features(self, features: u64) {
+        if let Some(f) = self.iface().set_features {
+            // SAFETY: the device's C callback, with its device.
+            unsafe { f(self.raw, features) };
+        }
+    }
+
+    /// Tells the device the protocol features the frontend acked (`set_protocol_features`).
+    pub fn device_set_protocol_features(self, features: u64) {
+        if let Some(f) = self.iface().set_protocol_features {
+            // SAFETY: the device's C callback, with its device.
+            unsafe { f(self.raw, features) };
+        }
+    }
+
+    /// Offers the message to the device's `process_msg` callback first: `Some(reply)` when it
+    /// handled it (`reply`: send `vmsg` back), `None` when the library is to handle it.
+    pub fn device_process_msg(self, vmsg: &mut VhostUserMsg) -> Option<bool> {
+        let f = self.iface().process_msg?;
+        let mut do_reply: libc::c_int = 0;
+        // SAFETY: the device's C callback, with our message; it may take the message's fds.
+        (unsafe { f(self.raw, vmsg, &mut do_reply) } != 0).then_some(do_reply != 0)
+    }
+
+    /// The device's `get_config`: fills `buf`; `false` on failure or without the callback.
+    pub fn device_get_config(self, buf: &mut [u8]) -> bool {
+        match self.iface().get_config {
+            // SAFETY: the device's C callback writes at most `buf.len()` bytes into `buf`.
+            Some(f) => unsafe { f(self.raw, buf.as_mut_ptr(), buf.len() as u32) == 0 },
+            None => false,
+        }
+    }
+
+    /// The device's `set_config` (`true` without the callback, as the original).
+    pub fn device_set_config(self, data: &[u8], offset: u32, flags: u32) -> bool {
+        match self.iface().set_config {
+            // SAFETY: the device's C callback reads `data.len()` bytes of `data`.
+            Some(f) => unsafe { f(self.raw, data.as_ptr(), offset, data.len() as u32, flags) == 0 },
+            None => true,
+        }
+    }
+
+    /// The device's `get_shared_object`: the dma-buf fd of the object, -1 without one.
+    pub fn device_shared_object(self, uuid: &[u8; UUID_LEN]) -> libc::c_int {
+        match self.iface().get_shared_object {
+            // SAFETY: the device's C callback reads the 16-byte UUID.
+            Some(f) => unsafe { f(self.raw, uuid.as_ptr()) },
+            None => -1,
+        }
+    }
+
+    /// The device's `queue_is_processed_in_order` callback (false without one).
+    pub fn queue_is_processed_in_order(self, idx: usize) -> bool {
+        match self.iface().queue_is_processed_in_order {
+            // SAFETY: the device's C callback, with its device and a queue index.
+            Some(f) => unsafe { f(self.raw, idx as libc::c_int) },
+            None => false,
+        }
+    }
+
+    /// Reads one message with the device's reader (ours or the caller's); false on failure.
+    pub fn read_message(self, vmsg: &mut VhostUserMsg) -> bool {
+        match self.read_msg() {
+            // SAFETY: the reader given to vu_init, with our device, socket and message.
+            Some(read) => unsafe { read(self.raw, self.sock(), vmsg) },
+            None => false,
+        }
     }
 
     /// Marks the device broken and tells the C code why, as the original's `vu_panic` does.
@@ -275,11 +484,106 @@ impl Dev {
             unsafe { f(self.raw, fd) };
         }
     }
+}
 
-    pub fn queue_set_started(self, idx: usize, started: bool) {
-        if let Some(f) = self.iface().queue_set_started {
-            // SAFETY: C callback from the device's iface.
-            unsafe { f(self.raw, idx as libc::c_int, started) };
+/// A handle on one of a device's queues (a C `VuVirtq`), made by `Dev::queue` (so in range).
+/// Like `Dev`, it reaches the fields through raw pointers: the C callbacks that the compound
+/// operations below invoke get the device and may read the queue. The ring and inflight
+/// pointers are changed only through `MemWrite`, which holds the memory write lock.
+#[derive(Clone, Copy)]
+pub struct Vq<'a> {
+    dev: Dev<'a>,
+    idx: usize,
+    raw: *mut VuVirtq,
+}
+
+macro_rules! vq_field {
+    ($get:ident, $set:ident, $f:ident, $t:ty) => {
+        #[inline]
+        #[allow(dead_code)]
+        pub fn $get(self) -> $t {
+            // SAFETY: `raw` is one of an initialised device's queues (see `Dev::queue`).
+            unsafe { std::ptr::addr_of!((*self.raw).$f).read() }
+        }
+        #[inline]
+        #[allow(dead_code)]
+        pub fn $set(self, v: $t) {
+            // SAFETY: as above.
+            unsafe { std::ptr::addr_of_mut!((*self.raw).$f).write(v) }
+        }
+    };
+}
+
+impl Vq<'_> {
+    #[inline]
+    pub fn index(self) -> usize {
+        self.idx
+    }
+
+    vq_field!(enable, set_enable, enable, u32);
+    vq_field!(started, set_started_field, started, bool);
+    vq_field!(last_avail_idx, set_last_avail_idx, last_avail_idx, u16);
+    vq_field!(shadow_avail_idx, set_shadow_avail_idx, shadow_avail_idx, u16);
+    vq_field!(handler, set_handler, handler, vu_queue_handler_cb);
+    vq_field!(kick_fd, set_kick_fd, kick_fd, libc::c_int);
+    vq_field!(call_fd, set_call_fd, call_fd, libc::c_int);
+    vq_field!(err_fd, set_err_fd, err_fd, libc::c_int);
+
+    /// Sets `last_avail_idx` and `shadow_avail_idx` (where the next pop starts).
+    pub fn set_avail_base(self, base: u16) {
+        self.set_last_avail_idx(base);
+        self.set_shadow_avail_idx(base);
+    }
+
+    /// Replaces the kick fd (`None`: no kick fd): the old one is unwatched and closed.
+    pub fn replace_kick(self, fd: Option<OwnedFd>) {
+        let old = self.kick_fd();
+        if old != -1 {
+            self.dev.remove_watch(old);
+            close_fd(old);
+        }
+        self.set_kick_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
+    }
+
+    /// Watches the kick fd in the caller's event loop if there is one and a handler.
+    pub fn watch_kick(self) {
+        let kick = self.kick_fd();
+        if kick != -1 && self.handler().is_some() {
+            self.dev.set_watch(
+                kick,
+                VuWatchCondtion::VU_WATCH_IN as libc::c_int,
+                Some(crate::ffi::kick_watch_cb),
+                self.idx as *mut libc::c_void,
+            );
+        }
+    }
+
+    /// Replaces the call fd, closing the old one.
+    pub fn replace_call(self, fd: Option<OwnedFd>) {
+        close_fd(self.call_fd());
+        self.set_call_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
+    }
+
+    /// Replaces the error fd, closing the old one.
+    pub fn replace_err(self, fd: Option<OwnedFd>) {
+        close_fd(self.err_fd());
+        self.set_err_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
+    }
+
+    /// Sets `started` and tells the device (`queue_set_started`).
+    pub fn set_started(self, started: bool) {
+        self.set_started_field(started);
+        if let Some(f) = self.dev.iface().queue_set_started {
+            // SAFETY: C callback from the device's iface, with its device and queue index.
+            unsafe { f(self.dev.raw, self.idx as libc::c_int, started) };
+        }
+    }
+
+    /// Runs the queue's handler, if it has one.
+    pub fn run_handler(self) {
+        if let Some(handler) = self.handler() {
+            // SAFETY: the device's C callback, with its own device and queue index.
+            unsafe { handler(self.dev.raw, self.idx as libc::c_int) };
         }
     }
 }

@@ -5,19 +5,31 @@
 //! - [`control`]: the frontend's requests, one per `vu_dispatch`.
 //! - [`queue`]: the split virtqueue data plane.
 //! - [`memory`], [`mmap`]: guest memory regions and their translation.
-//! - [`inflight`], [`dirty_log`], [`postcopy`], [`backend`]: the protocol's optional parts.
+//! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`]: the protocol's optional
+//!   parts.
+//! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards.
+//! - [`message`], [`request`]: reading and writing messages, request codes and names.
 //! - [`abi`]: the C-visible types, from which the header is generated.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+// Only the C-visible types and the C functions are this crate's interface (the glib crate
+// and the tests use them); the core is private.
+
 pub mod abi;
-pub mod backend;
-pub mod control;
-pub mod device;
-pub mod dirty_log;
-pub mod fd;
+pub(crate) mod backend_channel;
+pub(crate) mod control;
+pub(crate) mod device;
+pub(crate) mod dirty_log;
+#[cfg(test)]
+mod fault_injection;
+pub(crate) mod fd;
 pub mod ffi;
-pub mod inflight;
-pub mod memory;
-pub mod message;
-pub mod mmap;
-pub mod postcopy;
-pub mod queue;
+pub(crate) mod inflight;
+pub(crate) mod memory;
+pub(crate) mod message;
+pub(crate) mod mmap;
+pub(crate) mod queue;
+pub(crate) mod request;
+pub(crate) mod userfaultfd;

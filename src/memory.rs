@@ -145,16 +145,13 @@ impl<'a> MemoryTableMut<'a> {
         MemoryTableMut { slots, count }
     }
 
+    #[cfg(test)]
     pub fn table(&self) -> MemoryTable<'_> {
         MemoryTable::new(&self.slots[..*self.count as usize])
     }
 
     pub fn len(&self) -> usize {
         *self.count as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self.count == 0
     }
 
     /// Maps a region from the frontend's description and inserts it in order; returns where it
@@ -245,5 +242,136 @@ impl<'a> MemoryTableMut<'a> {
         for r in &self.slots[..n] {
             unmap(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+    use super::*;
+
+    /// Two regions over one heap buffer: gpa 0x1000..0x2000 at buf[0..], 0x8000..0x9000 at
+    /// buf[0x1000..] (frontend addresses 0x10_0000 and 0x20_0000).
+    fn two_regions(buf: &mut [u8]) -> [VuDevRegion; 2] {
+        let base = buf.as_mut_ptr() as u64;
+        [
+            VuDevRegion {
+                gpa: 0x1000,
+                size: 0x1000,
+                qva: 0x10_0000,
+                mmap_offset: 0,
+                mmap_addr: base,
+            },
+            VuDevRegion {
+                gpa: 0x8000,
+                size: 0x1000,
+                qva: 0x20_0000,
+                mmap_offset: 0x10,
+                mmap_addr: base + 0x1000 - 0x10,
+            },
+        ]
+    }
+
+    #[test]
+    fn translate_within_and_across_regions() {
+        let mut buf = vec![0u8; 0x2000];
+        let base = buf.as_mut_ptr();
+        let regions = two_regions(&mut buf);
+        let t = MemoryTable::new(&regions);
+        assert_eq!(t.translate(0x1000, 16), Some((base, 16)));
+        // Shortened to what is contiguous in the region.
+        assert_eq!(t.translate(0x1ff0, 0x100), Some((base.wrapping_add(0xff0), 0x10)));
+        assert_eq!(t.translate(0x8004, 4), Some((base.wrapping_add(0x1004), 4)));
+        assert_eq!(t.translate(0x2000, 1), None, "the gap between regions");
+        assert_eq!(t.translate(0x0fff, 1), None, "below the first region");
+        assert_eq!(t.translate(0x9000, 1), None, "past the last region");
+        assert_eq!(t.translate(0x1000, 0), None, "zero length");
+        assert_eq!(t.translate_exact(0x1ff0, 0x10), Some(base.wrapping_add(0xff0)));
+        assert_eq!(t.translate_exact(0x1ff0, 0x11), None, "runs off the region's end");
+        assert_eq!(t.translate_exact(u64::MAX, 2), None, "wrapping range");
+    }
+
+    #[test]
+    fn the_cache_hint_agrees_with_the_search() {
+        let mut buf = vec![0u8; 0x2000];
+        let regions = two_regions(&mut buf);
+        let t = MemoryTable::new(&regions);
+        let mut hint = 0usize;
+        for gpa in [0x1000u64, 0x8000, 0x8fff, 0x1fff, 0x5000, 0x1234, 0x8000] {
+            assert_eq!(t.translate_cached(gpa, 8, &mut hint), t.translate(gpa, 8), "gpa {gpa:#x}");
+        }
+        hint = 99; // out of range: falls back to the search
+        assert_eq!(t.translate_cached(0x8000, 8, &mut hint), t.translate(0x8000, 8));
+        assert_eq!(hint, 1);
+    }
+
+    #[test]
+    fn frontend_addresses() {
+        let mut buf = vec![0u8; 0x2000];
+        let base = buf.as_mut_ptr();
+        let regions = two_regions(&mut buf);
+        let t = MemoryTable::new(&regions);
+        assert_eq!(t.qva_to_va(0x10_0010, 8), Some(base.wrapping_add(0x10)));
+        assert_eq!(t.qva_to_va(0x20_0000, 0x1000), Some(base.wrapping_add(0x1000)));
+        assert_eq!(t.qva_to_va(0x20_0001, 0x1000), None, "runs off the region's end");
+        assert_eq!(t.qva_to_va(0x30_0000, 1), None);
+        assert_eq!(t.find(0x8800).map(|r| r.gpa), Some(0x8000));
+    }
+
+    fn memfd(len: i64) -> OwnedFd {
+        // SAFETY: memfd_create with a valid name; checked.
+        let raw = unsafe { libc::memfd_create(c"memory-test".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: plain syscall on our fd.
+        assert_eq!(unsafe { libc::ftruncate(raw, len) }, 0);
+        fd
+    }
+
+    #[test]
+    fn add_keeps_order_and_refuses_overlaps_and_short_files() {
+        let mut slots = [VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS];
+        let mut count = 0u32;
+        let fd = memfd(0x4000);
+        let desc = |gpa: u64, size: u64, off: u64| VhostUserMemoryRegion {
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: 0x7000_0000 + gpa,
+            mmap_offset: off,
+        };
+        {
+            let mut t = MemoryTableMut::new(&mut slots, &mut count);
+            t.add(&desc(0x10_0000, 0x1000, 0x1000), fd.as_fd()).unwrap();
+            t.add(&desc(0, 0x1000, 0), fd.as_fd()).unwrap();
+            assert!(matches!(t.add(&desc(0x800, 0x1000, 0), fd.as_fd()), Err(AddError::Overlap)));
+            assert!(matches!(
+                t.add(&desc(0x20_0000, 0x4000, 0x1000), fd.as_fd()),
+                Err(AddError::Invalid(_))
+            ));
+            assert!(matches!(t.add(&desc(0x30_0000, 0, 0), fd.as_fd()), Err(AddError::Invalid(_))));
+            assert_eq!(t.len(), 2);
+            let table = t.table();
+            let gpas: Vec<u64> = table.regions().iter().map(|r| r.gpa).collect();
+            assert_eq!(gpas, [0, 0x10_0000], "sorted by guest address");
+            // Region 0x10_0000 maps the file from offset 0x1000: a byte written there is
+            // at that offset of the file.
+            let (p, n) = table.translate(0x10_0010, 1).unwrap();
+            assert_eq!(n, 1);
+            // SAFETY: a live shared mapping of the memfd.
+            unsafe { p.write(0x5a) };
+            let mut byte = 0u8;
+            // SAFETY: reading one byte of our memfd into a local.
+            let rc =
+                unsafe { libc::pread(fd.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, 0x1010) };
+            assert_eq!((rc, byte), (1, 0x5a));
+            assert!(t.remove_exact(&desc(0, 0x1000, 0)).is_some());
+            assert!(t.remove_exact(&desc(0, 0x1000, 0)).is_none());
+            assert_eq!(t.len(), 1);
+            t.clear();
+            assert_eq!(t.len(), 0);
+        }
+        assert_eq!(count, 0);
     }
 }

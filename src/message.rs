@@ -2,8 +2,9 @@
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{FromRawFd, OwnedFd};
 
-use crate::abi::{VhostUserMsg, VhostUserPayload, VHOST_MEMORY_BASELINE_NREGIONS};
+use crate::abi::*;
 use crate::fd::close_fd;
 
 /// Size of the message header: request, flags, size.
@@ -28,6 +29,22 @@ pub fn msg_fds(vmsg: &VhostUserMsg) -> ([libc::c_int; VHOST_MEMORY_BASELINE_NREG
     (vmsg.fds, fd_count(vmsg))
 }
 
+/// Takes ownership of the fds that came with the message (the message forgets them), with
+/// their count; a caller's reader may have left -1 in a counted slot (then `None` there).
+pub fn take_fds(
+    vmsg: &mut VhostUserMsg,
+) -> ([Option<OwnedFd>; VHOST_MEMORY_BASELINE_NREGIONS], usize) {
+    let n = fd_count(vmsg);
+    let raw = vmsg.fds;
+    vmsg.fd_num = 0;
+    let fds = std::array::from_fn(|i| {
+        // SAFETY: the message reader hands the fds it received to whoever handles the
+        // message, and the message forgets them (fd_num = 0): we are their only owner.
+        (i < n && raw[i] >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw[i]) })
+    });
+    (fds, n)
+}
+
 /// Closes every fd that came with the message and forgets them.
 pub fn close_msg_fds(vmsg: &mut VhostUserMsg) {
     let n = fd_count(vmsg);
@@ -40,6 +57,69 @@ pub fn close_msg_fds(vmsg: &mut VhostUserMsg) {
     vmsg.fd_num = 0;
 }
 
+/// The payload types: plain data that any byte pattern is a valid value of.
+///
+/// # Safety
+/// Implementors are `repr(C)` types of integers and arrays of them, no larger than the payload.
+pub unsafe trait Body: Copy {}
+// SAFETY: each is a member of the payload union: plain integers and arrays of them.
+unsafe impl Body for u64 {}
+// SAFETY: as above.
+unsafe impl Body for vhost_vring_state {}
+// SAFETY: as above.
+unsafe impl Body for vhost_vring_addr {}
+// SAFETY: as above.
+unsafe impl Body for VhostUserMemory {}
+// SAFETY: as above.
+unsafe impl Body for VhostUserMemRegMsg {}
+// SAFETY: as above.
+unsafe impl Body for VhostUserLog {}
+// SAFETY: as above.
+unsafe impl Body for VhostUserConfig {}
+// SAFETY: as above.
+unsafe impl Body for VhostUserInflight {}
+// SAFETY: as above.
+unsafe impl Body for VhostUserShared {}
+
+/// How large a request's payload must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    Exact(usize),
+    AtLeast(usize),
+}
+
+impl Size {
+    /// Exactly the size of `T`.
+    pub const fn of<T>() -> Size {
+        Size::Exact(size_of::<T>())
+    }
+
+    pub fn admits(self, size: u32) -> bool {
+        match self {
+            Size::Exact(n) => size as usize == n,
+            Size::AtLeast(n) => size as usize >= n,
+        }
+    }
+}
+
+/// The payload as a `T`, whatever size the frontend declared: bytes past `size` are those of
+/// the zeroed buffer the message was read into.
+#[inline]
+pub fn body<T: Body>(vmsg: &VhostUserMsg) -> T {
+    const { assert!(size_of::<T>() <= PAYLOAD_MAX) };
+    // SAFETY: the payload holds PAYLOAD_MAX initialised bytes, any pattern of which is a
+    // valid T (Body); the message is packed, hence the unaligned read.
+    unsafe { std::ptr::addr_of!(vmsg.payload).cast::<T>().read_unaligned() }
+}
+
+/// Makes `vmsg` carry one fd, `fd` (the others are not sent).
+pub fn attach_fd(vmsg: &mut VhostUserMsg, fd: libc::c_int) {
+    let mut fds = vmsg.fds;
+    fds[0] = fd;
+    vmsg.fds = fds;
+    vmsg.fd_num = 1;
+}
+
 /// Sets a u64 reply payload, as the original's `vmsg_set_reply_u64`.
 pub fn set_reply_u64(vmsg: &mut VhostUserMsg, val: u64) {
     vmsg.flags = 0;
@@ -48,7 +128,17 @@ pub fn set_reply_u64(vmsg: &mut VhostUserMsg, val: u64) {
     vmsg.fd_num = 0;
 }
 
-fn payload_bytes_mut(vmsg: &mut VhostUserMsg) -> &mut [u8] {
+/// The payload as bytes (all PAYLOAD_MAX of them, whatever `size` says).
+pub fn payload_bytes(vmsg: &VhostUserMsg) -> &[u8] {
+    // SAFETY: the payload union is PAYLOAD_MAX initialised plain bytes inside the struct
+    // (alignment 1 for a u8 view).
+    unsafe {
+        std::slice::from_raw_parts(std::ptr::addr_of!(vmsg.payload) as *const u8, PAYLOAD_MAX)
+    }
+}
+
+/// The payload as mutable bytes.
+pub fn payload_bytes_mut(vmsg: &mut VhostUserMsg) -> &mut [u8] {
     // SAFETY: the payload union is PAYLOAD_MAX plain bytes inside the struct (alignment 1
     // for a u8 view).
     unsafe {
@@ -281,4 +371,123 @@ pub fn write_message(fd: libc::c_int, vmsg: &VhostUserMsg) -> io::Result<()> {
         sent += rc as usize;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn msg(request: i32, size: u32) -> VhostUserMsg {
+        let mut m = zeroed_msg();
+        m.request = request;
+        m.flags = VHOST_USER_VERSION;
+        m.size = size;
+        m
+    }
+
+    #[test]
+    fn a_message_with_fds_round_trips() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (e1, e2) = UnixStream::pair().unwrap();
+        let mut m = msg(13, 8);
+        m.payload.u64 = 0x1_0000_0002;
+        attach_fd(&mut m, e1.as_raw_fd());
+        write_message(a.as_raw_fd(), &m).unwrap();
+        let mut got = zeroed_msg();
+        read_message(b.as_raw_fd(), &mut got).unwrap();
+        assert_eq!(({ got.request }, { got.size }), (13, 8));
+        assert_eq!(body::<u64>(&got), 0x1_0000_0002);
+        assert_eq!(fd_count(&got), 1);
+        // The received fd is a new descriptor for the same socket.
+        let fd = got.fds[0];
+        assert!(fd >= 0 && fd != e1.as_raw_fd());
+        // SAFETY: the fd we just received, writing 1 byte from a local.
+        assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
+        let mut buf = [0u8; 1];
+        // SAFETY: reading into a local buffer.
+        assert_eq!(unsafe { libc::read(e2.as_raw_fd(), buf.as_mut_ptr().cast(), 1) }, 1);
+        close_msg_fds(&mut got);
+        assert_eq!(fd_count(&got), 0);
+    }
+
+    #[test]
+    fn end_of_file_reads_as_a_zeroed_message() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(a);
+        let mut got = zeroed_msg();
+        read_message(b.as_raw_fd(), &mut got).unwrap();
+        assert_eq!(({ got.request }, { got.size }, { got.fd_num }), (0, 0, 0));
+    }
+
+    #[test]
+    fn oversized_and_short_payloads_are_refused() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let m = msg(1, PAYLOAD_MAX as u32 + 1);
+        // Header only: the size is refused before any payload is read.
+        // SAFETY: the header is the first HDR_SIZE bytes of the message.
+        let hdr = unsafe {
+            std::slice::from_raw_parts((&m as *const VhostUserMsg).cast::<u8>(), HDR_SIZE)
+        };
+        a.write_all(hdr).unwrap();
+        let mut got = zeroed_msg();
+        assert!(matches!(read_message(b.as_raw_fd(), &mut got), Err(ReadError::TooBig(_))));
+
+        let m = msg(1, 8);
+        // SAFETY: as above.
+        let hdr = unsafe {
+            std::slice::from_raw_parts((&m as *const VhostUserMsg).cast::<u8>(), HDR_SIZE)
+        };
+        a.write_all(hdr).unwrap();
+        a.write_all(&[1, 2, 3]).unwrap();
+        drop(a);
+        let mut got = zeroed_msg();
+        assert!(matches!(
+            read_message(b.as_raw_fd(), &mut got),
+            Err(ReadError::ShortPayload { want: 8, got: 3 })
+        ));
+    }
+
+    #[test]
+    fn a_header_in_pieces_is_reassembled() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut m = msg(2, 8);
+        m.payload.u64 = 42;
+        // SAFETY: header and u64 payload are the first HDR_SIZE + 8 bytes of the message.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&m as *const VhostUserMsg).cast::<u8>(), HDR_SIZE + 8)
+        };
+        let bytes = bytes.to_vec();
+        let writer = std::thread::spawn(move || {
+            a.write_all(&bytes[..5]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            a.write_all(&bytes[5..]).unwrap();
+            a.into_raw_fd()
+        });
+        let mut got = zeroed_msg();
+        read_message(b.as_raw_fd(), &mut got).unwrap();
+        assert_eq!(({ got.request }, body::<u64>(&got)), (2, 42));
+        crate::fd::close_fd(writer.join().unwrap());
+    }
+
+    #[test]
+    fn body_sizes() {
+        assert!(Size::Exact(8).admits(8));
+        assert!(!Size::Exact(8).admits(7) && !Size::Exact(8).admits(9));
+        assert!(Size::AtLeast(8).admits(8) && Size::AtLeast(8).admits(300));
+        assert!(!Size::AtLeast(8).admits(0));
+        assert_eq!(Size::of::<vhost_vring_state>(), Size::Exact(8));
+        assert_eq!(Size::of::<vhost_vring_addr>(), Size::Exact(40));
+        let mut m = msg(9, 40);
+        m.payload.addr =
+            vhost_vring_addr { index: 3, flags: 1, used_user_addr: 7, ..Default::default() };
+        let addr = body::<vhost_vring_addr>(&m);
+        assert_eq!((addr.index, addr.flags, addr.used_user_addr), (3, 1, 7));
+        // Bytes past the declared size read as the zeroed buffer.
+        let m = msg(2, 0);
+        assert_eq!(body::<u64>(&m), 0);
+    }
 }

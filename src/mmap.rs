@@ -64,10 +64,6 @@ impl Mapping {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Advises the kernel about the whole mapping; failures are not errors (advice only).
     pub fn advise(&self, advice: libc::c_int) -> io::Result<()> {
         // SAFETY: the range is exactly our own mapping.
@@ -92,6 +88,7 @@ impl Drop for Mapping {
 pub fn mappable_size(fd: BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: fstat fills the zeroed struct for a valid fd; the result is checked.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
     if rc != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
         return None;
@@ -105,6 +102,7 @@ pub fn hugepage_size(fd: BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: fstatfs fills the zeroed struct for a valid fd; the result is checked.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     loop {
+        // SAFETY: as above.
         let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) };
         if rc == 0 {
             break;

@@ -7,10 +7,14 @@
 //! This library also carries the whole core (`vu_*`), so C programs link it alone.
 //!
 //! Every function here is called from C: none may unwind. Each body runs under
-//! `catch_unwind`, and a panic (a bug in this crate, never an expected outcome) aborts the
-//! process after printing where it happened, as an assertion failure in C would.
+//! `catch_unwind`; a panic (a bug in this crate, never an expected outcome) follows the core's
+//! policy: where a device is at hand (watch callbacks, socket dispatch) it is marked broken and
+//! its `panic` callback called; elsewhere (source setup, init, deinit) the process aborts after
+//! printing where it happened, as an assertion failure in C would.
 
 #![allow(clippy::missing_safety_doc)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod sys;
 
@@ -25,7 +29,7 @@ use sys::*;
 pub use sys::{gpointer, GHashTable, GIOCondition, GSource};
 
 // The core's entry points, called directly (the core is linked into this library).
-use vhost_user::ffi::{vu_dispatch, vu_init};
+use vhost_user::ffi::{report_caught_panic, vu_dispatch, vu_init};
 
 /// A libvhost-user device driven by a glib main loop. Embed it by value; `parent` is the
 /// `VuDev` to pass to the `vu_*` functions.
@@ -65,24 +69,55 @@ const _: () = {
 macro_rules! g_assert {
     ($func:literal, $e:expr) => {
         if !$e {
-            g_assertion_message_expr(
-                ptr::null(),
-                concat!(file!(), "\0").as_ptr().cast(),
-                line!() as c_int,
-                concat!($func, "\0").as_ptr().cast(),
-                concat!(stringify!($e), "\0").as_ptr().cast(),
+            assertion_failed(
+                concat!(file!(), "\0"),
+                line!(),
+                concat!($func, "\0"),
+                concat!(stringify!($e), "\0"),
             );
         }
     };
 }
 
-/// Runs `f`, aborting the process if it panics (a panic must never unwind into C).
+/// Reports a failed `g_assert` through glib, which aborts. Every string ends in NUL.
+fn assertion_failed(file: &'static str, line: u32, func: &'static str, expr: &'static str) {
+    debug_assert!(file.ends_with('\0') && func.ends_with('\0') && expr.ends_with('\0'));
+    // SAFETY: glib's assertion reporter, with NUL-terminated static strings.
+    unsafe {
+        g_assertion_message_expr(
+            ptr::null(),
+            file.as_ptr().cast(),
+            line as c_int,
+            func.as_ptr().cast(),
+            expr.as_ptr().cast(),
+        )
+    };
+}
+
+/// Runs `f` where no device is usable yet (or any more); a panic in it (a bug in this crate)
+/// aborts the process after printing where it happened, as an assertion failure in C would.
 fn no_unwind<R>(func: &str, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
             eprintln!("libvhost-user-glib: internal error in {func}, aborting");
             std::process::abort()
+        }
+    }
+}
+
+/// Runs `f` on behalf of device `dev` (one `vug_init` set up); a panic in it follows the
+/// core's policy (`vhost_user::ffi::caught_panic`): the device is marked broken and its
+/// `panic` callback told, and `fallback` is returned; without a device, the process aborts.
+/// Every caller (all in this file) passes NULL or the `VuDev` of a `VugDev` that `vug_init`
+/// set up: the C callers of the watch callbacks get no other.
+fn no_unwind_dev<R>(dev: *mut VuDev, fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            // SAFETY: `dev` is NULL or an initialised device (see above).
+            unsafe { report_caught_panic(dev, payload.as_ref()) };
+            fallback
         }
     }
 }
@@ -97,6 +132,7 @@ static mut VUG_SRC_FUNCS: GSourceFuncs = GSourceFuncs {
 };
 
 unsafe extern "C" fn vug_src_prepare(_gsrc: *mut GSource, timeout: *mut c_int) -> gboolean {
+    // SAFETY: glib calls this with its GSource and a timeout output pointer (checked).
     no_unwind("vug_src_prepare", || unsafe {
         g_assert!("vug_src_prepare", !timeout.is_null());
         *timeout = -1;
@@ -105,6 +141,7 @@ unsafe extern "C" fn vug_src_prepare(_gsrc: *mut GSource, timeout: *mut c_int) -
 }
 
 unsafe extern "C" fn vug_src_check(gsrc: *mut GSource) -> gboolean {
+    // SAFETY: glib calls this with a GSource made by source_new, so a VugSrc.
     no_unwind("vug_src_check", || unsafe {
         g_assert!("vug_src_check", !gsrc.is_null());
         let src = gsrc.cast::<VugSrc>();
@@ -118,8 +155,13 @@ unsafe extern "C" fn vug_src_dispatch(
     cb: GSourceFunc,
     data: gpointer,
 ) -> gboolean {
-    no_unwind("vug_src_dispatch", || unsafe {
-        g_assert!("vug_src_dispatch", !gsrc.is_null());
+    g_assert!("vug_src_dispatch", !gsrc.is_null());
+    // SAFETY: glib calls this with a GSource made by source_new, so a VugSrc.
+    let dev = unsafe { ptr::addr_of!((*gsrc.cast::<VugSrc>()).dev).read() };
+    // SAFETY: glib calls this with a GSource made by source_new (a VugSrc, its device set up
+    // by vug_init) and the callback source_new stored, a vu_watch_cb of the same
+    // representation.
+    no_unwind_dev(dev, G_SOURCE_CONTINUE, || unsafe {
         let src = gsrc.cast::<VugSrc>();
         // The callback was stored by vug_source_new() as a vu_watch_cb.
         let cb: vu_watch_cb = std::mem::transmute::<GSourceFunc, vu_watch_cb>(cb);
@@ -142,6 +184,7 @@ pub unsafe extern "C" fn vug_source_new(
     vu_cb: vu_watch_cb,
     data: gpointer,
 ) -> *mut GSource {
+    // SAFETY: the caller's VugDev (this function's contract).
     no_unwind("vug_source_new", || unsafe { source_new(gdev, fd, cond, vu_cb, data) })
 }
 
@@ -156,24 +199,29 @@ unsafe fn source_new(
     g_assert!("vug_source_new", fd >= 0);
     g_assert!("vug_source_new", vu_cb.is_some());
 
-    let gsrc =
-        g_source_new(ptr::addr_of_mut!(VUG_SRC_FUNCS), std::mem::size_of::<VugSrc>() as c_uint);
-    let cb = std::mem::transmute::<vu_watch_cb, GSourceFunc>(vu_cb);
-    g_source_set_callback(gsrc, cb, data, None);
-    let src = gsrc.cast::<VugSrc>();
-    ptr::addr_of_mut!((*src).dev).write(ptr::addr_of_mut!((*gdev).parent));
-    // GIOCondition values all fit the 16-bit poll events.
-    ptr::addr_of_mut!((*src).gfd).write(GPollFD { fd, events: cond as u16, revents: 0 });
-    g_source_add_poll(gsrc, ptr::addr_of_mut!((*src).gfd));
-    let id = g_source_attach(gsrc, g_main_context_get_thread_default());
-    g_assert!("vug_source_new", id != 0);
-    gsrc
+    // SAFETY: glib calls with a GSource of VugSrc size, whose fields we initialise before it
+    // is attached; the callback types have the same representation (an optional C fn).
+    unsafe {
+        let gsrc =
+            g_source_new(ptr::addr_of_mut!(VUG_SRC_FUNCS), std::mem::size_of::<VugSrc>() as c_uint);
+        let cb = std::mem::transmute::<vu_watch_cb, GSourceFunc>(vu_cb);
+        g_source_set_callback(gsrc, cb, data, None);
+        let src = gsrc.cast::<VugSrc>();
+        ptr::addr_of_mut!((*src).dev).write(ptr::addr_of_mut!((*gdev).parent));
+        // GIOCondition values all fit the 16-bit poll events.
+        ptr::addr_of_mut!((*src).gfd).write(GPollFD { fd, events: cond as u16, revents: 0 });
+        g_source_add_poll(gsrc, ptr::addr_of_mut!((*src).gfd));
+        let id = g_source_attach(gsrc, g_main_context_get_thread_default());
+        g_assert!("vug_source_new", id != 0);
+        gsrc
+    }
 }
 
 /// Detaches `src` from its main context and drops the reference `vug_source_new()` returned.
 /// Does nothing when `src` is NULL.
 #[no_mangle]
 pub unsafe extern "C" fn vug_source_destroy(src: *mut GSource) {
+    // SAFETY: the caller's source, from vug_source_new (or NULL).
     no_unwind("vug_source_destroy", || unsafe { source_destroy(src) })
 }
 
@@ -181,12 +229,16 @@ unsafe fn source_destroy(src: *mut GSource) {
     if src.is_null() {
         return;
     }
-    g_source_destroy(src);
-    g_source_unref(src);
+    // SAFETY: a live source from source_new; we drop the reference it returned.
+    unsafe {
+        g_source_destroy(src);
+        g_source_unref(src);
+    }
 }
 
 /// The fd map's value destructor.
 unsafe extern "C" fn fdmap_value_destroy(value: gpointer) {
+    // SAFETY: the fd map's values are sources from source_new.
     no_unwind("vug_source_destroy", || unsafe { source_destroy(value.cast()) })
 }
 
@@ -207,7 +259,8 @@ unsafe extern "C" fn set_watch(
     cb: vu_watch_cb,
     pvt: *mut c_void,
 ) {
-    no_unwind("set_watch", || unsafe {
+    // SAFETY: the core calls this with the VuDev embedded in a VugDev by vug_init.
+    no_unwind_dev(vu_dev, (), || unsafe {
         g_assert!("set_watch", !vu_dev.is_null());
         g_assert!("set_watch", fd >= 0);
         g_assert!("set_watch", cb.is_some());
@@ -220,7 +273,8 @@ unsafe extern "C" fn set_watch(
 }
 
 unsafe extern "C" fn remove_watch(vu_dev: *mut VuDev, fd: c_int) {
-    no_unwind("remove_watch", || unsafe {
+    // SAFETY: as in set_watch.
+    no_unwind_dev(vu_dev, (), || unsafe {
         g_assert!("remove_watch", !vu_dev.is_null());
         g_assert!("remove_watch", fd >= 0);
         let dev = vug_dev_of(vu_dev);
@@ -236,7 +290,8 @@ unsafe extern "C" fn remove_watch(vu_dev: *mut VuDev, fd: c_int) {
 const DISPATCH_ERROR: &CStr = c"Error processing vhost message";
 
 unsafe extern "C" fn vug_watch(dev: *mut VuDev, _condition: c_int, _data: *mut c_void) {
-    no_unwind("vug_watch", || unsafe {
+    // SAFETY: the socket's source calls this with the device vug_init registered it for.
+    no_unwind_dev(dev, (), || unsafe {
         if !vu_dispatch(dev) {
             if let Some(panic) = (*dev).panic {
                 panic(dev, DISPATCH_ERROR.as_ptr());
@@ -257,6 +312,7 @@ pub unsafe extern "C" fn vug_init(
     panic: vu_panic_cb,
     iface: *const VuDevIface,
 ) -> bool {
+    // SAFETY: the caller's VugDev and iface (this function's contract, NULL checked).
     no_unwind("vug_init", || unsafe {
         g_assert!("vug_init", !dev.is_null());
         g_assert!("vug_init", !iface.is_null());
@@ -286,6 +342,7 @@ pub unsafe extern "C" fn vug_init(
 /// Does not call `vu_deinit()`.
 #[no_mangle]
 pub unsafe extern "C" fn vug_deinit(dev: *mut VugDev) {
+    // SAFETY: the caller's VugDev, set up by vug_init.
     no_unwind("vug_deinit", || unsafe {
         g_assert!("vug_deinit", !dev.is_null());
         let fdmap = ptr::addr_of_mut!((*dev).fdmap).replace(ptr::null_mut());
@@ -293,4 +350,59 @@ pub unsafe extern "C" fn vug_deinit(dev: *mut VugDev) {
         let src = ptr::addr_of_mut!((*dev).src).replace(ptr::null_mut());
         source_destroy(src);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Mutex;
+
+    use libc::c_char;
+    use vhost_user::ffi::vu_deinit;
+
+    use super::*;
+
+    static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    unsafe extern "C" fn on_panic(_dev: *mut VuDev, msg: *const c_char) {
+        // SAFETY: the library passes a NUL-terminated message.
+        let msg = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+        PANICS.lock().unwrap().push(msg);
+    }
+    unsafe extern "C" fn no_watch(_: *mut VuDev, _: c_int, _: c_int, _: vu_watch_cb, _: gpointer) {}
+    unsafe extern "C" fn no_unwatch(_: *mut VuDev, _: c_int) {}
+
+    /// The glib callbacks that have a device follow the core's panic policy: a panic marks
+    /// the device broken and calls its panic callback, and the callback returns normally.
+    #[test]
+    fn a_panic_in_a_device_callback_breaks_the_device() {
+        let (_frontend, backend) = UnixStream::pair().unwrap();
+        let iface = VuDevIface::default();
+        // SAFETY: all-zero is a valid VuDev.
+        let mut dev: VuDev = unsafe { std::mem::zeroed() };
+        // SAFETY: a writable VuDev and callbacks/iface that outlive it.
+        let ok = unsafe {
+            vu_init(
+                &mut dev,
+                1,
+                backend.into_raw_fd(),
+                Some(on_panic),
+                None,
+                Some(no_watch),
+                Some(no_unwatch),
+                &iface,
+            )
+        };
+        assert!(ok);
+        let r = no_unwind_dev(&mut dev, 7, || -> i32 { panic!("injected fault") });
+        assert_eq!(r, 7, "the fallback is returned");
+        assert!(dev.broken);
+        let panics = PANICS.lock().unwrap().clone();
+        assert_eq!(panics.len(), 1, "{panics:?}");
+        assert!(panics[0].contains("internal error: injected fault"), "{panics:?}");
+        // SAFETY: the device vu_init set up.
+        unsafe { vu_deinit(&mut dev) };
+    }
 }

@@ -1,29 +1,24 @@
 //! Device config space (GET/SET_CONFIG) and shared objects (GET_SHARED_OBJECT).
 
-use super::{check_size, Outcome};
+use super::{body, body_if, invalid_size, Outcome};
 use crate::abi::*;
 use crate::device::Dev;
+use crate::message::{attach_fd, payload_bytes, payload_bytes_mut, Size};
 
 const CONFIG_HDR: usize = 12;
 
 pub fn get_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    // SAFETY: plain-data union read.
-    let len = unsafe { vmsg.payload.config.size } as usize;
-    let ok = vmsg.size as usize >= CONFIG_HDR
-        && len <= VHOST_USER_MAX_CONFIG_SIZE
-        && CONFIG_HDR + len <= vmsg.size as usize;
-    if !check_size(dev, vmsg, ok) {
+    let size = vmsg.size as usize;
+    let fits = |c: &VhostUserConfig| {
+        c.size as usize <= VHOST_USER_MAX_CONFIG_SIZE && CONFIG_HDR + c.size as usize <= size
+    };
+    let Some(config) = body_if(dev, vmsg, Size::AtLeast(CONFIG_HDR), fits, invalid_size) else {
         vmsg.size = 0;
         return Outcome::Reply;
-    }
-    let ret = match dev.iface().get_config {
-        // SAFETY: the device's C callback writes at most `len` (<= 256) bytes into the region.
-        Some(f) => unsafe {
-            f(dev.raw(), std::ptr::addr_of_mut!(vmsg.payload.config.region) as *mut u8, len as u32)
-        },
-        None => -1,
     };
-    if ret != 0 {
+    let len = config.size as usize;
+    let region = &mut payload_bytes_mut(vmsg)[CONFIG_HDR..CONFIG_HDR + len];
+    if !dev.device_get_config(region) {
         // A zero-sized reply tells the frontend that reading failed.
         vmsg.size = 0;
     }
@@ -31,51 +26,33 @@ pub fn get_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 }
 
 pub fn set_config(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    // SAFETY: plain-data union read.
-    let (offset, len, flags) = unsafe {
-        (vmsg.payload.config.offset, vmsg.payload.config.size, vmsg.payload.config.flags)
+    let size = vmsg.size as usize;
+    let fits = |c: &VhostUserConfig| {
+        (c.size as usize) <= VHOST_USER_MAX_CONFIG_SIZE
+            && CONFIG_HDR + c.size as usize <= size
+            && (c.offset as u64 + c.size as u64) <= VHOST_USER_MAX_CONFIG_SIZE as u64
     };
-    let ok = vmsg.size as usize >= CONFIG_HDR
-        && (len as usize) <= VHOST_USER_MAX_CONFIG_SIZE
-        && CONFIG_HDR + len as usize <= vmsg.size as usize
-        && (offset as u64 + len as u64) <= VHOST_USER_MAX_CONFIG_SIZE as u64;
-    if !check_size(dev, vmsg, ok) {
+    let Some(config) = body_if(dev, vmsg, Size::AtLeast(CONFIG_HDR), fits, invalid_size) else {
         return Outcome::Failed;
-    }
-    if let Some(f) = dev.iface().set_config {
-        // SAFETY: the device's C callback reads `len` bytes of the region.
-        let ret = unsafe {
-            f(
-                dev.raw(),
-                std::ptr::addr_of!(vmsg.payload.config.region) as *const u8,
-                offset,
-                len,
-                flags,
-            )
-        };
-        if ret != 0 {
-            dev.panic("Set virtio configuration space failed");
-            return Outcome::Failed;
-        }
+    };
+    let (offset, len, flags) = (config.offset, config.size, config.flags);
+    let region = &payload_bytes(vmsg)[CONFIG_HDR..CONFIG_HDR + len as usize];
+    if !dev.device_set_config(region, offset, flags) {
+        dev.panic("Set virtio configuration space failed");
+        return Outcome::Failed;
     }
     Outcome::Done
 }
 
 pub fn get_shared_object(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    if !check_size(dev, vmsg, vmsg.size as usize == UUID_LEN) {
+    let Some(object) = body::<VhostUserShared>(dev, vmsg, Size::Exact(UUID_LEN), invalid_size)
+    else {
         vmsg.size = 0;
         return Outcome::Reply;
-    }
-    let mut fd = -1;
-    if let Some(f) = dev.iface().get_shared_object {
-        // SAFETY: the device's C callback reads the 16-byte UUID.
-        fd = unsafe { f(dev.raw(), std::ptr::addr_of!(vmsg.payload.object.uuid) as *const u8) };
-    }
+    };
+    let fd = dev.device_shared_object(&object.uuid);
     if fd != -1 {
-        let mut fds = vmsg.fds;
-        fds[0] = fd;
-        vmsg.fds = fds;
-        vmsg.fd_num = 1;
+        attach_fd(vmsg, fd);
     } else {
         vmsg.fd_num = 0;
     }

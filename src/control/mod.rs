@@ -1,22 +1,31 @@
 //! The control plane: one frontend message per `vu_dispatch`, validated, handled, answered.
+//!
+//! A handler gets the device, the message and the fds that came with it ([`Incoming`], owned
+//! fds: whatever a handler does not take is closed). It reads its payload with [`body`]
+//! (size checked, the original's wording on refusal), refuses bad input with [`refuse`]
+//! (`panic` with `dev->broken` set, as the original does) and reaches the queues through
+//! [`Vq`](crate::device::Vq) handles and the memory lock's guards.
 
 mod config;
 mod inflight;
 mod log;
-mod memory;
+mod mem_table;
+mod postcopy;
 mod vring;
 
-use crate::abi::VhostUserRequest::*;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use crate::mmap::{mappable_size, Mapping};
+
+use crate::abi::VhostUserRequest::{self, *};
 use crate::abi::*;
 use crate::device::Dev;
-use crate::fd::close_fd;
-use crate::message::{self, set_reply_u64, write_message, VHOST_USER_VERSION};
+use crate::message::{self, set_reply_u64, write_message, Body, Size, VHOST_USER_VERSION};
 use crate::queue::split::{
     VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC,
 };
-
-pub use vring::kick_watch_cb;
+use crate::request::request_name;
 
 /// What a handler wants sent back.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -29,16 +38,17 @@ pub enum Outcome {
     Failed,
 }
 
-/// The fds that arrived with a message. Handlers take the ones they keep; the rest are closed
-/// when this is dropped, so no request leaks an fd whatever it carried.
+/// The fds that arrived with a message, owned. Handlers take the ones they keep; the rest are
+/// closed when this is dropped, so no request leaks an fd whatever it carried.
 pub struct Incoming {
-    fds: [libc::c_int; VHOST_MEMORY_BASELINE_NREGIONS],
+    fds: [Option<OwnedFd>; VHOST_MEMORY_BASELINE_NREGIONS],
     n: usize,
 }
 
 impl Incoming {
-    fn from_msg(vmsg: &VhostUserMsg) -> Incoming {
-        let (fds, n) = message::msg_fds(vmsg);
+    /// Takes ownership of the message's fds (and makes the message forget them).
+    fn from_msg(vmsg: &mut VhostUserMsg) -> Incoming {
+        let (fds, n) = message::take_fds(vmsg);
         Incoming { fds, n }
     }
 
@@ -47,60 +57,123 @@ impl Incoming {
     }
 
     /// Takes ownership of fd `i`.
-    pub fn take(&mut self, i: usize) -> Option<libc::c_int> {
-        if i >= self.n || self.fds[i] < 0 {
-            return None;
+    pub fn take(&mut self, i: usize) -> Option<OwnedFd> {
+        self.fds.get_mut(i)?.take()
+    }
+
+    /// The one fd a request must carry; refuses the request (see [`refuse`]) with
+    /// `wording(count)` when it came with another number of fds.
+    pub fn take_one(
+        &mut self,
+        dev: Dev,
+        wording: impl FnOnce(usize) -> String,
+    ) -> Result<OwnedFd, Outcome> {
+        if self.n != 1 {
+            let n = self.n;
+            return Err(refuse(dev, self, &wording(n)));
         }
-        Some(std::mem::replace(&mut self.fds[i], -1))
+        match self.take(0) {
+            Some(fd) => Ok(fd),
+            // A caller's reader counted an fd it did not give.
+            None => Err(refuse(dev, self, &wording(1))),
+        }
     }
 
     pub fn close_all(&mut self) {
-        for fd in self.fds.iter_mut().take(self.n) {
-            close_fd(std::mem::replace(fd, -1));
-        }
+        self.fds = Default::default();
     }
 }
 
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        self.close_all();
+/// Refuses a request: closes its fds, reports `msg` through `panic` (the device is broken)
+/// and answers with failure.
+pub fn refuse(dev: Dev, fds: &mut Incoming, msg: &str) -> Outcome {
+    fds.close_all();
+    dev.panic(msg);
+    Outcome::Failed
+}
+
+/// The original's wording for a payload of the wrong size.
+fn invalid_size(vmsg: &VhostUserMsg) -> String {
+    let (req, size) = (vmsg.request, vmsg.size);
+    format!(
+        "Invalid message size {size} for request {} ({req})",
+        request_name(req as u32).to_str().unwrap_or("unknown")
+    )
+}
+
+/// The payload as a `T` when its size is what `want` says; otherwise `panic` with
+/// `wording(vmsg)` (the original's message for this request) and `None`.
+fn body<T: Body>(
+    dev: Dev,
+    vmsg: &VhostUserMsg,
+    want: Size,
+    wording: impl FnOnce(&VhostUserMsg) -> String,
+) -> Option<T> {
+    body_if(dev, vmsg, want, |_| true, wording)
+}
+
+/// [`body`] with a check of the contents too (a length inside the payload, say).
+fn body_if<T: Body>(
+    dev: Dev,
+    vmsg: &VhostUserMsg,
+    want: Size,
+    valid: impl FnOnce(&T) -> bool,
+    wording: impl FnOnce(&VhostUserMsg) -> String,
+) -> Option<T> {
+    let payload = message::body::<T>(vmsg);
+    if want.admits(vmsg.size) && valid(&payload) {
+        Some(payload)
+    } else {
+        dev.panic(&wording(vmsg));
+        None
     }
 }
 
-/// Refuses a message whose payload size is not what its request needs.
-fn check_size(dev: Dev, vmsg: &VhostUserMsg, ok: bool) -> bool {
-    if !ok {
-        let (req, size) = (vmsg.request, vmsg.size);
-        dev.panic(&format!(
-            "Invalid message size {size} for request {} ({req})",
-            request_name(req as u32)
-        ));
+/// Why a shared area the frontend sent (dirty log, inflight area) could not be mapped.
+#[derive(Debug)]
+pub enum MapError {
+    /// The area extends beyond the end of its file.
+    BeyondEnd,
+    Mmap(std::io::Error),
+}
+
+/// Maps `[offset, offset + size)` of `fd` read/write, refusing a range that extends beyond the
+/// end of a file whose size bounds it (a mapping there would fault on access).
+fn map_file_range(fd: BorrowedFd<'_>, size: u64, offset: u64) -> Result<Mapping, MapError> {
+    let fits =
+        mappable_size(fd).is_none_or(|s| offset.checked_add(size).is_some_and(|end| end <= s));
+    if !fits {
+        return Err(MapError::BeyondEnd);
     }
-    ok
-}
-
-fn payload_u64(vmsg: &VhostUserMsg) -> u64 {
-    // SAFETY: every payload variant is plain data; reading u64 from the zero-initialised union is valid.
-    unsafe { vmsg.payload.u64 }
-}
-
-pub fn request_name(req: u32) -> &'static str {
-    crate::ffi::request_str(req).to_str().unwrap_or("unknown")
+    Mapping::map_shared(fd, size, offset, libc::PROT_READ | libc::PROT_WRITE, false)
+        .map_err(MapError::Mmap)
 }
 
 /// `vu_dispatch`: reads one message with the device's reader, handles it, replies.
 pub fn dispatch(dev: Dev) -> bool {
+    #[cfg(test)]
+    crate::fault_injection::fire_if_armed();
+    if dev.read_msg().is_none() {
+        return false;
+    }
     let mut vmsg = message::zeroed_msg();
-    let Some(read) = dev.read_msg() else { return false };
-    // SAFETY: the reader given to vu_init (ours or the caller's) with our device and message.
-    let ok = unsafe { read(dev.raw(), dev.sock(), &mut vmsg) };
-    let success = ok && handle(dev, &mut vmsg);
+    let success = dev.read_message(&mut vmsg) && handle(dev, &mut vmsg);
     let data = vmsg.data;
     if !data.is_null() {
         // SAFETY: a caller-supplied reader may attach a malloc'd buffer; the original frees it.
         unsafe { libc::free(data.cast()) };
     }
     success
+}
+
+/// One request as it arrived, for the record of what was done with it.
+#[derive(Clone, Copy, Debug)]
+struct Received {
+    /// The raw request code and what it decodes to.
+    code: u32,
+    request: Option<VhostUserRequest>,
+    size: u32,
+    fds: usize,
 }
 
 fn handle(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
@@ -110,8 +183,34 @@ fn handle(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
         dev.panic(&format!("Invalid fd count {fd_num} in message"));
         return true;
     }
+    let code = vmsg.request as u32;
+    let received = Received {
+        code,
+        request: VhostUserRequest::from_raw(code),
+        size: vmsg.size,
+        fds: message::fd_count(vmsg),
+    };
     let need_reply = vmsg.flags & VHOST_USER_NEED_REPLY_MASK != 0;
-    let outcome = process(dev, vmsg);
+    let outcome = process(dev, vmsg, received.request);
+    finish(dev, vmsg, received, outcome, need_reply)
+}
+
+/// Answers a handled request. The one place where the request, its payload size, its fd
+/// count and the outcome are all known: the place to trace requests.
+fn finish(
+    dev: Dev,
+    vmsg: &mut VhostUserMsg,
+    received: Received,
+    outcome: Outcome,
+    need_reply: bool,
+) -> bool {
+    ::log::trace!(
+        "request {} ({:?}): {} bytes, {} fds -> {outcome:?}",
+        received.code,
+        received.request,
+        received.size,
+        received.fds
+    );
     let reply = match outcome {
         Outcome::Reply => true,
         Outcome::Done if need_reply => {
@@ -124,10 +223,7 @@ fn handle(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
         }
         _ => false,
     };
-    if !reply {
-        return true;
-    }
-    send_reply(dev, vmsg)
+    !reply || send_reply(dev, vmsg)
 }
 
 pub fn send_reply(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
@@ -142,73 +238,65 @@ pub fn send_reply(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
     }
 }
 
-fn process(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    let iface = dev.iface();
-    if let Some(process_msg) = iface.process_msg {
-        let mut do_reply: libc::c_int = 0;
-        // SAFETY: the device's C callback, with our message; it may take the message's fds.
-        if unsafe { process_msg(dev.raw(), vmsg, &mut do_reply) } != 0 {
-            return if do_reply != 0 { Outcome::Reply } else { Outcome::Done };
-        }
+fn process(dev: Dev, vmsg: &mut VhostUserMsg, request: Option<VhostUserRequest>) -> Outcome {
+    if let Some(reply) = dev.device_process_msg(vmsg) {
+        return if reply { Outcome::Reply } else { Outcome::Done };
     }
     let mut fds = Incoming::from_msg(vmsg);
-    vmsg.fd_num = 0;
-    let req = vmsg.request as u32;
-    use memory::*;
+    let fds = &mut fds;
+    use mem_table::*;
     use vring::*;
-    match req {
-        r if r == VHOST_USER_GET_FEATURES as u32 => get_features(dev, vmsg),
-        r if r == VHOST_USER_SET_FEATURES as u32 => set_features(dev, vmsg),
-        r if r == VHOST_USER_GET_PROTOCOL_FEATURES as u32 => {
+    match request {
+        Some(VHOST_USER_GET_FEATURES) => get_features(dev, vmsg),
+        Some(VHOST_USER_SET_FEATURES) => set_features(dev, vmsg),
+        Some(VHOST_USER_GET_PROTOCOL_FEATURES) => {
             set_reply_u64(vmsg, protocol_features(dev));
             Outcome::Reply
         }
-        r if r == VHOST_USER_SET_PROTOCOL_FEATURES as u32 => set_protocol_features(dev, vmsg),
-        r if r == VHOST_USER_SET_OWNER as u32 => Outcome::Done,
-        r if r == VHOST_USER_RESET_OWNER as u32 => {
+        Some(VHOST_USER_SET_PROTOCOL_FEATURES) => set_protocol_features(dev, vmsg),
+        Some(VHOST_USER_SET_OWNER) => Outcome::Done,
+        Some(VHOST_USER_RESET_OWNER) => {
             set_all_rings_enabled(dev, false);
             Outcome::Done
         }
-        r if r == VHOST_USER_SET_MEM_TABLE as u32 => set_mem_table(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_SET_LOG_BASE as u32 => log::set_log_base(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_SET_LOG_FD as u32 => log::set_log_fd(dev, &mut fds),
-        r if r == VHOST_USER_SET_VRING_NUM as u32 => set_vring_num(dev, vmsg),
-        r if r == VHOST_USER_SET_VRING_ADDR as u32 => set_vring_addr(dev, vmsg),
-        r if r == VHOST_USER_SET_VRING_BASE as u32 => set_vring_base(dev, vmsg),
-        r if r == VHOST_USER_GET_VRING_BASE as u32 => get_vring_base(dev, vmsg),
-        r if r == VHOST_USER_SET_VRING_KICK as u32 => set_vring_kick(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_SET_VRING_CALL as u32 => set_vring_call(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_SET_VRING_ERR as u32 => set_vring_err(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_GET_QUEUE_NUM as u32 => {
+        Some(VHOST_USER_SET_MEM_TABLE) => set_mem_table(dev, vmsg, fds),
+        Some(VHOST_USER_SET_LOG_BASE) => log::set_log_base(dev, vmsg, fds),
+        Some(VHOST_USER_SET_LOG_FD) => log::set_log_fd(dev, fds),
+        Some(VHOST_USER_SET_VRING_NUM) => set_vring_num(dev, vmsg),
+        Some(VHOST_USER_SET_VRING_ADDR) => set_vring_addr(dev, vmsg),
+        Some(VHOST_USER_SET_VRING_BASE) => set_vring_base(dev, vmsg),
+        Some(VHOST_USER_GET_VRING_BASE) => get_vring_base(dev, vmsg),
+        Some(VHOST_USER_SET_VRING_KICK) => set_vring_kick(dev, vmsg, fds),
+        Some(VHOST_USER_SET_VRING_CALL) => set_vring_call(dev, vmsg, fds),
+        Some(VHOST_USER_SET_VRING_ERR) => set_vring_err(dev, vmsg, fds),
+        Some(VHOST_USER_GET_QUEUE_NUM) => {
             set_reply_u64(vmsg, u64::from(dev.max_queues()));
             Outcome::Reply
         }
-        r if r == VHOST_USER_SET_VRING_ENABLE as u32 => set_vring_enable(dev, vmsg),
-        r if r == VHOST_USER_SET_BACKEND_REQ_FD as u32 => set_backend_req_fd(dev, &mut fds),
-        r if r == VHOST_USER_GET_CONFIG as u32 => config::get_config(dev, vmsg),
-        r if r == VHOST_USER_SET_CONFIG as u32 => config::set_config(dev, vmsg),
-        r if r == VHOST_USER_NONE as u32 => {
+        Some(VHOST_USER_SET_VRING_ENABLE) => set_vring_enable(dev, vmsg),
+        Some(VHOST_USER_SET_BACKEND_REQ_FD) => set_backend_req_fd(dev, fds),
+        Some(VHOST_USER_GET_CONFIG) => config::get_config(dev, vmsg),
+        Some(VHOST_USER_SET_CONFIG) => config::set_config(dev, vmsg),
+        Some(VHOST_USER_NONE) => {
             // The original ends the process here (it is also what a closed connection reads
             // as); a device that needs to do more intercepts NONE in process_msg.
-            drop(fds);
+            fds.close_all();
             // SAFETY: exit() runs the process's atexit handlers, as the original's does.
             unsafe { libc::exit(0) }
         }
-        r if r == VHOST_USER_POSTCOPY_ADVISE as u32 => crate::postcopy::advise(dev, vmsg),
-        r if r == VHOST_USER_POSTCOPY_LISTEN as u32 => crate::postcopy::listen(dev, vmsg),
-        r if r == VHOST_USER_POSTCOPY_END as u32 => crate::postcopy::end(dev, vmsg),
-        r if r == VHOST_USER_GET_INFLIGHT_FD as u32 => inflight::get_inflight_fd(dev, vmsg),
-        r if r == VHOST_USER_SET_INFLIGHT_FD as u32 => {
-            inflight::set_inflight_fd(dev, vmsg, &mut fds)
-        }
-        r if r == VHOST_USER_VRING_KICK as u32 => vring_kick(dev, vmsg),
-        r if r == VHOST_USER_GET_MAX_MEM_SLOTS as u32 => {
+        Some(VHOST_USER_POSTCOPY_ADVISE) => postcopy::advise(dev, vmsg),
+        Some(VHOST_USER_POSTCOPY_LISTEN) => postcopy::listen(dev, vmsg),
+        Some(VHOST_USER_POSTCOPY_END) => postcopy::end(dev, vmsg),
+        Some(VHOST_USER_GET_INFLIGHT_FD) => inflight::get_inflight_fd(dev, vmsg),
+        Some(VHOST_USER_SET_INFLIGHT_FD) => inflight::set_inflight_fd(dev, vmsg, fds),
+        Some(VHOST_USER_VRING_KICK) => vring_kick(dev, vmsg),
+        Some(VHOST_USER_GET_MAX_MEM_SLOTS) => {
             set_reply_u64(vmsg, VHOST_USER_MAX_RAM_SLOTS as u64);
             Outcome::Reply
         }
-        r if r == VHOST_USER_ADD_MEM_REG as u32 => add_mem_reg(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_REM_MEM_REG as u32 => rem_mem_reg(dev, vmsg, &mut fds),
-        r if r == VHOST_USER_GET_SHARED_OBJECT as u32 => config::get_shared_object(dev, vmsg),
+        Some(VHOST_USER_ADD_MEM_REG) => add_mem_reg(dev, vmsg, fds),
+        Some(VHOST_USER_REM_MEM_REG) => rem_mem_reg(dev, vmsg, fds),
+        Some(VHOST_USER_GET_SHARED_OBJECT) => config::get_shared_object(dev, vmsg),
         _ => {
             fds.close_all();
             dev.panic(&format!("Unhandled request: {}", { vmsg.request }));
@@ -225,32 +313,25 @@ fn get_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         | 1u64 << VIRTIO_F_VERSION_1
         | 1u64 << crate::dirty_log::VHOST_F_LOG_ALL
         | 1u64 << VHOST_USER_F_PROTOCOL_FEATURES;
-    if let Some(f) = dev.iface().get_features {
-        // SAFETY: the device's C callback.
-        features |= unsafe { f(dev.raw()) };
-    }
+    features |= dev.device_features();
     // Packed rings are the library's business (offered unless turned off).
     let features = crate::queue::setup::offer(dev, features);
+    // Not set_reply_u64: this reply keeps the request's flags, as the original's does.
     vmsg.payload.u64 = features;
     vmsg.size = 8;
-    vmsg.fd_num = 0;
     Outcome::Reply
 }
 
 fn set_all_rings_enabled(dev: Dev, enabled: bool) {
-    for i in 0..usize::from(dev.max_queues()) {
-        if let Some(vq) = dev.vq(i) {
-            // SAFETY: in-range queue of an initialised device.
-            unsafe { (*vq).enable = enabled as u32 };
-        }
+    for vq in dev.queues() {
+        vq.set_enable(enabled as u32);
     }
 }
 
 fn set_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    if !check_size(dev, vmsg, vmsg.size == 8) {
+    let Some(features) = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size) else {
         return Outcome::Failed;
-    }
-    let features = payload_u64(vmsg);
+    };
     if let Err(why) = crate::queue::setup::apply_features(dev, features) {
         dev.panic(why);
         return Outcome::Failed;
@@ -263,10 +344,7 @@ fn set_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     if !dev.has_feature(VHOST_USER_F_PROTOCOL_FEATURES) {
         set_all_rings_enabled(dev, true);
     }
-    if let Some(f) = dev.iface().set_features {
-        // SAFETY: the device's C callback.
-        unsafe { f(dev.raw(), features) };
-    }
+    dev.device_set_features(features);
     Outcome::Done
 }
 
@@ -283,26 +361,22 @@ fn protocol_features(dev: Dev) -> u64 {
     ]
     .iter()
     .fold(0u64, |acc, f| acc | 1u64 << (*f as u32));
-    if crate::postcopy::userfault_available() {
+    if crate::userfaultfd::userfault_available() {
         features |= 1u64 << VHOST_USER_PROTOCOL_F_PAGEFAULT as u32;
     }
     let iface = dev.iface();
     if iface.get_config.is_some() && iface.set_config.is_some() {
         features |= 1u64 << VHOST_USER_PROTOCOL_F_CONFIG as u32;
     }
-    if let Some(f) = iface.get_protocol_features {
-        // SAFETY: the device's C callback.
-        features |= unsafe { f(dev.raw()) };
-    }
+    features |= dev.device_protocol_features();
     features
 }
 
 fn set_protocol_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     use VhostUserProtocolFeature::*;
-    if !check_size(dev, vmsg, vmsg.size == 8) {
+    let Some(features) = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size) else {
         return Outcome::Failed;
-    }
-    let features = payload_u64(vmsg);
+    };
     dev.set_protocol_features(features);
     if dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS)
         && (!dev.has_protocol_feature(VHOST_USER_PROTOCOL_F_BACKEND_REQ)
@@ -312,23 +386,18 @@ fn set_protocol_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         dev.panic("F_IN_BAND_NOTIFICATIONS requires F_BACKEND_REQ && F_REPLY_ACK");
         return Outcome::Failed;
     }
-    if let Some(f) = dev.iface().set_protocol_features {
-        // SAFETY: the device's C callback.
-        unsafe { f(dev.raw(), features) };
-    }
+    dev.device_set_protocol_features(features);
     Outcome::Done
 }
 
 fn set_backend_req_fd(dev: Dev, fds: &mut Incoming) -> Outcome {
-    if fds.count() != 1 {
-        let n = fds.count();
-        fds.close_all();
-        dev.panic(&format!("Invalid backend_req_fd message ({n} fd's)"));
-        return Outcome::Failed;
+    match fds.take_one(dev, |n| format!("Invalid backend_req_fd message ({n} fd's)")) {
+        Ok(fd) => {
+            crate::backend_channel::replace_channel(dev, Some(fd));
+            Outcome::Done
+        }
+        Err(refused) => refused,
     }
-    let fd = fds.take(0).unwrap_or(-1);
-    crate::backend::replace_channel(dev, fd);
-    Outcome::Done
 }
 
 pub use inflight::release as release_inflight;

@@ -3,9 +3,9 @@
 
 use libc::{c_char, c_int, c_uchar, c_uint, c_void};
 
-use super::guard;
+use super::{guard, with_dev};
 use crate::abi::*;
-use crate::backend;
+use crate::backend_channel;
 use crate::control;
 use crate::device::{Dev, DeviceState};
 use crate::fd::close_fd;
@@ -17,7 +17,7 @@ unsafe extern "C" fn default_read_msg(
     sock: c_int,
     vmsg: *mut VhostUserMsg,
 ) -> bool {
-    guard(false, || {
+    guard(|| {
         if vmsg.is_null() {
             return false;
         }
@@ -55,7 +55,7 @@ pub unsafe extern "C" fn vu_init(
     remove_watch: vu_remove_watch_cb,
     iface: *const VuDevIface,
 ) -> bool {
-    guard(false, || {
+    guard(|| {
         if dev.is_null()
             || max_queues == 0
             || socket < 0
@@ -129,39 +129,26 @@ fn new_queue() -> VuVirtq {
 /// included) and frees its queues. The struct may be passed to `vu_init` again.
 #[no_mangle]
 pub unsafe extern "C" fn vu_deinit(dev: *mut VuDev) {
-    guard((), || {
-        // SAFETY: the caller passes a device it initialised (or NULL).
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, (), |d| {
         // Stop watching kick fds first: remove_watch is the caller's code, which must not
         // run under our locks.
-        for i in 0..usize::from(d.max_queues()) {
-            let Some(vq) = d.vq(i) else { continue };
-            // SAFETY: in-range queue; raw accesses since remove_watch gets the device.
-            let kick = unsafe { std::mem::replace(&mut (*vq).kick_fd, -1) };
-            if kick != -1 {
-                d.remove_watch(kick);
-                close_fd(kick);
-            }
+        for vq in d.queues() {
+            vq.replace_kick(None);
         }
         {
             let mut mem = d.mem_mut();
-            for i in 0..usize::from(d.max_queues()) {
-                let Some(vq) = d.vq(i) else { continue };
-                // SAFETY: in-range queue, under the write lock.
-                unsafe {
-                    (*vq).vring.desc = std::ptr::null_mut();
-                    (*vq).vring.avail = std::ptr::null_mut();
-                    (*vq).vring.used = std::ptr::null_mut();
-                    close_fd(std::mem::replace(&mut (*vq).call_fd, -1));
-                    close_fd(std::mem::replace(&mut (*vq).err_fd, -1));
-                    crate::inflight::free_resubmit_list(&mut *vq);
-                }
+            for vq in d.queues() {
+                mem.forget_ring(vq);
+                vq.replace_call(None);
+                vq.replace_err(None);
+                mem.with_queue(vq, |q, _| crate::inflight::free_resubmit_list(q));
             }
             mem.table_mut().clear();
         }
         control::release_inflight(d);
         control::close_log(d);
-        backend::replace_channel(d, -1);
+        backend_channel::replace_channel(d, None);
         close_fd(d.postcopy_ufd());
         d.set_postcopy_ufd(-1);
         // SAFETY: no one holds the channel lock any more; the mutex was initialised by vu_init.
@@ -185,19 +172,14 @@ pub unsafe extern "C" fn vu_deinit(dev: *mut VuDev) {
 /// Returns a const string naming a vhost-user request; do not free.
 #[no_mangle]
 pub extern "C" fn vu_request_to_string(req: c_uint) -> *const c_char {
-    super::request_str(req).as_ptr()
+    crate::request::request_name(req).as_ptr()
 }
 
 /// Processes one vhost-user message. Returns true on success, false on failure.
 #[no_mangle]
 pub unsafe extern "C" fn vu_dispatch(dev: *mut VuDev) -> bool {
-    guard(false, || {
-        // SAFETY: the caller passes its initialised device.
-        match unsafe { Dev::from_raw(dev) } {
-            Some(d) => control::dispatch(d),
-            None => false,
-        }
-    })
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, false, control::dispatch)
 }
 
 /// Translates a guest address to a pointer; `*plen` is shortened to the contiguous length.
@@ -208,9 +190,8 @@ pub unsafe extern "C" fn vu_gpa_to_va(
     plen: *mut u64,
     guest_addr: u64,
 ) -> *mut c_void {
-    guard(std::ptr::null_mut(), || {
-        // SAFETY: the caller passes its initialised device.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return std::ptr::null_mut() };
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, std::ptr::null_mut(), |d| {
         if plen.is_null() {
             return std::ptr::null_mut();
         }
@@ -231,9 +212,8 @@ pub unsafe extern "C" fn vu_gpa_to_va(
 /// Returns queue number @qidx, or NULL if it is out of range.
 #[no_mangle]
 pub unsafe extern "C" fn vu_get_queue(dev: *mut VuDev, qidx: c_int) -> *mut VuVirtq {
-    guard(std::ptr::null_mut(), || {
-        // SAFETY: the caller passes its initialised device.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return std::ptr::null_mut() };
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, std::ptr::null_mut(), |d| {
         usize::try_from(qidx).ok().and_then(|i| d.vq(i)).unwrap_or(std::ptr::null_mut())
     })
 }
@@ -245,25 +225,15 @@ pub unsafe extern "C" fn vu_set_queue_handler(
     vq: *mut VuVirtq,
     handler: vu_queue_handler_cb,
 ) {
-    guard((), || {
-        // SAFETY: the caller passes its initialised device.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
-        let Some(qidx) = d.queue_index(vq) else { return };
-        // SAFETY: vq is one of d's queues (checked).
-        let kick = unsafe {
-            (*vq).handler = handler;
-            (*vq).kick_fd
-        };
-        if kick >= 0 {
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, (), |d| {
+        let Some(q) = d.queue_index(vq).and_then(|i| d.queue(i)) else { return };
+        q.set_handler(handler);
+        if q.kick_fd() >= 0 {
             if handler.is_some() {
-                d.set_watch(
-                    kick,
-                    VuWatchCondtion::VU_WATCH_IN as c_int,
-                    Some(control::kick_watch_cb),
-                    qidx as *mut c_void,
-                );
+                q.watch_kick();
             } else {
-                d.remove_watch(kick);
+                d.remove_watch(q.kick_fd());
             }
         }
     })
@@ -278,11 +248,10 @@ pub unsafe extern "C" fn vu_set_queue_host_notifier(
     size: c_int,
     offset: c_int,
 ) -> bool {
-    guard(false, || {
-        // SAFETY: the caller passes its initialised device.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return false };
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
         let Some(qidx) = d.queue_index(vq) else { return false };
-        backend::set_queue_host_notifier(d, qidx, fd, size, offset)
+        backend_channel::set_queue_host_notifier(d, qidx, fd, size, offset)
     })
 }
 
@@ -299,15 +268,14 @@ pub unsafe extern "C" fn vu_lookup_shared_object(
     uuid: *mut c_uchar,
     dmabuf_fd: *mut c_int,
 ) -> bool {
-    guard(false, || {
-        // SAFETY: caller's device and UUID.
-        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else {
-            return false;
-        };
+    // SAFETY: the caller's device and UUID (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
+        // SAFETY: as above.
+        let Some(u) = (unsafe { read_uuid(uuid) }) else { return false };
         if dmabuf_fd.is_null() {
             return false;
         }
-        match backend::lookup_shared_object(d, u) {
+        match backend_channel::lookup_shared_object(d, u) {
             Some(fd) => {
                 // SAFETY: checked non-NULL output pointer.
                 unsafe { *dmabuf_fd = fd };
@@ -322,12 +290,11 @@ pub unsafe extern "C" fn vu_lookup_shared_object(
 /// cbindgen:ptrs-as-arrays=[[uuid; UUID_LEN]]
 #[no_mangle]
 pub unsafe extern "C" fn vu_add_shared_object(dev: *mut VuDev, uuid: *mut c_uchar) -> bool {
-    guard(false, || {
-        // SAFETY: caller's device and UUID.
-        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else {
-            return false;
-        };
-        backend::add_shared_object(d, u)
+    // SAFETY: the caller's device and UUID (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
+        // SAFETY: as above.
+        let Some(u) = (unsafe { read_uuid(uuid) }) else { return false };
+        backend_channel::add_shared_object(d, u)
     })
 }
 
@@ -335,22 +302,17 @@ pub unsafe extern "C" fn vu_add_shared_object(dev: *mut VuDev, uuid: *mut c_ucha
 /// cbindgen:ptrs-as-arrays=[[uuid; UUID_LEN]]
 #[no_mangle]
 pub unsafe extern "C" fn vu_rm_shared_object(dev: *mut VuDev, uuid: *mut c_uchar) -> bool {
-    guard(false, || {
-        // SAFETY: caller's device and UUID.
-        let (Some(d), Some(u)) = (unsafe { Dev::from_raw(dev) }, unsafe { read_uuid(uuid) }) else {
-            return false;
-        };
-        backend::rm_shared_object(d, u)
+    // SAFETY: the caller's device and UUID (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
+        // SAFETY: as above.
+        let Some(u) = (unsafe { read_uuid(uuid) }) else { return false };
+        backend_channel::rm_shared_object(d, u)
     })
 }
 
 /// Tells the frontend that the device's config space changed.
 #[no_mangle]
 pub unsafe extern "C" fn vu_config_change_msg(dev: *mut VuDev) {
-    guard((), || {
-        // SAFETY: the caller passes its initialised device.
-        if let Some(d) = unsafe { Dev::from_raw(dev) } {
-            backend::config_change(d);
-        }
-    })
+    // SAFETY: the caller passes its initialised device (the C API's contract).
+    with_dev(unsafe { Dev::from_raw(dev) }, (), backend_channel::config_change)
 }

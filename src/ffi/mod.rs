@@ -8,70 +8,138 @@
 
 mod device;
 mod queue;
+mod watch;
 
-use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::abi::VuDev;
+use crate::device::Dev;
 
 pub use device::*;
 pub use queue::*;
+pub(crate) use watch::kick_watch_cb;
 
-/// Runs `f`, turning a Rust panic into `fallback` (a bug in the library must not unwind into C).
-pub fn guard<R>(fallback: R, f: impl FnOnce() -> R) -> R {
-    match catch_unwind(AssertUnwindSafe(f)) {
+/// Runs `f` on `dev` (what `Dev::from_raw` made of the C pointer); `fallback` if it is not a
+/// device `vu_init` set up. A panic in `f` (a bug in this library) never unwinds into C: the
+/// device is marked broken and its `panic` callback told, as for any other fatal error (see
+/// [`caught_panic`]), and `fallback` is returned.
+#[inline]
+pub(crate) fn with_dev<R>(dev: Option<Dev<'_>>, fallback: R, f: impl FnOnce(Dev<'_>) -> R) -> R {
+    let Some(d) = dev else { return fallback };
+    match catch_unwind(AssertUnwindSafe(|| f(d))) {
         Ok(r) => r,
-        Err(_) => {
-            log::error!("libvhost-user: internal error caught at the C boundary");
+        Err(payload) => {
+            caught_panic(Some(d), payload.as_ref());
             fallback
         }
     }
 }
 
-const REQUEST_NAMES: [&CStr; 42] = [
-    c"VHOST_USER_NONE",
-    c"VHOST_USER_GET_FEATURES",
-    c"VHOST_USER_SET_FEATURES",
-    c"VHOST_USER_SET_OWNER",
-    c"VHOST_USER_RESET_OWNER",
-    c"VHOST_USER_SET_MEM_TABLE",
-    c"VHOST_USER_SET_LOG_BASE",
-    c"VHOST_USER_SET_LOG_FD",
-    c"VHOST_USER_SET_VRING_NUM",
-    c"VHOST_USER_SET_VRING_ADDR",
-    c"VHOST_USER_SET_VRING_BASE",
-    c"VHOST_USER_GET_VRING_BASE",
-    c"VHOST_USER_SET_VRING_KICK",
-    c"VHOST_USER_SET_VRING_CALL",
-    c"VHOST_USER_SET_VRING_ERR",
-    c"VHOST_USER_GET_PROTOCOL_FEATURES",
-    c"VHOST_USER_SET_PROTOCOL_FEATURES",
-    c"VHOST_USER_GET_QUEUE_NUM",
-    c"VHOST_USER_SET_VRING_ENABLE",
-    c"VHOST_USER_SEND_RARP",
-    c"VHOST_USER_NET_SET_MTU",
-    c"VHOST_USER_SET_BACKEND_REQ_FD",
-    c"VHOST_USER_IOTLB_MSG",
-    c"VHOST_USER_SET_VRING_ENDIAN",
-    c"VHOST_USER_GET_CONFIG",
-    c"VHOST_USER_SET_CONFIG",
-    c"VHOST_USER_CREATE_CRYPTO_SESSION",
-    c"VHOST_USER_CLOSE_CRYPTO_SESSION",
-    c"VHOST_USER_POSTCOPY_ADVISE",
-    c"VHOST_USER_POSTCOPY_LISTEN",
-    c"VHOST_USER_POSTCOPY_END",
-    c"VHOST_USER_GET_INFLIGHT_FD",
-    c"VHOST_USER_SET_INFLIGHT_FD",
-    c"VHOST_USER_GPU_SET_SOCKET",
-    c"VHOST_USER_RESET_DEVICE",
-    c"VHOST_USER_VRING_KICK",
-    c"VHOST_USER_GET_MAX_MEM_SLOTS",
-    c"VHOST_USER_ADD_MEM_REG",
-    c"VHOST_USER_REM_MEM_REG",
-    c"VHOST_USER_SET_STATUS",
-    c"VHOST_USER_GET_STATUS",
-    c"VHOST_USER_GET_SHARED_OBJECT",
-];
+/// Runs `f` where no device is at hand; a panic in it aborts the process (see
+/// [`caught_panic`]).
+pub(crate) fn guard<R>(f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            caught_panic(None, payload.as_ref());
+            unreachable!("caught_panic without a device aborts")
+        }
+    }
+}
 
-/// The name of a request, "unknown" past the end of the table.
-pub fn request_str(req: u32) -> &'static CStr {
-    REQUEST_NAMES.get(req as usize).copied().unwrap_or(c"unknown")
+/// The panic policy of both crates: a panic caught at the C boundary is a bug in the library.
+/// With a device it is that device's fatal error: `dev->broken` is set and the `panic`
+/// callback gets "internal error: <what>", as for a frontend's protocol violation, so the C
+/// program learns of it and the device stops. Without one (or if reporting panics too) there
+/// is no one to tell: the process aborts, as a failed assertion in C does.
+#[cold]
+pub(crate) fn caught_panic(dev: Option<Dev<'_>>, payload: &(dyn std::any::Any + Send)) {
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic");
+    let msg = format!("libvhost-user: internal error: {what}");
+    if let Some(d) = dev {
+        if catch_unwind(AssertUnwindSafe(|| d.panic(&msg))).is_ok() {
+            return;
+        }
+    }
+    eprintln!("{msg}; aborting");
+    std::process::abort();
+}
+
+/// [`caught_panic`] for the glib crate, which has the device as a C pointer.
+///
+/// # Safety
+/// `dev` is NULL or points to a `VuDev` valid for reads and writes.
+pub unsafe fn report_caught_panic(dev: *mut VuDev, payload: &(dyn std::any::Any + Send)) {
+    // SAFETY: this function's contract.
+    caught_panic(unsafe { Dev::from_raw(dev) }, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Mutex;
+
+    use libc::{c_char, c_int, c_void};
+
+    use super::*;
+    use crate::abi::{vu_watch_cb, VuDevIface};
+
+    static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    unsafe extern "C" fn on_panic(_dev: *mut VuDev, msg: *const c_char) {
+        // SAFETY: the library passes a NUL-terminated message.
+        let msg = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+        PANICS.lock().unwrap().push(msg);
+    }
+    unsafe extern "C" fn set_watch(
+        _: *mut VuDev,
+        _: c_int,
+        _: c_int,
+        _: vu_watch_cb,
+        _: *mut c_void,
+    ) {
+    }
+    unsafe extern "C" fn remove_watch(_: *mut VuDev, _: c_int) {}
+
+    /// A panic inside the library during `vu_dispatch` (an extern "C" function: unwinding out
+    /// of it would abort this test process) marks the device broken, tells the panic callback
+    /// and makes the call fail; the device can still be torn down.
+    #[test]
+    fn a_caught_panic_breaks_the_device_and_calls_panic() {
+        let (_frontend, backend) = UnixStream::pair().unwrap();
+        let iface = VuDevIface::default();
+        // SAFETY: all-zero is a valid VuDev (vu_init zeroes it anyway).
+        let mut dev: VuDev = unsafe { std::mem::zeroed() };
+        // SAFETY: a writable VuDev, valid callbacks and iface that outlive the device.
+        let ok = unsafe {
+            crate::ffi::vu_init(
+                &mut dev,
+                1,
+                backend.into_raw_fd(),
+                Some(on_panic),
+                None,
+                Some(set_watch),
+                Some(remove_watch),
+                &iface,
+            )
+        };
+        assert!(ok);
+        assert!(!dev.broken);
+        crate::fault_injection::arm();
+        // SAFETY: the device vu_init set up.
+        let dispatched = unsafe { crate::ffi::vu_dispatch(&mut dev) };
+        assert!(!dispatched, "a dispatch that panicked reports failure");
+        assert!(dev.broken, "the device is marked broken");
+        let panics = PANICS.lock().unwrap().clone();
+        assert_eq!(panics.len(), 1, "the panic callback is called once: {panics:?}");
+        assert!(panics[0].contains("internal error: injected fault"), "{panics:?}");
+        // SAFETY: as above.
+        unsafe { crate::ffi::vu_deinit(&mut dev) };
+    }
 }

@@ -4,27 +4,27 @@
 
 use libc::{c_int, c_uint, c_void, iovec};
 
-use super::guard;
+use super::with_dev;
 use crate::abi::*;
-use crate::backend;
-use crate::device::Dev;
+use crate::backend_channel;
+use crate::device::{Dev, Vq};
 use crate::queue::{Completed, Fault, Notify, Queue};
 
-/// Runs a queue operation for one of `dev`'s queues; `fallback` if the pointers are not ours.
-#[inline]
-unsafe fn with_queue<R: Copy>(
-    dev: *mut VuDev,
+/// Runs a queue operation for one of `dev`'s queues under the memory read lock, on one
+/// `Queue` context; `fallback` if `vq` is not one of them (`dev`: what `Dev::from_raw` made of
+/// the C caller's pointer).
+#[inline(always)]
+fn with_queue<R: Copy>(
+    dev: Option<Dev<'_>>,
     vq: *mut VuVirtq,
     fallback: R,
     f: impl FnOnce(&mut Queue) -> Result<R, Fault>,
 ) -> R {
-    guard(fallback, || {
-        // SAFETY: the caller passes its initialised device.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return fallback };
+    with_dev(dev, fallback, |d| {
         let Some(qidx) = d.queue_index(vq) else { return fallback };
         let mem = d.mem();
-        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
-        // the C API requires.
+        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time,
+        // as the C API requires.
         let mut q = Queue { dev: d, mem: &mem, vq: unsafe { &mut *vq }, qidx };
         let result = f(&mut q);
         drop(mem);
@@ -35,6 +35,21 @@ unsafe fn with_queue<R: Copy>(
                 fallback
             }
         }
+    })
+}
+
+/// Runs `f` on the queue handle of one of `dev`'s queues, without the memory lock (for
+/// fields the control plane sets without it); `fallback` if the pointers are not ours.
+#[inline]
+fn with_vq<R: Copy>(
+    dev: Option<Dev<'_>>,
+    vq: *const VuVirtq,
+    fallback: R,
+    f: impl FnOnce(Vq<'_>) -> R,
+) -> R {
+    with_dev(dev, fallback, |d| match d.queue_index(vq).and_then(|i| d.queue(i)) {
+        Some(q) => f(q),
+        None => fallback,
     })
 }
 
@@ -66,73 +81,94 @@ pub unsafe extern "C" fn vu_queue_set_notification(
     vq: *mut VuVirtq,
     enable: c_int,
 ) {
-    with_queue(dev, vq, (), |q| q.set_notification(enable != 0))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.set_notification(enable != 0),
+    )
 }
 
 /// Returns whether the queue is enabled.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_enabled(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
-    let _ = dev;
-    // SAFETY: the caller passes one of its queues (or NULL).
-    !vq.is_null() && unsafe { (*vq).enable } != 0
+    // SAFETY: the caller's device (the C API's contract); vq is checked against it.
+    with_vq(unsafe { Dev::from_raw(dev) }, vq, false, |vq| vq.enable() != 0)
 }
 
 /// Returns whether the queue is started.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq) -> bool {
-    let _ = dev;
-    // SAFETY: the caller passes one of its queues (or NULL).
-    !vq.is_null() && unsafe { (*vq).started }
+    // SAFETY: as in vu_queue_enabled; only read through these pointers.
+    with_vq(unsafe { Dev::from_raw(dev.cast_mut()) }, vq, false, |q| q.started())
 }
 
 /// Returns true if the queue is empty or not ready.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
-    with_queue(dev, vq, true, |q| q.empty())
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        true,
+        |q| q.empty(),
+    )
 }
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
-    let action = with_queue(dev, vq, Notify::None, |q| q.notify_decision(sync));
+    let action = with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        Notify::None,
+        |q| q.notify_decision(sync),
+    );
     if matches!(action, Notify::None) {
         return;
     }
-    guard((), || {
-        // SAFETY: with_queue just accepted these pointers.
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
-        match action {
-            Notify::Eventfd(fd) => {
-                if let Err(f) = crate::queue::signal_eventfd(fd) {
-                    d.panic(&f.to_string());
-                }
+    // SAFETY: with_queue just accepted these pointers.
+    with_dev(unsafe { Dev::from_raw(dev) }, (), |d| match action {
+        Notify::Eventfd(fd) => {
+            if let Err(f) = crate::queue::signal_eventfd(fd) {
+                d.panic(&f.to_string());
             }
-            Notify::InBand { ack } => {
-                if let Some(qidx) = d.queue_index(vq) {
-                    backend::vring_call(d, qidx, ack);
-                }
-            }
-            Notify::None => {}
         }
+        Notify::InBand { ack } => {
+            if let Some(qidx) = d.queue_index(vq) {
+                backend_channel::vring_call(d, qidx, ack);
+            }
+        }
+        Notify::None => {}
     })
 }
 
 /// Notifies the driver via the call fd (skipped if unnecessary).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_notify(dev: *mut VuDev, vq: *mut VuVirtq) {
-    notify(dev, vq, false)
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    unsafe { notify(dev, vq, false) }
 }
 
 /// Notifies via the call fd (skipped if unnecessary) or a synchronous in-band message.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq) {
-    notify(dev, vq, true)
+    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+    unsafe { notify(dev, vq, true) }
 }
 
 /// Returns a VuVirtqElement (in a block of @sz bytes) filled from the queue, or NULL.
 /// The caller frees it with free().
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
-    with_queue(dev, vq, std::ptr::null_mut(), |q| Ok(q.pop(sz)?.cast()))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        std::ptr::null_mut(),
+        |q| Ok(q.pop(sz)?.cast()),
+    )
 }
 
 /// Pretends the most recent element wasn't popped; the next pop refetches it.
@@ -143,13 +179,25 @@ pub unsafe extern "C" fn vu_queue_unpop(
     _elem: *mut VuVirtqElement,
     _len: usize,
 ) {
-    with_queue(dev, vq, (), |q| q.unpop())
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.unpop(),
+    )
 }
 
 /// Pretends that @num elements weren't popped. False if @num exceeds the elements in use.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_rewind(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) -> bool {
-    with_queue(dev, vq, false, |q| q.rewind(num))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        false,
+        |q| q.rewind(num),
+    )
 }
 
 /// Fills the used ring with @elem (at offset @idx from the used index), @len bytes written.
@@ -163,7 +211,13 @@ pub unsafe extern "C" fn vu_queue_fill(
 ) {
     // SAFETY: a caller's element (from vu_queue_pop) or NULL.
     let Some(e) = (unsafe { completed(elem) }) else { return };
-    with_queue(dev, vq, (), |q| q.fill(e, len, idx))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.fill(e, len, idx),
+    )
 }
 
 /// fill + flush of one element.
@@ -176,13 +230,25 @@ pub unsafe extern "C" fn vu_queue_push(
 ) {
     // SAFETY: a caller's element (from vu_queue_pop) or NULL.
     let Some(e) = (unsafe { completed(elem) }) else { return };
-    with_queue(dev, vq, (), |q| q.push(e, len))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.push(e, len),
+    )
 }
 
 /// Marks the last @num filled elements as used (used.idx += num).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
-    with_queue(dev, vq, (), |q| q.flush(num))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.flush(num),
+    )
 }
 
 /// Counts the bytes available in waiting requests, up to the given maxima.
@@ -195,7 +261,13 @@ pub unsafe extern "C" fn vu_queue_get_avail_bytes(
     max_in_bytes: c_uint,
     max_out_bytes: c_uint,
 ) {
-    let (i, o) = with_queue(dev, vq, (0, 0), |q| q.avail_bytes(max_in_bytes, max_out_bytes));
+    let (i, o) = with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (0, 0),
+        |q| q.avail_bytes(max_in_bytes, max_out_bytes),
+    );
     // SAFETY: optional output pointers from the caller.
     unsafe {
         if !in_bytes.is_null() {
@@ -215,7 +287,13 @@ pub unsafe extern "C" fn vu_queue_avail_bytes(
     in_bytes: c_uint,
     out_bytes: c_uint,
 ) -> bool {
-    let (i, o) = with_queue(dev, vq, (0, 0), |q| q.avail_bytes(in_bytes, out_bytes));
+    let (i, o) = with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (0, 0),
+        |q| q.avail_bytes(in_bytes, out_bytes),
+    );
     in_bytes <= i && out_bytes <= o
 }
 
@@ -227,9 +305,8 @@ pub unsafe extern "C" fn vu_queue_avail_bytes(
 /// features (GET_FEATURES). Returns false if @dev is not an initialised device.
 #[no_mangle]
 pub unsafe extern "C" fn vu_set_packed_ring_enabled(dev: *mut VuDev, enabled: bool) -> bool {
-    guard(false, || {
-        // SAFETY: the caller passes its device (or NULL).
-        let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return false };
+    // SAFETY: the caller passes its device (or NULL); from_raw checks it.
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
         let _mem = d.mem_mut();
         crate::queue::ids::set_packed_disabled(d, !enabled);
         true

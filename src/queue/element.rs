@@ -41,10 +41,6 @@ impl ElementBuilder {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Appends an iovec; `false` if the chain has more than VIRTQUEUE_MAX_SIZE segments or
     /// memory is short.
     #[inline]

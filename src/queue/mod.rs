@@ -125,7 +125,7 @@ pub struct Completed<'e> {
 
 /// One queue call: the device, its memory (read-locked for the call), the queue.
 pub struct Queue<'a> {
-    pub dev: Dev,
+    pub dev: Dev<'a>,
     pub mem: &'a MemoryTable<'a>,
     pub vq: &'a mut VuVirtq,
     pub qidx: usize,

@@ -84,17 +84,6 @@ impl Pos {
             Pos((self.0 & Pos::WRAP) | slot)
         }
     }
-
-    /// `n <= num` slots back.
-    #[inline]
-    pub fn retreat(self, n: u16, num: u16) -> Pos {
-        let slot = self.slot();
-        if slot < n {
-            Pos((self.0 & Pos::WRAP ^ Pos::WRAP) | (slot + num - n))
-        } else {
-            Pos((self.0 & Pos::WRAP) | (slot - n))
-        }
-    }
 }
 
 /// The flags that mark a descriptor available when the driver's wrap counter is `wrap`.
@@ -251,8 +240,6 @@ mod tests {
         assert_eq!((p.slot(), p.wrap()), (3, true));
         let p = p.advance(2, 4);
         assert_eq!((p.slot(), p.wrap()), (1, false));
-        let p = p.retreat(2, 4);
-        assert_eq!((p.slot(), p.wrap()), (3, true));
         assert_eq!(Pos::START.advance(4, 4), Pos(0));
         assert_eq!(Pos(0).advance(4, 4), Pos::START);
     }

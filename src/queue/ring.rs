@@ -167,7 +167,8 @@ pub unsafe fn read_desc(table: *const vring_desc, len: usize, i: usize) -> Optio
     if i >= len {
         return None;
     }
-    let d = table.add(i).read_volatile();
+    // SAFETY: i < len, and the caller promises `len` readable descriptors at `table`.
+    let d = unsafe { table.add(i).read_volatile() };
     Some(vring_desc {
         addr: u64::from_le(d.addr),
         len: u32::from_le(d.len),

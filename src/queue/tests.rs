@@ -41,6 +41,7 @@ unsafe extern "C" fn on_set_watch(
 }
 unsafe extern "C" fn on_remove_watch(_d: *mut VuDev, _fd: c_int) {}
 
+// SAFETY: all-zero is a valid VuDevIface (every callback None).
 static IFACE: VuDevIface = unsafe { std::mem::zeroed() };
 
 /// A device with one queue of `num` entries over 1 MiB of guest memory at guest address 0.
@@ -605,6 +606,7 @@ fn packed_inflight_resubmits_after_a_restart() {
         (area as *mut u8).add(10).cast::<u16>().write(8);
     }
     let start = |h: &mut Harness| {
+        // SAFETY: our device.
         let d = unsafe { Dev::from_raw(h.dev()) }.unwrap();
         let mem = d.mem();
         // SAFETY: our queue, on this thread.

@@ -1,11 +1,8 @@
-//! Postcopy live migration: userfaultfd registration of guest memory
-//! (POSTCOPY_ADVISE / LISTEN / END and the postcopy form of SET_MEM_TABLE).
+//! userfaultfd for postcopy live migration: opening one, and registering guest memory with it
+//! so the frontend serves missing pages (the requests are in `control::postcopy`).
 
-use crate::abi::*;
-use crate::control::{send_reply, Outcome};
 use crate::device::Dev;
 use crate::fd::close_fd;
-use crate::message::set_reply_u64;
 
 const UFFD_API: u64 = 0xAA;
 const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
@@ -30,13 +27,13 @@ struct UffdioRegister {
     ioctls: u64,
 }
 
-fn open_userfaultfd() -> Option<libc::c_int> {
+pub(crate) fn open_userfaultfd() -> Option<libc::c_int> {
     // SAFETY: the userfaultfd syscall takes flags only; the result is checked.
     let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
     (fd >= 0).then_some(fd as libc::c_int)
 }
 
-fn uffd_api(fd: libc::c_int, features: u64) -> bool {
+pub(crate) fn uffd_api(fd: libc::c_int, features: u64) -> bool {
     let mut api = UffdioApi { api: UFFD_API, features, ioctls: 0 };
     // SAFETY: UFFDIO_API on a userfaultfd with a properly sized struct.
     unsafe { libc::ioctl(fd, UFFDIO_API, &mut api) == 0 }
@@ -51,73 +48,6 @@ pub fn userfault_available() -> bool {
         close_fd(fd);
         ok
     })
-}
-
-pub fn advise(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    vmsg.size = 0;
-    vmsg.fd_num = 0;
-    let fd = match open_userfaultfd() {
-        Some(fd) if uffd_api(fd, 0) => fd,
-        Some(fd) => {
-            let e = std::io::Error::last_os_error();
-            close_fd(fd);
-            dev.panic(&format!("Failed UFFDIO_API: {e}"));
-            return Outcome::Reply;
-        }
-        None => {
-            dev.panic(&format!("Userfaultfd not available: {}", std::io::Error::last_os_error()));
-            return Outcome::Reply;
-        }
-    };
-    close_fd(dev.postcopy_ufd());
-    dev.set_postcopy_ufd(fd);
-    // Hand the frontend its own copy of the ufd.
-    let mut fds = vmsg.fds;
-    fds[0] = fd;
-    vmsg.fds = fds;
-    vmsg.fd_num = 1;
-    Outcome::Reply
-}
-
-pub fn listen(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    if dev.nregions() != 0 {
-        dev.panic("Regions already registered at postcopy-listen");
-        set_reply_u64(vmsg, u64::MAX);
-        return Outcome::Reply;
-    }
-    dev.set_postcopy_listening(true);
-    set_reply_u64(vmsg, 0);
-    Outcome::Reply
-}
-
-pub fn end(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    dev.set_postcopy_listening(false);
-    close_fd(dev.postcopy_ufd());
-    dev.set_postcopy_ufd(-1);
-    set_reply_u64(vmsg, 0);
-    Outcome::Reply
-}
-
-/// Postcopy SET_MEM_TABLE: reply with our mapping addresses, wait for the frontend's ack,
-/// then register the regions with userfaultfd.
-pub fn finish_set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    vmsg.fd_num = 0;
-    if !send_reply(dev, vmsg) {
-        dev.panic("failed to respond to set-mem-table for postcopy");
-        return Outcome::Failed;
-    }
-    let mut ack = crate::message::zeroed_msg();
-    let Some(read) = dev.read_msg() else { return Outcome::Failed };
-    // SAFETY: the device's reader with our device and message.
-    let ok = unsafe { read(dev.raw(), dev.sock(), &mut ack) };
-    crate::message::close_msg_fds(&mut ack);
-    // SAFETY: plain-data union read.
-    if !ok || ack.size != 8 || unsafe { ack.payload.u64 } != 0 {
-        dev.panic("failed to receive valid ack for postcopy set-mem-table");
-        return Outcome::Failed;
-    }
-    let _ = generate_faults(dev);
-    Outcome::Done
 }
 
 /// Registers every region with the userfaultfd so the frontend can serve missing pages.

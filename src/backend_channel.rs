@@ -1,6 +1,8 @@
 //! The backend channel (SET_BACKEND_REQ_FD): requests from us to the frontend, serialised by
 //! the C-visible `backend_mutex`.
 
+use std::os::fd::{IntoRawFd, OwnedFd};
+
 use crate::abi::VhostUserBackendRequest::*;
 use crate::abi::*;
 use crate::device::Dev;
@@ -28,11 +30,11 @@ impl Drop for ChannelLock {
     }
 }
 
-/// Replaces the channel fd (SET_BACKEND_REQ_FD), or closes it (-1, at deinit).
-pub fn replace_channel(dev: Dev, fd: libc::c_int) {
+/// Replaces the channel fd (SET_BACKEND_REQ_FD), or closes it (`None`, at deinit).
+pub fn replace_channel(dev: Dev, fd: Option<OwnedFd>) {
     let _lock = ChannelLock::new(dev);
     close_fd(dev.backend_fd());
-    dev.set_backend_fd(fd);
+    dev.set_backend_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
 }
 
 fn new_msg(request: VhostUserBackendRequest, size: usize, need_reply: bool) -> VhostUserMsg {
@@ -67,8 +69,7 @@ fn transact(dev: Dev, vmsg: &VhostUserMsg) -> (bool, Option<VhostUserMsg>) {
         message::close_msg_fds(&mut reply);
         return (false, None);
     }
-    // SAFETY: plain-data union read.
-    let ok = unsafe { reply.payload.u64 } == 0;
+    let ok = message::body::<u64>(&reply) == 0;
     (ok, Some(reply))
 }
 
@@ -91,10 +92,7 @@ pub fn set_queue_host_notifier(
     if fd == -1 {
         u |= VHOST_USER_VRING_NOFD_MASK;
     } else {
-        let mut fds = m.fds;
-        fds[0] = fd;
-        m.fds = fds;
-        m.fd_num = 1;
+        message::attach_fd(&mut m, fd);
     }
     // The original sign-extends the int size and offset into the u64 fields.
     m.payload.area =
@@ -116,8 +114,7 @@ pub fn lookup_shared_object(dev: Dev, uuid: [u8; UUID_LEN]) -> Option<libc::c_in
     let (_, reply) = transact(dev, &m);
     let mut r = reply?;
     let (fds, n) = message::msg_fds(&r);
-    // SAFETY: plain-data union read.
-    let status = unsafe { r.payload.u64 };
+    let status = message::body::<u64>(&r);
     if n == 1 && fds[0] > 0 && status == 0 {
         return Some(fds[0]);
     }
