@@ -19,55 +19,144 @@ pub fn queue_region_size(queue_size: u16) -> u64 {
     raw.div_ceil(INFLIGHT_ALIGNMENT) * INFLIGHT_ALIGNMENT
 }
 
-/// How many descriptor states fit between the queue's area and the end of the inflight
-/// mapping (`VuDev.inflight_info`), which SET_INFLIGHT_FD set together with `vq.inflight`.
-/// The frontend's own `desc_num` in shared memory is never trusted for bounds.
-fn capacity(dev: Dev, vq: &VuVirtq) -> usize {
-    let info = dev.inflight_info();
-    let (start, end) =
-        (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
-    let area = vq.inflight as usize;
-    if area < start || area >= end {
-        return 0;
-    }
-    (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>())
-        / std::mem::size_of::<VuDescStateSplit>()
+/// A split queue's inflight area (the spec's `QueueRegionSplit`): header fields and the state
+/// of each descriptor, every access volatile (the frontend shares the memory) and every index
+/// checked against the mapping (`VuDev.inflight_info`, set by SET_INFLIGHT_FD together with
+/// `vq.inflight`); the frontend's own `desc_num` is never trusted for bounds.
+pub struct InflightArea {
+    area: *mut VuVirtqInflight,
+    cap: usize,
 }
 
-/// The state slot of descriptor `idx` in the queue's area, if the area has one.
+impl InflightArea {
+    /// The area of queue `vq` when inflight tracking is on (`None` otherwise); `cap` is 0
+    /// when `vq.inflight` lies outside the mapping.
+    #[inline]
+    pub fn of(dev: Dev, vq: &VuVirtq) -> Option<InflightArea> {
+        if vq.inflight.is_null()
+            || !dev.has_protocol_feature(
+                VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD,
+            )
+        {
+            return None;
+        }
+        let info = dev.inflight_info();
+        let (start, end) =
+            (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
+        let area = vq.inflight as usize;
+        let cap = if area < start || area >= end {
+            0
+        } else {
+            (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>())
+                / std::mem::size_of::<VuDescStateSplit>()
+        };
+        Some(InflightArea { area: vq.inflight, cap })
+    }
+
+    /// How many descriptor states the mapping holds for this queue.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn header_ok(&self) -> bool {
+        self.cap > 0
+    }
+
+    pub fn version(&self) -> u16 {
+        debug_assert!(self.header_ok());
+        // SAFETY: `area` heads a queue area inside the mapping (cap > 0: callers check).
+        unsafe { std::ptr::addr_of!((*self.area).version).read_volatile() }
+    }
+
+    pub fn set_version(&self, v: u16) {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of_mut!((*self.area).version).write_volatile(v) }
+    }
+
+    pub fn desc_num(&self) -> u16 {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of!((*self.area).desc_num).read_volatile() }
+    }
+
+    pub fn used_idx(&self) -> u16 {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of!((*self.area).used_idx).read_volatile() }
+    }
+
+    pub fn set_used_idx(&self, v: u16) {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of_mut!((*self.area).used_idx).write_volatile(v) }
+    }
+
+    pub fn last_batch_head(&self) -> u16 {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of!((*self.area).last_batch_head).read_volatile() }
+    }
+
+    pub fn set_last_batch_head(&self, v: u16) {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of_mut!((*self.area).last_batch_head).write_volatile(v) }
+    }
+
+    /// The state of descriptor `i`, if the mapping holds it.
+    #[inline]
+    pub fn slot(&self, i: usize) -> Option<DescSlot> {
+        if i >= self.cap {
+            return None;
+        }
+        // SAFETY: i < cap states follow the header inside the mapping.
+        let p =
+            unsafe { (std::ptr::addr_of_mut!((*self.area).desc) as *mut VuDescStateSplit).add(i) };
+        Some(DescSlot(p))
+    }
+}
+
+/// One descriptor state of a split inflight area (checked by `InflightArea::slot`).
+pub struct DescSlot(*mut VuDescStateSplit);
+
+impl DescSlot {
+    pub fn inflight(&self) -> u8 {
+        // SAFETY: a state inside the mapping (see `InflightArea::slot`).
+        unsafe { std::ptr::addr_of!((*self.0).inflight).read_volatile() }
+    }
+    pub fn set_inflight(&self, v: u8) {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of_mut!((*self.0).inflight).write_volatile(v) }
+    }
+    pub fn counter(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of!((*self.0).counter).read_volatile() }
+    }
+    pub fn set_counter(&self, v: u64) {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of_mut!((*self.0).counter).write_volatile(v) }
+    }
+}
+
+/// The state slot of descriptor `idx` in the queue's area, if tracking is on.
 #[inline]
 fn slot(
     dev: Dev,
     vq: &VuVirtq,
     qidx: usize,
     idx: u32,
-) -> Result<Option<*mut VuDescStateSplit>, Fault> {
-    if vq.inflight.is_null()
-        || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)
-    {
-        return Ok(None);
+) -> Result<Option<(InflightArea, DescSlot)>, Fault> {
+    let Some(area) = InflightArea::of(dev, vq) else { return Ok(None) };
+    match area.slot(idx as usize) {
+        Some(s) => Ok(Some((area, s))),
+        None => Err(Fault::InflightSlot { queue: qidx, desc: idx }),
     }
-    if idx as usize >= capacity(dev, vq) {
-        return Err(Fault::InflightSlot { queue: qidx, desc: idx });
-    }
-    // SAFETY: `inflight` points into the inflight mapping, which holds at least `capacity`
-    // slots past it and stays mapped under the memory lock the caller holds; idx is below.
-    Ok(Some(unsafe {
-        (std::ptr::addr_of_mut!((*vq.inflight).desc) as *mut VuDescStateSplit).add(idx as usize)
-    }))
 }
 
 /// Records that `head` was popped (the original's `vu_queue_inflight_get`).
 #[inline]
 pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if let Some(s) = slot(dev, vq, qidx, head)? {
+    if let Some((_, s)) = slot(dev, vq, qidx, head)? {
         let counter = vq.counter;
         vq.counter = counter.wrapping_add(1);
-        // SAFETY: `s` is a valid slot (see `slot`); the frontend may read it at any time.
-        unsafe {
-            std::ptr::addr_of_mut!((*s).counter).write_volatile(counter);
-            std::ptr::addr_of_mut!((*s).inflight).write_volatile(1);
-        }
+        // The frontend may read the state at any time.
+        s.set_counter(counter);
+        s.set_inflight(1);
     }
     Ok(())
 }
@@ -75,11 +164,8 @@ pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), 
 /// Before publishing `head` as used: remember it as the last batch head.
 #[inline]
 pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if slot(dev, vq, qidx, head)?.is_some() {
-        // SAFETY: `inflight` is valid (slot() checked it).
-        unsafe {
-            std::ptr::addr_of_mut!((*vq.inflight).last_batch_head).write_volatile(head as u16)
-        };
+    if let Some((area, _)) = slot(dev, vq, qidx, head)? {
+        area.set_last_batch_head(head as u16);
     }
     Ok(())
 }
@@ -87,14 +173,11 @@ pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<
 /// After publishing `head` as used: clear it and record the used index.
 #[inline]
 pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if let Some(s) = slot(dev, vq, qidx, head)? {
+    if let Some((area, s)) = slot(dev, vq, qidx, head)? {
         compiler_fence(Ordering::SeqCst);
-        // SAFETY: valid slot and area header (see `slot`).
-        unsafe {
-            std::ptr::addr_of_mut!((*s).inflight).write_volatile(0);
-            compiler_fence(Ordering::SeqCst);
-            std::ptr::addr_of_mut!((*vq.inflight).used_idx).write_volatile(vq.used_idx);
-        }
+        s.set_inflight(0);
+        compiler_fence(Ordering::SeqCst);
+        area.set_used_idx(vq.used_idx);
     }
     Ok(())
 }
@@ -104,75 +187,66 @@ pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(
 pub fn check_queue(
     dev: Dev,
     vq: &mut VuVirtq,
-    qidx: usize,
+    _qidx: usize,
     used_idx: Option<u16>,
 ) -> Result<(), String> {
     if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
         return Ok(());
     }
-    if vq.inflight.is_null() {
-        return Err("no inflight area".into());
-    }
-    let _ = qidx;
-    let cap = capacity(dev, vq);
-    let area = vq.inflight;
-    if cap == 0 {
+    let area = InflightArea::of(dev, vq).ok_or("no inflight area")?;
+    if !area.header_ok() {
         return Err("inflight area outside the inflight mapping".into());
     }
-    // SAFETY: `area` is a queue area of our inflight mapping with `cap` slots; all accesses
-    // below are volatile and bounded by `cap` because the frontend shares this memory.
-    unsafe {
-        let version = std::ptr::addr_of!((*area).version).read_volatile();
-        if version == 0 {
-            std::ptr::addr_of_mut!((*area).version).write_volatile(INFLIGHT_VERSION);
-            return Ok(());
+    if area.version() == 0 {
+        area.set_version(INFLIGHT_VERSION);
+        return Ok(());
+    }
+    let used_idx = used_idx.ok_or("rings not mapped")?;
+    vq.used_idx = used_idx;
+    free_resubmit_list(vq);
+    vq.counter = 0;
+    if area.used_idx() != used_idx {
+        if let Some(s) = area.slot(usize::from(area.last_batch_head())) {
+            s.set_inflight(0);
         }
-        let used_idx = used_idx.ok_or("rings not mapped")?;
-        vq.used_idx = used_idx;
-        free_resubmit_list(vq);
-        vq.counter = 0;
-        let desc = std::ptr::addr_of_mut!((*area).desc) as *mut VuDescStateSplit;
-        if std::ptr::addr_of!((*area).used_idx).read_volatile() != used_idx {
-            let head = usize::from(std::ptr::addr_of!((*area).last_batch_head).read_volatile());
-            if head < cap {
-                std::ptr::addr_of_mut!((*desc.add(head)).inflight).write_volatile(0);
-            }
-            compiler_fence(Ordering::SeqCst);
-            std::ptr::addr_of_mut!((*area).used_idx).write_volatile(used_idx);
-        }
-        let desc_num = usize::from(std::ptr::addr_of!((*area).desc_num).read_volatile()).min(cap);
-        let mut pending: Vec<VuVirtqInflightDesc> = Vec::new();
-        for i in 0..desc_num {
-            let s = desc.add(i);
-            if std::ptr::addr_of!((*s).inflight).read_volatile() == 1 {
-                pending.push(VuVirtqInflightDesc {
-                    index: i as u16,
-                    counter: std::ptr::addr_of!((*s).counter).read_volatile(),
-                });
-            }
-        }
-        vq.inuse = pending.len() as u32;
-        let last = vq.inuse.wrapping_add(u32::from(used_idx)) as u16;
-        vq.last_avail_idx = last;
-        vq.shadow_avail_idx = last;
-        if !pending.is_empty() {
-            // Oldest last: pop takes from the end, so requests resume in fetch order.
-            pending.sort_by_key(|d| std::cmp::Reverse(d.counter));
-            let bytes = pending.len() * std::mem::size_of::<VuVirtqInflightDesc>();
-            let list = libc::malloc(bytes) as *mut VuVirtqInflightDesc;
-            if list.is_null() {
-                return Err("out of memory".into());
-            }
-            std::ptr::copy_nonoverlapping(pending.as_ptr(), list, pending.len());
-            vq.resubmit_list = list;
-            vq.resubmit_num = pending.len() as u16;
-            vq.counter = pending[0].counter.wrapping_add(1);
-        }
+        compiler_fence(Ordering::SeqCst);
+        area.set_used_idx(used_idx);
+    }
+    let desc_num = usize::from(area.desc_num()).min(area.capacity());
+    let mut pending: Vec<VuVirtqInflightDesc> = (0..desc_num)
+        .filter_map(|i| area.slot(i).map(|s| (i, s)))
+        .filter(|(_, s)| s.inflight() == 1)
+        .map(|(i, s)| VuVirtqInflightDesc { index: i as u16, counter: s.counter() })
+        .collect();
+    vq.inuse = pending.len() as u32;
+    let last = vq.inuse.wrapping_add(u32::from(used_idx)) as u16;
+    vq.last_avail_idx = last;
+    vq.shadow_avail_idx = last;
+    if !pending.is_empty() {
+        // Oldest last: pop takes from the end, so requests resume in fetch order.
+        pending.sort_by_key(|d| std::cmp::Reverse(d.counter));
+        vq.counter = pending[0].counter.wrapping_add(1);
+        install_resubmit_list(vq, &pending)?;
     }
     // In case of an I/O hang after reconnecting: make the device look at the queue.
     if vq.kick_fd >= 0 {
         crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;
     }
+    Ok(())
+}
+
+/// Hands `list` (resubmitted last first) to the queue as its malloc'd resubmit list.
+fn install_resubmit_list(vq: &mut VuVirtq, list: &[VuVirtqInflightDesc]) -> Result<(), String> {
+    let bytes = std::mem::size_of_val(list);
+    // SAFETY: malloc of a bounded size, checked for NULL; C code may look at (and free) it.
+    let p = unsafe { libc::malloc(bytes) } as *mut VuVirtqInflightDesc;
+    if p.is_null() {
+        return Err("out of memory".into());
+    }
+    // SAFETY: `p` holds list.len() entries.
+    unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), p, list.len()) };
+    vq.resubmit_list = p;
+    vq.resubmit_num = list.len() as u16;
     Ok(())
 }
 
@@ -575,18 +649,12 @@ pub fn check_packed_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(),
     vq.counter = heads.last().map_or(0, |h| h.1.wrapping_add(1));
     if !heads.is_empty() {
         // Oldest last: pop takes from the end.
-        let bytes = heads.len() * std::mem::size_of::<VuVirtqInflightDesc>();
-        // SAFETY: malloc of a bounded size; checked for NULL; C may free it.
-        let list = unsafe { libc::malloc(bytes) } as *mut VuVirtqInflightDesc;
-        if list.is_null() {
-            return Err("out of memory".into());
-        }
-        for (k, &(entry, counter)) in heads.iter().rev().enumerate() {
-            // SAFETY: k < heads.len() entries in the fresh list.
-            unsafe { list.add(k).write(VuVirtqInflightDesc { index: entry, counter }) };
-        }
-        vq.resubmit_list = list;
-        vq.resubmit_num = heads.len() as u16;
+        let list: Vec<VuVirtqInflightDesc> = heads
+            .iter()
+            .rev()
+            .map(|&(entry, counter)| VuVirtqInflightDesc { index: entry, counter })
+            .collect();
+        install_resubmit_list(vq, &list)?;
     }
     if vq.kick_fd >= 0 {
         crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;

@@ -694,3 +694,38 @@ fn vring_base_encoding_and_layout_switch() {
     assert_eq!((h.vq_ref().last_avail_idx, h.vq_ref().used_idx), (0x8005, 3));
     assert_eq!(setup::vring_base(d, h.vq_ref()), 0x0003_8005);
 }
+
+#[test]
+fn packed_writes_are_logged_during_migration() {
+    let log_all = 1u64 << crate::dirty_log::VHOST_F_LOG_ALL;
+    let mut h = Harness::new(true, 8, log_all);
+    let mut log = vec![0u8; MEM / 4096 / 8];
+    // SAFETY: our device; the log outlives its use below and is detached before it drops.
+    let d = unsafe { Dev::from_raw(h.dev()) }.unwrap();
+    d.set_log_table(log.as_mut_ptr());
+    d.set_log_size(log.len() as u64);
+    let page = |log: &[u8], gpa: u64| log[(gpa / 4096 / 8) as usize] & (1 << (gpa / 4096 % 8)) != 0;
+    h.offer(&[(DATA, 16, false), (DATA + 0x3000, 0x2000, true), (DATA + 0x6000, 1, true)], false);
+    let e = h.pop().unwrap();
+    // The device wrote 0x1000 bytes into the 0x2000-byte buffer.
+    h.push(&e, 0x1000);
+    assert!(page(&log, DATA + 0x3000), "written buffer page");
+    assert!(!page(&log, DATA + 0x4000), "beyond the written length");
+    assert!(!page(&log, DATA), "device-readable buffer");
+    assert!(!page(&log, DATA + 0x6000), "not written");
+    assert!(page(&log, DESC), "the used descriptor in the descriptor ring");
+    // fill + flush log the same way.
+    log.iter_mut().for_each(|b| *b = 0);
+    h.take_used(3).unwrap();
+    h.offer(&[(DATA + 0x8000, 8, true)], false);
+    let e = h.pop().unwrap();
+    // SAFETY: our device, queue and element.
+    unsafe {
+        vu_queue_fill(h.dev(), h.vq(), e.0, 8, 0);
+        vu_queue_flush(h.dev(), h.vq(), 1);
+    }
+    assert!(page(&log, DATA + 0x8000) && page(&log, DESC));
+    assert_eq!(h.panics(), 0);
+    d.set_log_table(std::ptr::null_mut());
+    d.set_log_size(0);
+}
