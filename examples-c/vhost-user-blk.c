@@ -21,7 +21,11 @@
  *   -w          start in writethrough mode (config wce = 0)
  *
  * On exit (SIGTERM/SIGINT, or after the connection with -1) it prints
- * one summary line on stdout.  When the library reports a fatal error
+ * one summary line on stdout.
+ *
+ * With a libvhost-user that has device state handlers (this repository's),
+ * the device migrates its state through VHOST_USER_SET_DEVICE_STATE_FD: the
+ * request counters and the write-cache mode (see blk_save_state()).  When the library reports a fatal error
  * through the panic callback, the message is printed on stderr as
  * "vhost-user panic: <msg>" and that connection is dropped; the backend
  * then waits for the next frontend.
@@ -653,6 +657,69 @@ static int blk_process_msg(VuDev *dev, VhostUserMsg *vmsg, int *do_reply)
     return 0;
 }
 
+#ifdef LIBVHOST_USER_HAS_DEVICE_STATE
+/*
+ * The device state that migrates: the counters of the summary line and the
+ * write-cache mode.  Little-endian, versioned by its magic.
+ */
+#define BLK_STATE_MAGIC "VUBLKST1"
+
+struct blk_state {
+    char magic[8];
+    uint32_t wce;
+    uint32_t reserved;
+    uint64_t requests, bytes_read, bytes_written, errors;
+};
+
+static bool blk_save_state(VuDev *dev, void *opaque, uint8_t **data, size_t *size)
+{
+    struct blk *b = blk_of(dev);
+    struct blk_state *st = calloc(1, sizeof(*st));
+
+    (void)opaque;
+    if (!st) {
+        return false;
+    }
+    memcpy(st->magic, BLK_STATE_MAGIC, sizeof(st->magic));
+    st->wce = htole32((uint32_t)__atomic_load_n(&b->wce, __ATOMIC_RELAXED));
+    st->requests = htole64(__atomic_load_n(&stat_requests, __ATOMIC_RELAXED));
+    st->bytes_read = htole64(__atomic_load_n(&stat_bytes_read, __ATOMIC_RELAXED));
+    st->bytes_written = htole64(__atomic_load_n(&stat_bytes_written, __ATOMIC_RELAXED));
+    st->errors = htole64(__atomic_load_n(&stat_errors, __ATOMIC_RELAXED));
+    *data = (uint8_t *)st;
+    *size = sizeof(*st);
+    fprintf(stderr, "vhost-user-blk: state saved\n");
+    return true;
+}
+
+static bool blk_load_state(VuDev *dev, void *opaque, const uint8_t *data, size_t size)
+{
+    struct blk *b = blk_of(dev);
+    struct blk_state st;
+
+    (void)opaque;
+    if (size != sizeof(st)) {
+        fprintf(stderr, "vhost-user-blk: state of %zu bytes refused\n", size);
+        return false;
+    }
+    memcpy(&st, data, sizeof(st));
+    if (memcmp(st.magic, BLK_STATE_MAGIC, sizeof(st.magic)) || le32toh(st.wce) > 1) {
+        fprintf(stderr, "vhost-user-blk: invalid state refused\n");
+        return false;
+    }
+    if (!le32toh(st.wce)) {
+        sync_image(b);
+    }
+    __atomic_store_n(&b->wce, (int)le32toh(st.wce), __ATOMIC_RELAXED);
+    __atomic_store_n(&stat_requests, le64toh(st.requests), __ATOMIC_RELAXED);
+    __atomic_store_n(&stat_bytes_read, le64toh(st.bytes_read), __ATOMIC_RELAXED);
+    __atomic_store_n(&stat_bytes_written, le64toh(st.bytes_written), __ATOMIC_RELAXED);
+    __atomic_store_n(&stat_errors, le64toh(st.errors), __ATOMIC_RELAXED);
+    fprintf(stderr, "vhost-user-blk: state loaded\n");
+    return true;
+}
+#endif
+
 static const VuDevIface blk_iface = {
     .process_msg = blk_process_msg,
     .get_features = blk_get_features,
@@ -686,6 +753,10 @@ static void serve_connection(struct blk *b, int conn)
         close(conn);
         return;
     }
+#ifdef LIBVHOST_USER_HAS_DEVICE_STATE
+    vu_set_device_state_handlers(&b->dev, blk_save_state, blk_load_state,
+                                 sizeof(struct blk_state), NULL);
+#endif
 
     while (!terminate && !conn_broken(b)) {
         size_t n = b->nwatches + 2, i;

@@ -22,6 +22,14 @@
  *   -g        handle VHOST_USER_GPU_SET_SOCKET in process_msg
  *   -P HEX    protocol features the device adds (default: inflight,
  *             in-band notifications, shared objects, config, mq)
+ *   -I        intercept RESET_DEVICE, SET/GET_STATUS, SET_DEVICE_STATE_FD and
+ *             CHECK_DEVICE_STATE in process_msg (as a 10.0-era device would):
+ *             GET_STATUS answers 0x77, SET_DEVICE_STATE_FD 0x101, CHECK 7
+ *   -M BYTES  register device state handlers: save produces BYTES bytes of a
+ *             fixed pattern (state_byte() below), load reports the size and
+ *             FNV-1a hash of what it got on stderr and refuses a state that
+ *             starts with 0xEE
+ *   -X BYTES  the largest state a load accepts (default: the library's)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,6 +66,7 @@
 #define CMD_SHOBJ_RM 0x1003        /* data: 16-byte uuid */
 #define CMD_SHOBJ_LOOKUP 0x1004    /* data out: uuid; data in: 16 bytes read from the fd */
 #define CMD_QUEUE_ENABLED 0x1005   /* status: 0 if vu_queue_enabled(), else 1 */
+#define CMD_GET_STATUS 0x1006      /* data in: 1 byte, vu_get_status() */
 
 struct pending {
     VuVirtqElement *elem;
@@ -78,6 +87,9 @@ static long delay_ms;
 static bool notify_sync;
 static bool in_order;
 static bool handle_gpu;
+static bool intercept_new;
+static long state_size = -1;
+static size_t state_max;
 static uint64_t extra_protocol =
     1ull << VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD |
     1ull << VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS |
@@ -276,6 +288,19 @@ static unsigned execute(int qidx, VuVirtqElement *e)
         status = vu_queue_enabled(&dev, vu_get_queue(&dev, qidx)) ? 0 : 1;
         data_in = 0;
         break;
+    case CMD_GET_STATUS: {
+#ifdef LIBVHOST_USER_HAS_GET_STATUS
+        uint8_t st = vu_get_status(&dev);
+#else
+        uint8_t st = 0xff; /* the C original has no status */
+#endif
+
+        if (data_in > 1) {
+            data_in = 1;
+        }
+        iov_from_buf(e->in_sg, e->in_num, 0, &st, data_in);
+        break;
+    }
     case CMD_SHOBJ_ADD:
     case CMD_SHOBJ_RM:
         iov_to_buf(e->out_sg, e->out_num, sizeof(h), uuid, sizeof(uuid));
@@ -466,10 +491,80 @@ static int get_shared_object(VuDev *d, const unsigned char *uuid)
     return fd;
 }
 
+/* Device state: state_size bytes of this pattern. */
+static uint8_t state_byte(size_t i)
+{
+    return (uint8_t)(i * 31 + (i >> 9) + 7);
+}
+
+static bool save_state(VuDev *d, void *opaque, uint8_t **data, size_t *size)
+{
+    uint8_t *buf = malloc(state_size ? (size_t)state_size : 1);
+    size_t i;
+
+    (void)d;
+    (void)opaque;
+    if (!buf) {
+        return false;
+    }
+    for (i = 0; i < (size_t)state_size; i++) {
+        buf[i] = state_byte(i);
+    }
+    *data = buf;
+    *size = (size_t)state_size;
+    say("state saved: %zu bytes\n", *size);
+    return true;
+}
+
+static bool load_state(VuDev *d, void *opaque, const uint8_t *data, size_t size)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i;
+
+    (void)d;
+    (void)opaque;
+    for (i = 0; i < size; i++) {
+        h = (h ^ data[i]) * 0x100000001b3ull;
+    }
+    say("state loaded: %zu bytes fnv %016" PRIx64 "\n", size, h);
+    return !(size > 0 && data[0] == 0xee);
+}
+
+static void reply_u64(VhostUserMsg *m, uint64_t v, int *do_reply)
+{
+    m->size = sizeof(m->payload.u64);
+    m->payload.u64 = v;
+    *do_reply = 1;
+}
+
 static int process_msg(VuDev *d, VhostUserMsg *m, int *do_reply)
 {
     (void)d;
     say("msg %d size %u fds %d\n", m->request, m->size, m->fd_num);
+    if (intercept_new) {
+        int i;
+
+        switch ((int)m->request) {
+        case 34: /* RESET_DEVICE */
+        case 39: /* SET_STATUS */
+            say("intercepted %d\n", m->request);
+            *do_reply = 0;
+            return 1;
+        case 40: /* GET_STATUS */
+            reply_u64(m, 0x77, do_reply);
+            return 1;
+        case 42: /* SET_DEVICE_STATE_FD */
+            for (i = 0; i < m->fd_num; i++) {
+                close(m->fds[i]);
+            }
+            m->fd_num = 0;
+            reply_u64(m, 0x101, do_reply);
+            return 1;
+        case 43: /* CHECK_DEVICE_STATE */
+            reply_u64(m, 7, do_reply);
+            return 1;
+        }
+    }
     if (m->request == VHOST_USER_NONE) {
         peer_gone = true;
         *do_reply = 0;
@@ -530,7 +625,7 @@ int main(int argc, char **argv)
     const char *sock_path = NULL, *image = NULL;
     int opt, conn, i;
 
-    while ((opt = getopt(argc, argv, "s:b:q:d:NogP:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:b:q:d:NogP:IM:X:")) != -1) {
         switch (opt) {
         case 's': sock_path = optarg; break;
         case 'b': image = optarg; break;
@@ -540,8 +635,11 @@ int main(int argc, char **argv)
         case 'o': in_order = true; break;
         case 'g': handle_gpu = true; break;
         case 'P': extra_protocol = strtoull(optarg, NULL, 16); break;
+        case 'I': intercept_new = true; break;
+        case 'M': state_size = atol(optarg); break;
+        case 'X': state_max = (size_t)atol(optarg); break;
         default:
-            fprintf(stderr, "usage: %s -s SOCKET -b IMAGE [-q N] [-d MS] [-N] [-o] [-g] [-P HEX]\n", argv[0]);
+            fprintf(stderr, "usage: %s -s SOCKET -b IMAGE [-q N] [-d MS] [-N] [-o] [-g] [-P HEX] [-I] [-M BYTES] [-X BYTES]\n", argv[0]);
             return 2;
         }
     }
@@ -569,6 +667,20 @@ int main(int argc, char **argv)
         say("vu_init failed\n");
         return 1;
     }
+#ifdef LIBVHOST_USER_HAS_DEVICE_STATE
+    if (state_size >= 0 &&
+        !vu_set_device_state_handlers(&dev, save_state, load_state, state_max, NULL)) {
+        say("vu_set_device_state_handlers failed\n");
+        return 1;
+    }
+#else
+    (void)save_state;
+    (void)load_state;
+    if (state_size >= 0) {
+        say("this libvhost-user has no device state handlers\n");
+        return 1;
+    }
+#endif
     say("serving\n");
     while (!peer_gone) {
         struct pollfd pfds[65];

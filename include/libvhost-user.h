@@ -6,6 +6,13 @@
  * Binary layout: identical to QEMU 10.0's libvhost-user.h.
  * Source compatibility: code written against the QEMU 5.x, 7.2 and 10.0 headers compiles
  * unchanged (see "Source compatibility with older headers" at the end of this file).
+ *
+ * Diagnostics: set LIBVHOST_USER_LOG=error|warn|info|debug|trace in the environment of the
+ * process (read once, by its first vu_init()) and the library logs to stderr, one line per
+ * event, "libvhost-user[PID]: LEVEL: ...": at error, every refusal (what the panic callback
+ * is told); at debug, every frontend request (name, payload size, fd count, outcome) and every
+ * backend-channel message; at trace, also queue events (pop, fill, flush, push, notify).
+ * Unset or "off": silent, as the original.
  */
 #ifndef LIBVHOST_USER_H
 #define LIBVHOST_USER_H
@@ -52,6 +59,13 @@ typedef struct VuDev VuDev;
 
 /** All protocol features this library knows about. */
 #define VHOST_USER_PROTOCOL_FEATURE_MASK ((1 << VHOST_USER_PROTOCOL_F_MAX) - 1)
+
+/*
+ * Additions of this library beyond QEMU 10.0's (code that also builds against the original
+ * tests these): vu_get_status() exists, and so does vu_set_device_state_handlers().
+ */
+#define LIBVHOST_USER_HAS_GET_STATUS 1
+#define LIBVHOST_USER_HAS_DEVICE_STATE 1
 
 /**
  * Feature bit of the vhost-user protocol features extension.
@@ -647,6 +661,21 @@ struct VuDev {
 };
 
 /**
+ * Saves the device state for migration (see vu_set_device_state_handlers()): on success
+ * returns true with `*data` a malloc()'d buffer of `*size` bytes holding the whole state (the
+ * library frees it with free()); `*data` may stay NULL when `*size` is 0. Returns false if
+ * the state cannot be saved now.
+ */
+typedef bool (*vu_save_state_cb)(struct VuDev *dev, void *opaque, uint8_t **data, size_t *size);
+
+/**
+ * Loads a device state that vu_save_state_cb produced on the source (see
+ * vu_set_device_state_handlers()): `data` holds all `size` bytes the frontend sent and is
+ * valid only during the call. Returns true if the state was accepted and applied.
+ */
+typedef bool (*vu_load_state_cb)(struct VuDev *dev, void *opaque, const uint8_t *data, size_t size);
+
+/**
  * One popped request: the head index and its scatter-gather lists.
  */
 typedef struct VuVirtqElement {
@@ -670,6 +699,12 @@ extern "C" {
  * (un)watch fds in the caller's event loop; @iface: the device callbacks.
  *
  * Returns: true on success, false on failure (including invalid arguments).
+ *
+ * Diagnostics: the first vu_init() of a process reads the environment variable
+ * LIBVHOST_USER_LOG (error, warn, info, debug or trace); when it is set, the library writes
+ * its log to stderr from then on, one line per event: at debug, every frontend request (name,
+ * payload size, fd count, outcome) and every backend-channel message; at trace, also queue
+ * events (pop, fill, flush, push, notify). Unset: silent.
  */
 bool vu_init(struct VuDev *dev,
              uint16_t max_queues,
@@ -740,6 +775,43 @@ bool vu_rm_shared_object(struct VuDev *dev, unsigned char uuid[UUID_LEN]);
  * Tells the frontend that the device's config space changed.
  */
 void vu_config_change_msg(struct VuDev *dev);
+
+/**
+ * Returns the virtio device status byte the frontend last set with VHOST_USER_SET_STATUS
+ * (VHOST_USER_PROTOCOL_F_STATUS, which the library offers): a combination of the
+ * ACKNOWLEDGE (1), DRIVER (2), DRIVER_OK (4), FEATURES_OK (8) and FAILED (128) bits; 0 after
+ * vu_init(), a SET_STATUS(0) (a stop) and VHOST_USER_RESET_DEVICE. FEATURES_OK is not kept
+ * when the negotiated features are not acceptable (features the device did not offer, or no
+ * VIRTIO_F_VERSION_1); a SET_STATUS with other bits is refused and changes nothing.
+ * Returns 0 for an uninitialised @dev.
+ */
+uint8_t vu_get_status(struct VuDev *dev);
+
+/**
+ * Registers the device's state handlers for migration; with them the library offers
+ * VHOST_USER_PROTOCOL_F_DEVICE_STATE and answers VHOST_USER_SET_DEVICE_STATE_FD and
+ * VHOST_USER_CHECK_DEVICE_STATE. Call it after vu_init() (which, like vu_deinit(), forgets
+ * the handlers) and before the frontend asks for the protocol features.
+ *
+ * The state is an opaque byte stream of the device's own format. Both handlers run on the
+ * thread that calls vu_dispatch(), while the device is stopped; the library moves the bytes
+ * on a thread of its own, so states of any size never block the dispatch thread.
+ * - @save is called at SET_DEVICE_STATE_FD (direction save): it returns the whole state in a
+ *   malloc()'d buffer, which the library writes to the frontend and then frees.
+ * - @load is called at CHECK_DEVICE_STATE after a load: with every byte the frontend sent
+ *   (at most @max_size; a longer state fails the transfer without being kept); its result is
+ *   what CHECK_DEVICE_STATE reports.
+ *
+ * @dev: the device; @save, @load: the handlers, both NULL to unregister; @max_size: the
+ * largest state a load accepts, 0 for 16 MiB; @opaque: passed to both handlers.
+ *
+ * Returns: true on success, false for an uninitialised @dev or exactly one NULL handler.
+ */
+bool vu_set_device_state_handlers(struct VuDev *dev,
+                                  vu_save_state_cb save,
+                                  vu_load_state_cb load,
+                                  size_t max_size,
+                                  void *opaque);
 
 /**
  * Sets whether the queue notifies (via event index or interrupt).

@@ -6,12 +6,14 @@
       Prints the native libraries a Rust static library needs (rustc --print
       native-static-libs on an empty crate), space separated.
 
-  cargo.py build --cargo CARGO --source-root DIR --target-dir DIR --profile release|debug
-                 --depfile FILE OUTPUT...
+  cargo.py build --cargo CARGO --objcopy OBJCOPY --source-root DIR --target-dir DIR
+                 --profile release|debug --depfile FILE OUTPUT...
       Builds the workspace (libvhost-user and libvhost-user-glib) and copies the
       artifacts to the OUTPUT paths, chosen by their names:
         libvhost-user.a, libvhost-user.so.0, libvhost-user-glib.a, libvhost-user-glib.so.0
       and writes a ninja depfile listing the Rust sources cargo read.
+      The static libraries are copied without their embedded LLVM bitcode (see
+      strip_bitcode).
 
 Cargo runs with a clean environment: meson and QEMU's build export variables for C
 compilers (CC, CFLAGS, LDFLAGS...) and make's jobserver, none of which is meant for it.
@@ -120,15 +122,42 @@ def read_cargo_depinfo(path):
     return deps
 
 
-def copy_if_changed(src, dst):
-    """Copies src to dst unless the contents already match (keeps dst's mtime then)."""
-    if os.path.exists(dst):
-        with open(src, "rb") as a, open(dst, "rb") as b:
-            if a.read() == b.read():
-                return
+# The sections in which rustc embeds LLVM bitcode next to the machine code of every object
+# of a static library (its own and those of the precompiled std, which cannot be rebuilt
+# without them on stable Rust; `-C embed-bitcode=no` conflicts with `lto`).
+BITCODE_SECTIONS = (".llvmbc", ".llvmcmd")
+
+
+def strip_bitcode(objcopy, archive):
+    """Removes the embedded bitcode from every member of `archive`, in place.
+
+    binutils hands any object with an .llvmbc section to the LLVM linker plugin installed in
+    bfd-plugins (Debian's llvm-*-linker-tools), which claims it as IR; bitcode from a newer
+    LLVM than the plugin's makes the plugin fail, and `nm`, `ar`, `objdump`-based packaging
+    tools and LTO links then see an object without symbols. Without the bitcode, every member
+    is an ordinary ELF object; the machine code is unchanged.
+    """
+    cmd = [objcopy]
+    for section in BITCODE_SECTIONS:
+        cmd += ["--remove-section", section]
+    p = subprocess.run(cmd + [archive], timeout=600)
+    if p.returncode != 0:
+        sys.exit("cargo.py: %s failed on %s (exit status %d)" % (objcopy, archive, p.returncode))
+
+
+def copy_if_changed(src, dst, objcopy=None):
+    """Copies src to dst (stripping bitcode with `objcopy` if given) unless the result matches
+    dst already (keeps dst's mtime then)."""
     tmp = dst + ".tmp"
     shutil.copyfile(src, tmp)
     shutil.copymode(src, tmp)
+    if objcopy:
+        strip_bitcode(objcopy, tmp)
+    if os.path.exists(dst):
+        with open(tmp, "rb") as a, open(dst, "rb") as b:
+            if a.read() == b.read():
+                os.remove(tmp)
+                return
     os.replace(tmp, dst)
 
 
@@ -152,7 +181,7 @@ def build(args):
         if name not in ARTIFACTS:
             sys.exit("cargo.py: unknown output %s" % name)
         src = os.path.join(outdir, ARTIFACTS[name])
-        copy_if_changed(src, out)
+        copy_if_changed(src, out, args.objcopy if name.endswith(".a") else None)
         d = os.path.splitext(src)[0] + ".d"
         if os.path.exists(d):
             deps.update(read_cargo_depinfo(d))
@@ -177,6 +206,7 @@ def main():
     n.add_argument("--workdir", required=True)
     b = sub.add_parser("build")
     b.add_argument("--cargo", required=True)
+    b.add_argument("--objcopy", required=True)
     b.add_argument("--source-root", required=True)
     b.add_argument("--target-dir", required=True)
     b.add_argument("--profile", choices=["release", "debug"], default="release")

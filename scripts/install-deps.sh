@@ -5,7 +5,10 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(build-essential gcc g++ pkg-config meson ninja-build libglib2.0-dev valgrind python3)
+# llvm-14-linker-tools puts LLVM's linker plugin into bfd-plugins, as on many Debian machines:
+# tests/meson_install.rs proves the static libraries stay ordinary archives (nm, gcc -flto) then.
+pkgs=(build-essential gcc g++ binutils pkg-config meson ninja-build libglib2.0-dev valgrind python3
+      llvm-14-linker-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -18,4 +21,8 @@ command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; 
 # The lint gates of scripts/test-all.sh.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   command -v rustup >/dev/null && rustup component add rustfmt clippy >/dev/null
+fi
+# The fuzz stage (scripts/fuzz-ci.sh): cargo-fuzz, pinned.
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install --locked cargo-fuzz --version 0.13.2
 fi

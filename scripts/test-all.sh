@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust and C API tests (cargo test), then the consumer tier
-# (QEMU's own consumers built unchanged against this library, under real frontends).
-# Ends with one summary line: "N passed, N failed".
+# (QEMU's own consumers built unchanged against this library, under real frontends), with the
+# fuzz stage in between (scripts/fuzz-ci.sh: each fuzz target ~60 s, corpora replayed under
+# ASan). Ends with one summary line: "N passed, N failed".
 #   --no-consumers   skip the consumer tier (quick local runs)
+#   --no-fuzz        skip the fuzz stage
 set -uo pipefail
 cd "$(dirname "$0")/.."
 run_consumers=1
+run_fuzz=1
 for a in "$@"; do
   case "$a" in
     --no-consumers) run_consumers=0 ;;
+    --no-fuzz) run_fuzz=0 ;;
     *) echo "unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -41,9 +45,9 @@ while read -r p f; do
   passed=$((passed + p)); failed=$((failed + f))
 done < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log")
 
-if [ "$run_consumers" -eq 1 ] && [ -x tests/consumers/run.sh ]; then
-  tests/consumers/run.sh 2>&1 | tee "$log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# Adds the "N passed, N failed" line of a stage's log to the totals (a stage without one failed).
+add_stage_counts() {
+  local line p f
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
   if [ -n "$line" ]; then
     p=${line%% passed*}; f=${line#*passed, }; f=${f%% failed*}
@@ -51,6 +55,18 @@ if [ "$run_consumers" -eq 1 ] && [ -x tests/consumers/run.sh ]; then
   else
     failed=$((failed + 1)); status=1
   fi
+}
+
+if [ "$run_fuzz" -eq 1 ]; then
+  bash scripts/fuzz-ci.sh 2>&1 | tee "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  add_stage_counts
+fi
+
+if [ "$run_consumers" -eq 1 ] && [ -x tests/consumers/run.sh ]; then
+  tests/consumers/run.sh 2>&1 | tee "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  add_stage_counts
 fi
 [ "$failed" -eq 0 ] || status=1
 echo "$passed passed, $failed failed"

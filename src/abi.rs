@@ -292,6 +292,30 @@ pub type vu_set_config_cb = Option<
 pub type vu_get_shared_object_cb =
     Option<unsafe extern "C" fn(dev: *mut VuDev, uuid: *const c_uchar) -> c_int>;
 
+/// Saves the device state for migration (see vu_set_device_state_handlers()): on success
+/// returns true with `*data` a malloc()'d buffer of `*size` bytes holding the whole state (the
+/// library frees it with free()); `*data` may stay NULL when `*size` is 0. Returns false if
+/// the state cannot be saved now.
+pub type vu_save_state_cb = Option<
+    unsafe extern "C" fn(
+        dev: *mut VuDev,
+        opaque: *mut c_void,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> bool,
+>;
+/// Loads a device state that vu_save_state_cb produced on the source (see
+/// vu_set_device_state_handlers()): `data` holds all `size` bytes the frontend sent and is
+/// valid only during the call. Returns true if the state was accepted and applied.
+pub type vu_load_state_cb = Option<
+    unsafe extern "C" fn(
+        dev: *mut VuDev,
+        opaque: *mut c_void,
+        data: *const u8,
+        size: usize,
+    ) -> bool,
+>;
+
 /// The device's callbacks. Every member may be NULL.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]

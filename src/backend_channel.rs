@@ -48,29 +48,37 @@ fn new_msg(request: VhostUserBackendRequest, size: usize, need_reply: bool) -> V
 /// Sends `vmsg`; with NEED_REPLY, waits for the frontend's ack and returns whether it is 0.
 /// The reply (if any) is returned for callers that need its fds.
 fn transact(dev: Dev, vmsg: &VhostUserMsg) -> (bool, Option<VhostUserMsg>) {
+    let (ok, reply, what) = exchange(dev, vmsg);
+    let (request, size) = (vmsg.request, vmsg.size);
+    crate::diagnostics::backend_message(request, size, message::msg_fds(vmsg).1, what);
+    (ok, reply)
+}
+
+/// `transact`, saying what happened for the diagnostics.
+fn exchange(dev: Dev, vmsg: &VhostUserMsg) -> (bool, Option<VhostUserMsg>, &'static str) {
     let _lock = ChannelLock::new(dev);
     let fd = dev.backend_fd();
     if fd < 0 {
-        return (false, None);
+        return (false, None, "not sent: no backend channel");
     }
     if let Err(e) = write_message(fd, vmsg) {
         dev.panic(&format!("Error while writing: {e}"));
-        return (false, None);
+        return (false, None, "write failed");
     }
     if vmsg.flags & VHOST_USER_NEED_REPLY_MASK == 0 {
-        return (true, None);
+        return (true, None, "sent");
     }
     let mut reply = message::zeroed_msg();
     if let Err(e) = read_message(fd, &mut reply) {
         dev.panic(&e.to_string());
-        return (false, None);
+        return (false, None, "sent, reading the reply failed");
     }
     if reply.request != vmsg.request {
         message::close_msg_fds(&mut reply);
-        return (false, None);
+        return (false, None, "sent, reply to another request");
     }
     let ok = message::body::<u64>(&reply) == 0;
-    (ok, Some(reply))
+    (ok, Some(reply), if ok { "sent, frontend acked 0" } else { "sent, frontend acked failure" })
 }
 
 pub fn set_queue_host_notifier(

@@ -56,6 +56,8 @@ pub struct DeviceState {
     /// Private state of packed queues (`queue::ids`), allocated only when a frontend acks
     /// packed rings; one pointer, so a split-only device costs what it did.
     packed: UnsafeCell<Option<Box<crate::queue::ids::PackedQueues>>>,
+    /// State beyond the C struct: device status, device-state transfer.
+    ext: crate::device_ext::DeviceExt,
 }
 
 // SAFETY: `c_regions` is written only under the write lock and read under the read lock.
@@ -182,6 +184,7 @@ impl DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
             lock: RwLock::new(()),
             packed: UnsafeCell::new(None),
+            ext: Default::default(),
         })
     }
 
@@ -310,6 +313,12 @@ impl<'a> Dev<'a> {
     /// Write-locks the frontend's shared memory.
     pub fn mem_mut(self) -> MemWrite<'a> {
         self.state().write(self)
+    }
+
+    /// The library's state beyond the C struct (device status, device-state transfer).
+    #[inline]
+    pub fn ext(self) -> &'a crate::device_ext::DeviceExt {
+        &self.state().ext
     }
 
     pub fn backend_mutex(self) -> *mut libc::pthread_mutex_t {

@@ -5,10 +5,11 @@
 //! - [`control`]: the frontend's requests, one per `vu_dispatch`.
 //! - [`queue`]: the split virtqueue data plane.
 //! - [`memory`], [`mmap`]: guest memory regions and their translation.
-//! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`]: the protocol's optional
-//!   parts.
+//! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`], [`state_transfer`]: the
+//!   protocol's optional parts; [`device_ext`]: library state beyond the C structs.
 //! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards.
 //! - [`message`], [`request`]: reading and writing messages, request codes and names.
+//! - [`diagnostics`]: the LIBVHOST_USER_LOG logger and what it reports.
 //! - [`abi`]: the C-visible types, from which the header is generated.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,6 +22,8 @@ pub mod abi;
 pub(crate) mod backend_channel;
 pub(crate) mod control;
 pub(crate) mod device;
+pub(crate) mod device_ext;
+pub(crate) mod diagnostics;
 pub(crate) mod dirty_log;
 #[cfg(test)]
 mod fault_injection;
@@ -32,4 +35,5 @@ pub(crate) mod message;
 pub(crate) mod mmap;
 pub(crate) mod queue;
 pub(crate) mod request;
+pub(crate) mod state_transfer;
 pub(crate) mod userfaultfd;

@@ -6,6 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use crate::abi::*;
 use crate::fd::close_fd;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// Size of the message header: request, flags, size.
 pub const HDR_SIZE: usize = 12;
@@ -298,8 +299,22 @@ fn read_full(fd: libc::c_int, buf: &mut [u8]) -> usize {
     done
 }
 
+/// A socket fd we do not own, for vmm-sys-util's `sendmsg` with fds (`ScmSocket`).
+struct SocketFd(libc::c_int);
+
+impl ScmSocket for SocketFd {
+    fn socket_fd(&self) -> libc::c_int {
+        self.0
+    }
+}
+
+fn header_bytes(vmsg: &VhostUserMsg) -> &[u8] {
+    // SAFETY: the first HDR_SIZE bytes of the struct are the header fields.
+    unsafe { std::slice::from_raw_parts(vmsg as *const VhostUserMsg as *const u8, HDR_SIZE) }
+}
+
 /// Writes one message: header and payload (from `data` when set) with its fds, in one sendmsg
-/// where possible. Never raises SIGPIPE.
+/// (vmm-sys-util's, with MSG_NOSIGNAL) where possible. Never raises SIGPIPE.
 pub fn write_message(fd: libc::c_int, vmsg: &VhostUserMsg) -> io::Result<()> {
     let size = vmsg.size as usize;
     let data = vmsg.data;
@@ -310,65 +325,33 @@ pub fn write_message(fd: libc::c_int, vmsg: &VhostUserMsg) -> io::Result<()> {
     if fd_num > VHOST_MEMORY_BASELINE_NREGIONS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let base = vmsg as *const VhostUserMsg as *const u8;
-    let payload_ptr = if data.is_null() { base.wrapping_add(HDR_SIZE) } else { data as *const u8 };
-    let mut iov = [
-        libc::iovec { iov_base: base as *mut _, iov_len: HDR_SIZE },
-        libc::iovec { iov_base: payload_ptr as *mut _, iov_len: size },
-    ];
-    let mut control = [0u64; 8];
-    // SAFETY: zeroed msghdr, filled below.
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = iov.as_mut_ptr();
-    mh.msg_iovlen = if size > 0 { 2 } else { 1 };
-    if fd_num > 0 {
-        let fds = vmsg.fds;
-        let bytes = fd_num * size_of::<libc::c_int>();
-        mh.msg_control = control.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure computation.
-        mh.msg_controllen = unsafe { libc::CMSG_SPACE(bytes as u32) } as _;
-        // SAFETY: the control buffer (64 bytes) holds CMSG_SPACE(32) = 48 bytes.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&mh);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr() as *const u8, libc::CMSG_DATA(c), bytes);
-        }
-    }
-    let total = HDR_SIZE + size;
+    let header = header_bytes(vmsg);
+    let payload: &[u8] = if data.is_null() {
+        &payload_bytes(vmsg)[..size]
+    } else {
+        // SAFETY: a caller's reader or handler that sets `data` points it at `size` bytes it
+        // owns until the message is freed (the original writes them the same way).
+        unsafe { std::slice::from_raw_parts(data as *const u8, size) }
+    };
+    let fds = vmsg.fds;
+    let parts: &[&[u8]] = if size > 0 { &[header, payload] } else { &[header] };
     let mut sent = loop {
-        // SAFETY: all buffers valid for their lengths.
-        let rc = unsafe { libc::sendmsg(fd, &mh, libc::MSG_NOSIGNAL) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
-                _ => return Err(e),
-            }
+        match SocketFd(fd).send_with_fds(parts, &fds[..fd_num]) {
+            Ok(n) => break n,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
         }
-        break rc as usize;
     };
     // Finish a partial write without the fds (they went with the first byte).
+    let total = HDR_SIZE + size;
     while sent < total {
-        let (ptr, len) = if sent < HDR_SIZE {
-            (base.wrapping_add(sent), HDR_SIZE - sent)
-        } else {
-            (payload_ptr.wrapping_add(sent - HDR_SIZE), total - sent)
-        };
-        // SAFETY: ptr/len lie within the header or payload buffers.
-        let rc = unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
-                _ => return Err(e),
-            }
+        let rest = if sent < HDR_SIZE { &header[sent..] } else { &payload[sent - HDR_SIZE..] };
+        match SocketFd(fd).send_with_fds(&[rest], &[]) {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
+            Ok(n) => sent += n,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
         }
-        if rc == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EPIPE));
-        }
-        sent += rc as usize;
     }
     Ok(())
 }

@@ -136,7 +136,7 @@ const C_STDS: &[Lang] = &[Lang::C("gnu99"), Lang::C("gnu11")];
 fn every_program_compiles_in_every_language_mode() {
     // Compile-only, so a header problem shows up separately from missing library functions.
     let dir = work_dir("compile");
-    for source in ["layout.c", "gen-seed.c", "gen-7.2.c", "gen-10.0.c"] {
+    for source in ["layout.c", "gen-seed.c", "gen-7.2.c", "gen-10.0.c", "additions.c"] {
         for &lang in C_STDS {
             compile(source, lang, "include", &dir);
         }
@@ -159,6 +159,11 @@ fn qemu_7_2_generation_backend_works_unchanged() {
 fn qemu_10_0_generation_backend_works_through_the_root_header() {
     // Through the repository-root forwarder, as QEMU includes it.
     check_program("gen-10.0.c", ".", C_STDS, "gen-10.0: ok");
+}
+
+#[test]
+fn additions_to_the_10_0_api_work() {
+    check_program("additions.c", "include", C_STDS, "additions: ok");
 }
 
 #[test]

@@ -7,10 +7,13 @@
 //! [`Vq`](crate::device::Vq) handles and the memory lock's guards.
 
 mod config;
+mod device_state;
 mod inflight;
 mod log;
 mod mem_table;
 mod postcopy;
+mod reset;
+mod status;
 mod vring;
 
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -204,13 +207,7 @@ fn finish(
     outcome: Outcome,
     need_reply: bool,
 ) -> bool {
-    ::log::trace!(
-        "request {} ({:?}): {} bytes, {} fds -> {outcome:?}",
-        received.code,
-        received.request,
-        received.size,
-        received.fds
-    );
+    crate::diagnostics::request(received.code, received.size, received.fds, outcome, need_reply);
     let reply = match outcome {
         Outcome::Reply => true,
         Outcome::Done if need_reply => {
@@ -297,6 +294,21 @@ fn process(dev: Dev, vmsg: &mut VhostUserMsg, request: Option<VhostUserRequest>)
         Some(VHOST_USER_ADD_MEM_REG) => add_mem_reg(dev, vmsg, fds),
         Some(VHOST_USER_REM_MEM_REG) => rem_mem_reg(dev, vmsg, fds),
         Some(VHOST_USER_GET_SHARED_OBJECT) => config::get_shared_object(dev, vmsg),
+        _ => beyond_10_0(dev, vmsg, fds),
+    }
+}
+
+/// Requests newer than QEMU 10.0's C enum, which names none of them (status.rs, reset.rs,
+/// device_state.rs); the rest is unhandled, as in the original.
+fn beyond_10_0(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Outcome {
+    match vmsg.request as u32 {
+        status::VHOST_USER_SET_STATUS => status::set_status(dev, vmsg),
+        status::VHOST_USER_GET_STATUS => status::get_status(dev, vmsg),
+        reset::VHOST_USER_RESET_DEVICE => reset::reset_device(dev),
+        device_state::VHOST_USER_SET_DEVICE_STATE_FD => {
+            device_state::set_device_state_fd(dev, vmsg, fds)
+        }
+        device_state::VHOST_USER_CHECK_DEVICE_STATE => device_state::check_device_state(dev, vmsg),
         _ => {
             fds.close_all();
             dev.panic(&format!("Unhandled request: {}", { vmsg.request }));
@@ -307,19 +319,28 @@ fn process(dev: Dev, vmsg: &mut VhostUserMsg, request: Option<VhostUserRequest>)
 }
 
 fn get_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    let mut features = 1u64 << VIRTIO_F_NOTIFY_ON_EMPTY
+    // Not set_reply_u64: this reply keeps the request's flags, as the original's does.
+    vmsg.payload.u64 = offered_features(dev);
+    vmsg.size = 8;
+    Outcome::Reply
+}
+
+/// The virtio features GET_FEATURES offers: the library's and the device's.
+fn offered_features(dev: Dev) -> u64 {
+    let features = 1u64 << VIRTIO_F_NOTIFY_ON_EMPTY
         | 1u64 << VIRTIO_RING_F_INDIRECT_DESC
         | 1u64 << VIRTIO_RING_F_EVENT_IDX
         | 1u64 << VIRTIO_F_VERSION_1
         | 1u64 << crate::dirty_log::VHOST_F_LOG_ALL
         | 1u64 << VHOST_USER_F_PROTOCOL_FEATURES;
-    features |= dev.device_features();
     // Packed rings are the library's business (offered unless turned off).
-    let features = crate::queue::setup::offer(dev, features);
-    // Not set_reply_u64: this reply keeps the request's flags, as the original's does.
-    vmsg.payload.u64 = features;
-    vmsg.size = 8;
-    Outcome::Reply
+    crate::queue::setup::offer(dev, features | dev.device_features())
+}
+
+/// Whether the features of SET_FEATURES are ones the device can accept: only offered ones,
+/// and VERSION_1 (legacy devices are not supported).
+fn features_acceptable(dev: Dev) -> bool {
+    dev.features() & !offered_features(dev) == 0 && dev.has_feature(VIRTIO_F_VERSION_1)
 }
 
 fn set_all_rings_enabled(dev: Dev, enabled: bool) {
@@ -363,6 +384,13 @@ fn protocol_features(dev: Dev) -> u64 {
     .fold(0u64, |acc, f| acc | 1u64 << (*f as u32));
     if crate::userfaultfd::userfault_available() {
         features |= 1u64 << VHOST_USER_PROTOCOL_F_PAGEFAULT as u32;
+    }
+    // Beyond the original: STATUS and RESET_DEVICE always, DEVICE_STATE once a backend
+    // registered its save/load handlers.
+    features |= 1u64 << status::VHOST_USER_PROTOCOL_F_STATUS
+        | 1u64 << reset::VHOST_USER_PROTOCOL_F_RESET_DEVICE;
+    if dev.ext().state.available() {
+        features |= 1u64 << device_state::VHOST_USER_PROTOCOL_F_DEVICE_STATE;
     }
     let iface = dev.iface();
     if iface.get_config.is_some() && iface.set_config.is_some() {

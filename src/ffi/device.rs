@@ -44,6 +44,12 @@ unsafe extern "C" fn default_read_msg(
 /// (un)watch fds in the caller's event loop; @iface: the device callbacks.
 ///
 /// Returns: true on success, false on failure (including invalid arguments).
+///
+/// Diagnostics: the first vu_init() of a process reads the environment variable
+/// LIBVHOST_USER_LOG (error, warn, info, debug or trace); when it is set, the library writes
+/// its log to stderr from then on, one line per event: at debug, every frontend request (name,
+/// payload size, fd count, outcome) and every backend-channel message; at trace, also queue
+/// events (pop, fill, flush, push, notify). Unset: silent.
 #[no_mangle]
 pub unsafe extern "C" fn vu_init(
     dev: *mut VuDev,
@@ -56,6 +62,7 @@ pub unsafe extern "C" fn vu_init(
     iface: *const VuDevIface,
 ) -> bool {
     guard(|| {
+        crate::diagnostics::init_from_env();
         if dev.is_null()
             || max_queues == 0
             || socket < 0

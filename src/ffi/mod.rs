@@ -7,6 +7,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod device;
+mod extensions;
 mod queue;
 mod watch;
 
@@ -16,6 +17,7 @@ use crate::abi::VuDev;
 use crate::device::Dev;
 
 pub use device::*;
+pub use extensions::*;
 pub use queue::*;
 pub(crate) use watch::kick_watch_cb;
 

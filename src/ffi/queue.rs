@@ -8,6 +8,7 @@ use super::with_dev;
 use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
+use crate::diagnostics;
 use crate::queue::{Completed, Fault, Notify, Queue};
 
 /// Runs a queue operation for one of `dev`'s queues under the memory read lock, on one
@@ -125,6 +126,10 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         Notify::None,
         |q| q.notify_decision(sync),
     );
+    if diagnostics::tracing() {
+        // SAFETY: the C caller's pointers, as above.
+        unsafe { trace_notify(dev, vq, action) };
+    }
     if matches!(action, Notify::None) {
         return;
     }
@@ -141,6 +146,17 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
             }
         }
         Notify::None => {}
+    })
+}
+
+/// # Safety
+/// The C caller's pointers (as for `notify`).
+unsafe fn trace_notify(dev: *mut VuDev, vq: *mut VuVirtq, action: Notify) {
+    // SAFETY: this function's contract; with_dev and queue_index check the pointers.
+    with_dev(unsafe { Dev::from_raw(dev) }, (), |d| {
+        if let Some(qidx) = d.queue_index(vq) {
+            diagnostics::trace_notify(qidx, action);
+        }
     })
 }
 
@@ -167,7 +183,14 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         unsafe { Dev::from_raw(dev) },
         vq,
         std::ptr::null_mut(),
-        |q| Ok(q.pop(sz)?.cast()),
+        |q| {
+            let elem = q.pop(sz)?;
+            if diagnostics::tracing() {
+                // SAFETY: pop's result is NULL or the element it just allocated and filled.
+                unsafe { diagnostics::trace_pop(q.qidx, elem) };
+            }
+            Ok(elem.cast())
+        },
     )
 }
 
@@ -216,7 +239,12 @@ pub unsafe extern "C" fn vu_queue_fill(
         unsafe { Dev::from_raw(dev) },
         vq,
         (),
-        |q| q.fill(e, len, idx),
+        |q| {
+            if diagnostics::tracing() {
+                diagnostics::trace_used(q.qidx, "fill", e.index, len);
+            }
+            q.fill(e, len, idx)
+        },
     )
 }
 
@@ -235,7 +263,12 @@ pub unsafe extern "C" fn vu_queue_push(
         unsafe { Dev::from_raw(dev) },
         vq,
         (),
-        |q| q.push(e, len),
+        |q| {
+            if diagnostics::tracing() {
+                diagnostics::trace_used(q.qidx, "push", e.index, len);
+            }
+            q.push(e, len)
+        },
     )
 }
 
@@ -247,7 +280,12 @@ pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: 
         unsafe { Dev::from_raw(dev) },
         vq,
         (),
-        |q| q.flush(num),
+        |q| {
+            if diagnostics::tracing() {
+                diagnostics::trace_flush(q.qidx, num);
+            }
+            q.flush(num)
+        },
     )
 }
 

@@ -193,16 +193,30 @@ impl<'a> Queue<'a> {
         if self.dev.broken() {
             return Ok(None);
         }
-        if self.vq.vring.desc.is_null() && !self.remap()? {
-            return Ok(None);
-        }
         if !is_packed(self.dev) {
             // SAFETY: ring pointers are only set by `map_ring` (for this layout: a layout
             // change unmaps them), and the caller holds the read lock.
+            if let Some(r) = unsafe { SplitRing::of(self.vq) } {
+                return Ok(Some(Ring::Split(r)));
+            }
+            if !self.remap()? {
+                return Ok(None);
+            }
+            // SAFETY: as above (just mapped).
             return Ok(unsafe { SplitRing::of(self.vq) }.map(Ring::Split));
         }
         // SAFETY: as above, mapped for the packed layout.
-        let Some(ring) = (unsafe { PackedRing::of(self.vq) }) else { return Ok(None) };
+        let ring = match unsafe { PackedRing::of(self.vq) } {
+            Some(r) => r,
+            None => {
+                if !self.remap()? {
+                    return Ok(None);
+                }
+                // SAFETY: as above (just mapped).
+                let Some(r) = (unsafe { PackedRing::of(self.vq) }) else { return Ok(None) };
+                r
+            }
+        };
         let Some(ids) = ids::queue_ids(self.dev, self.qidx) else { return Ok(None) };
         if ids.ids.len() != usize::from(ring.num()) {
             ids.reset(ring.num());

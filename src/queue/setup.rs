@@ -62,6 +62,9 @@ pub fn apply_features(dev: Dev, features: u64) -> Result<(), &'static str> {
             vq.used_idx = start;
             vq.signalled_used = start;
             vq.signalled_used_valid = false;
+            if let Some(ids) = ids::queue_ids(dev, i) {
+                ids.reset(0);
+            }
         }
     }
     Ok(())

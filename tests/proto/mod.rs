@@ -97,8 +97,18 @@ pub struct ProtoBackend {
 impl ProtoBackend {
     /// Start the backend serving `socket` with the image file `image`.
     pub fn spawn(socket: &Path, image: &Path, args: &[&str]) -> Self {
+        Self::spawn_logging(socket, image, args, None)
+    }
+
+    /// `spawn`, with LIBVHOST_USER_LOG set to `log` (removed if None).
+    pub fn spawn_logging(socket: &Path, image: &Path, args: &[&str], log: Option<&str>) -> Self {
         let bin = common::example("vhost-user-proto-test");
-        let mut child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        match log {
+            Some(level) => cmd.env("LIBVHOST_USER_LOG", level),
+            None => cmd.env_remove("LIBVHOST_USER_LOG"),
+        };
+        let mut child = cmd
             .arg("-s")
             .arg(socket)
             .arg("-b")

@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Fuzz target `inflight`: see vhost_user_fuzz::targets::inflight.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    vhost_user_fuzz::targets::run("inflight", data);
+});
