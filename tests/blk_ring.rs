@@ -198,7 +198,7 @@ fn get_vring_base_after_stop_and_resume() {
     assert_eq!(base, 105, "GET_VRING_BASE must return the next avail index to process");
     assert_eq!(s.qs[0].used_idx(), 105);
     // Restart from that base: the pending requests get processed.
-    s.restart_queue(0, base as u16);
+    s.restart_queue(0, base);
     s.qs[0].kick_now();
     let mut got = vec![s.qs[0].wait_used(IO_TIMEOUT).0, s.qs[0].wait_used(IO_TIMEOUT).0];
     got.sort();
