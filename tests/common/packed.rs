@@ -87,7 +87,7 @@ impl Pos {
     /// running 16-bit index (`size` a power of two).
     pub fn from_count(count: u16, size: u16) -> Pos {
         assert!(size.is_power_of_two());
-        Pos { idx: count % size, wrap: (count / size) % 2 == 0 }
+        Pos { idx: count % size, wrap: (count / size).is_multiple_of(2) }
     }
 }
 
@@ -382,6 +382,18 @@ impl PackedQueue {
     /// Buffers made available and not used yet.
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Nothing in flight, nothing pending, and no used descriptor at the
+    /// next used position.
+    pub fn settled(&self) -> bool {
+        let f = self.read_desc(self.used.idx).flags;
+        let used = f & VRING_PACKED_DESC_F_USED != 0;
+        let avail = f & VRING_PACKED_DESC_F_AVAIL != 0;
+        self.inflight.is_empty()
+            && self.pending.is_empty()
+            && self.used == self.avail
+            && !(avail == used && used == self.used.wrap)
     }
 
     /// Take one used descriptor if there is one: (id, len).

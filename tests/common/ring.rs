@@ -45,6 +45,9 @@ pub trait Driver {
     fn wait_used(&mut self, timeout: Duration) -> (u16, u32);
     fn wait_call(&self, timeout: Duration) -> Option<u64>;
     fn take_calls(&self) -> u64;
+    /// Nothing in flight, and the device wrote no used entry beyond those
+    /// taken (split: used->idx == last taken == avail->idx).
+    fn settled(&self) -> bool;
     /// Ask the device for no calls (split: NO_INTERRUPT, packed: DISABLE),
     /// or for calls again (flags 0 / ENABLE).
     fn suppress_calls(&self, off: bool);
@@ -108,6 +111,9 @@ impl Driver for SplitQueue {
     fn take_calls(&self) -> u64 {
         SplitQueue::take_calls(self)
     }
+    fn settled(&self) -> bool {
+        self.used_idx() == self.last_used && self.last_used == self.next_avail
+    }
     fn suppress_calls(&self, off: bool) {
         self.set_avail_flags(if off { super::vring::VRING_AVAIL_F_NO_INTERRUPT } else { 0 })
     }
@@ -170,6 +176,9 @@ impl Driver for PackedQueue {
     }
     fn take_calls(&self) -> u64 {
         PackedQueue::take_calls(self)
+    }
+    fn settled(&self) -> bool {
+        PackedQueue::settled(self)
     }
     fn suppress_calls(&self, off: bool) {
         self.set_driver_event_flags(if off {
