@@ -144,6 +144,41 @@ fn event_idx_on_desc_event_suppression() {
 
 #[test]
 #[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+fn event_idx_on_exact_calls_at_every_ring_alignment() {
+    // A 16-slot ring, 3-slot requests, a call wanted on the 3rd request of
+    // each round: over 16 rounds the requests that must not call cross the
+    // end of the ring at every alignment (the device's used index wraps
+    // between two checks: compare as DPDK does, `old -= size` when
+    // new <= old, or every wrap gives a spurious call).
+    let mut b = Backend::start(BackendOpts::default());
+    let mut s = Session::<PackedQueue>::connect_as(
+        &mut b,
+        SessionOpts { event_idx: true, queue_size: 16, ..Default::default() },
+    );
+    one_request(&mut s, 0);
+    assert_eq!(s.qs[0].wait_call(IO_TIMEOUT), Some(1));
+    for round in 0..16u16 {
+        let start = s.qs[0].used;
+        s.qs[0].set_driver_event(start.advance(6, 16));
+        one_request(&mut s, 1);
+        one_request(&mut s, 2);
+        std::thread::sleep(NO_CALL_GRACE);
+        assert_eq!(
+            s.qs[0].take_calls(),
+            0,
+            "round {round} (from {start:?}): call before the event descriptor"
+        );
+        one_request(&mut s, 3);
+        assert_eq!(
+            s.qs[0].wait_call(IO_TIMEOUT),
+            Some(1),
+            "round {round} (from {start:?}): one call at the event descriptor"
+        );
+    }
+}
+
+#[test]
+#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn event_idx_on_device_event_across_laps_in_a_small_ring() {
     // Every kick decision goes through the device's event offset, across
     // many wrap-counter flips of an 8-slot ring (Linux's kick_prepare_packed
