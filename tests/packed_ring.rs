@@ -220,3 +220,28 @@ fn vring_base_round_trip_in_packed_encoding() {
     one_request(&mut s, 4);
     assert_eq!(s.stop_queue(0), encode_base(4, true, 4, true));
 }
+
+#[test]
+#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+fn environment_variable_turns_packed_rings_off() {
+    let env = vec![("LIBVHOST_USER_NO_PACKED".to_string(), "1".to_string())];
+    let mut b = Backend::start(BackendOpts { env, ..Default::default() });
+    // Offered features lack bit 34; split rings work as before.
+    let mut s = Session::connect(&mut b, SessionOpts::default());
+    assert!(s.features & VIRTIO_F_RING_PACKED == 0, "bit 34 offered: {:#x}", s.features);
+    s.write(0, 0, &pattern(1, 4096), Layout::default());
+    assert!(s.read(0, 0, 4096, Layout::default()) == pattern(1, 4096));
+    drop(s);
+    // A frontend that acks bit 34 anyway is refused, and the backend lives on.
+    let c = raw::RawConn::connect(&mut b);
+    let f = u64::from_le_bytes(c.call(raw::GET_FEATURES, &[], &[])[..8].try_into().unwrap());
+    assert!(f & VIRTIO_F_RING_PACKED == 0);
+    c.send(raw::SET_FEATURES, 0, &raw::u64_payload(f | VIRTIO_F_RING_PACKED), &[]).unwrap();
+    assert!(
+        b.wait_stderr("vhost-user panic:", Duration::from_secs(3)),
+        "acking a packed ring that was not offered is accepted"
+    );
+    b.assert_alive();
+    drop(c);
+    smoke(&mut b);
+}
