@@ -6,6 +6,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use crate::abi::*;
 use crate::device::Dev;
+use crate::queue::packed_ring::{is_avail, PackedDesc, PackedRing, Pos};
 use crate::queue::Fault;
 
 /// The version written into a fresh inflight area.
@@ -175,6 +176,18 @@ pub fn check_queue(
     Ok(())
 }
 
+/// Takes the next descriptor to resubmit (the list is not empty), freeing the list after the
+/// last one.
+pub fn next_resubmit(vq: &mut VuVirtq) -> u16 {
+    vq.resubmit_num -= 1;
+    // SAFETY: the list holds the original resubmit_num entries (malloc'd by `check_queue`).
+    let head = unsafe { (*vq.resubmit_list.add(usize::from(vq.resubmit_num))).index };
+    if vq.resubmit_num == 0 {
+        free_resubmit_list(vq);
+    }
+    head
+}
+
 /// Frees the resubmit list (allocated with malloc, as C code may look at it).
 pub fn free_resubmit_list(vq: &mut VuVirtq) {
     if !vq.resubmit_list.is_null() {
@@ -183,4 +196,400 @@ pub fn free_resubmit_list(vq: &mut VuVirtq) {
         vq.resubmit_list = std::ptr::null_mut();
     }
     vq.resubmit_num = 0;
+}
+
+// ---- packed rings --------------------------------------------------------------------------
+
+/// One descriptor's state in a packed queue's inflight area (the spec's `DescStatePacked`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct DescStatePacked {
+    inflight: u8,
+    padding: u8,
+    next: u16,
+    last: u16,
+    num: u16,
+    counter: u64,
+    id: u16,
+    flags: u16,
+    len: u32,
+    addr: u64,
+}
+
+/// The header of a packed queue's inflight area (the spec's `QueueRegionPacked`; 29 bytes of
+/// fields, the descriptor states from offset 32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct QueueRegionPacked {
+    features: u64,
+    version: u16,
+    desc_num: u16,
+    free_head: u16,
+    old_free_head: u16,
+    used_idx: u16,
+    old_used_idx: u16,
+    used_wrap_counter: u8,
+    old_used_wrap_counter: u8,
+    padding: [u8; 7],
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<DescStatePacked>() == 32);
+    assert!(std::mem::size_of::<QueueRegionPacked>() == 32);
+};
+
+/// Bytes of one packed queue's inflight area (as DPDK sizes it: header, 32 bytes a descriptor,
+/// 64-byte aligned).
+pub fn packed_queue_region_size(queue_size: u16) -> u64 {
+    let raw = 32 * u64::from(queue_size) + 32;
+    raw.div_ceil(INFLIGHT_ALIGNMENT) * INFLIGHT_ALIGNMENT
+}
+
+/// Bytes of one queue's inflight area for the ring layout the frontend negotiated.
+pub fn region_size(dev: Dev, queue_size: u16) -> u64 {
+    if crate::queue::is_packed(dev) {
+        packed_queue_region_size(queue_size)
+    } else {
+        queue_region_size(queue_size)
+    }
+}
+
+/// A packed queue's inflight area, for one queue call: header fields and descriptor states,
+/// every access volatile (the frontend shares it) and every index checked against the
+/// mapping, never against the frontend's `desc_num`.
+pub struct PackedInflight {
+    area: *mut QueueRegionPacked,
+    map_cap: u16,
+    cap: u16,
+    counter: u64,
+    head: u16,
+}
+
+macro_rules! hdr {
+    ($get:ident, $set:ident, $f:ident, $t:ty) => {
+        #[inline]
+        fn $get(&self) -> $t {
+            // SAFETY: `area` heads a mapped packed queue area (see `packed`).
+            unsafe { std::ptr::addr_of!((*self.area).$f).read_volatile() }
+        }
+        #[inline]
+        fn $set(&self, v: $t) {
+            // SAFETY: as above.
+            unsafe { std::ptr::addr_of_mut!((*self.area).$f).write_volatile(v) }
+        }
+    };
+}
+
+macro_rules! entry {
+    ($get:ident, $set:ident, $f:ident, $t:ty) => {
+        #[inline]
+        fn $get(&self, i: u16) -> Result<$t, Fault> {
+            let d = self.entry(i)?;
+            // SAFETY: `entry` checked that `d` is a descriptor state inside the mapping.
+            Ok(unsafe { std::ptr::addr_of!((*d).$f).read_volatile() })
+        }
+        #[inline]
+        fn $set(&self, i: u16, v: $t) -> Result<(), Fault> {
+            let d = self.entry(i)?;
+            // SAFETY: as above.
+            unsafe { std::ptr::addr_of_mut!((*d).$f).write_volatile(v) };
+            Ok(())
+        }
+    };
+}
+
+/// The inflight area of packed queue `vq`, when inflight tracking is on.
+#[inline]
+pub fn packed(dev: Dev, vq: &VuVirtq, _qidx: usize) -> Result<Option<PackedInflight>, Fault> {
+    if vq.inflight.is_null()
+        || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)
+    {
+        return Ok(None);
+    }
+    let info = dev.inflight_info();
+    let (start, end) =
+        (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
+    let area = vq.inflight as usize;
+    if area < start || area >= end || end - area < std::mem::size_of::<QueueRegionPacked>() {
+        return Err(Fault::InflightArea);
+    }
+    let cap = (end - area - std::mem::size_of::<QueueRegionPacked>())
+        / std::mem::size_of::<DescStatePacked>();
+    let map_cap = u16::try_from(cap.min(usize::from(u16::MAX))).unwrap_or(u16::MAX);
+    let mut area =
+        PackedInflight { area: vq.inflight.cast(), map_cap, cap: 0, counter: vq.counter, head: 0 };
+    // The states a queue owns: `desc_num` (its queue size), within the mapping.
+    area.cap = area.desc_num().min(map_cap);
+    Ok(Some(area))
+}
+
+impl PackedInflight {
+    hdr!(version, set_version, version, u16);
+    hdr!(free_head, set_free_head, free_head, u16);
+    hdr!(old_free_head, set_old_free_head, old_free_head, u16);
+    hdr!(used_idx, set_used_idx, used_idx, u16);
+    hdr!(old_used_idx, set_old_used_idx, old_used_idx, u16);
+    hdr!(used_wrap, set_used_wrap, used_wrap_counter, u8);
+    hdr!(old_used_wrap, set_old_used_wrap, old_used_wrap_counter, u8);
+    hdr!(desc_num, set_desc_num, desc_num, u16);
+    entry!(inflight, set_inflight, inflight, u8);
+    entry!(next, set_next, next, u16);
+    entry!(last, set_last, last, u16);
+    entry!(num, set_num, num, u16);
+    entry!(counter_of, set_counter, counter, u64);
+
+    /// Descriptor state `i`, if the mapping holds it.
+    #[inline]
+    fn entry(&self, i: u16) -> Result<*mut DescStatePacked, Fault> {
+        if i >= self.cap {
+            return Err(Fault::InflightArea);
+        }
+        // SAFETY: i < cap states follow the header inside the mapping (see `packed`).
+        Ok(unsafe { (self.area.add(1) as *mut DescStatePacked).add(usize::from(i)) })
+    }
+
+    /// The fetch counter to store back into `VuVirtq.counter`.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Records ring descriptor `d` of the chain being popped (the spec's steps for
+    /// "receiving available buffers").
+    #[inline]
+    pub fn record(&mut self, d: &PackedDesc, first: bool, last: bool) -> Result<(), Fault> {
+        let head = self.old_free_head();
+        if first {
+            self.head = head;
+            self.set_num(head, 0)?;
+            self.set_counter(head, self.counter)?;
+            self.counter = self.counter.wrapping_add(1);
+            self.set_inflight(head, 1)?;
+        }
+        let free = self.free_head();
+        if last {
+            self.set_last(head, free)?;
+        }
+        self.set_num(head, self.num(head)?.wrapping_add(1))?;
+        let e = self.entry(free)?;
+        // SAFETY: `entry` checked `e`.
+        unsafe {
+            std::ptr::addr_of_mut!((*e).addr).write_volatile(d.addr);
+            std::ptr::addr_of_mut!((*e).len).write_volatile(d.len);
+            std::ptr::addr_of_mut!((*e).flags).write_volatile(d.flags);
+            std::ptr::addr_of_mut!((*e).id).write_volatile(d.id);
+        }
+        let next = self.next(free)?;
+        self.set_free_head(next);
+        if last {
+            self.set_old_free_head(next);
+        }
+        Ok(())
+    }
+
+    /// The head entry of the chain just recorded.
+    pub fn commit_pop(&mut self) -> Result<u16, Fault> {
+        Ok(self.head)
+    }
+
+    /// Returns the entries of the chain at `entry` to the free list (before publishing it used).
+    pub fn put(&mut self, entry: u16) -> Result<(), Fault> {
+        let last = self.last(entry)?;
+        self.set_next(last, self.free_head())?;
+        self.set_free_head(entry);
+        Ok(())
+    }
+
+    /// Records the used position after a batch (before its head is published).
+    pub fn set_used(&mut self, at: Pos) {
+        self.set_used_idx(at.slot());
+        self.set_used_wrap(at.wrap() as u8);
+    }
+
+    /// The chain at `entry` is no longer in flight (after its used descriptor is published).
+    pub fn clear(&mut self, entry: u16) {
+        let _ = self.set_inflight(entry, 0);
+    }
+
+    /// Commits a published batch.
+    pub fn finish_batch(&mut self) {
+        self.set_old_free_head(self.free_head());
+        self.set_old_used_idx(self.used_idx());
+        self.set_old_used_wrap(self.used_wrap());
+    }
+
+    /// Gives back a chain that was popped and not completed (`vu_queue_rewind`).
+    pub fn release(&mut self, entry: u16) {
+        if self.put(entry).is_ok() {
+            self.clear(entry);
+            self.set_old_free_head(self.free_head());
+        }
+    }
+
+    /// The copies of the chain whose head entry is `entry`.
+    pub fn chain(&self, entry: u16) -> ChainCopies<'_> {
+        ChainCopies { area: self, cur: entry, remaining: self.num(entry).unwrap_or(0) }
+    }
+
+    /// A fresh area: every entry free, both used positions at `used`.
+    fn init(&mut self, used: Pos) -> Result<(), Fault> {
+        for i in 0..self.cap {
+            self.set_next(i, i.wrapping_add(1))?;
+            self.set_inflight(i, 0)?;
+        }
+        self.set_free_head(0);
+        self.set_old_free_head(0);
+        self.set_used(used);
+        self.finish_batch();
+        self.set_version(INFLIGHT_VERSION);
+        Ok(())
+    }
+
+    /// The spec's "when reconnecting" steps; returns the in-flight chains' head entries,
+    /// oldest first, and the used position to resume at.
+    fn recover(&mut self, ring: &PackedRing) -> Result<(Vec<(u16, u64)>, Pos), Fault> {
+        let old = Pos(self.old_used_idx() & !Pos::WRAP
+            | if self.old_used_wrap() != 0 { Pos::WRAP } else { 0 });
+        let cur =
+            Pos(self.used_idx() & !Pos::WRAP | if self.used_wrap() != 0 { Pos::WRAP } else { 0 });
+        if !ring.holds(old) || !ring.holds(cur) {
+            return Err(Fault::InflightArea);
+        }
+        if old != cur {
+            let flags = ring.flags(old).ok_or(Fault::InflightArea)?;
+            if !is_avail(flags, old.wrap()) {
+                // The batch was published before the crash: commit it.
+                self.finish_batch();
+            }
+        }
+        // Roll back whatever was in progress.
+        self.set_free_head(self.old_free_head());
+        self.set_used_idx(self.old_used_idx());
+        self.set_used_wrap(self.old_used_wrap());
+        let used =
+            Pos(self.used_idx() & !Pos::WRAP | if self.used_wrap() != 0 { Pos::WRAP } else { 0 });
+        let mut free = self.free_head();
+        for _ in 0..self.cap {
+            if self.entry(free).is_err() {
+                break;
+            }
+            self.set_inflight(free, 0)?;
+            free = self.next(free)?;
+        }
+        let mut heads = Vec::new();
+        for i in 0..self.cap.min(self.desc_num()) {
+            if self.inflight(i)? == 1 {
+                heads.push((i, self.counter_of(i)?));
+            }
+        }
+        heads.sort_by_key(|h| h.1);
+        Ok((heads, used))
+    }
+}
+
+/// The descriptor copies of one chain in a packed inflight area, in chain order.
+pub struct ChainCopies<'a> {
+    area: &'a PackedInflight,
+    cur: u16,
+    remaining: u16,
+}
+
+impl ChainCopies<'_> {
+    /// The next descriptor (`k` is its place in the chain, for the caller's bound).
+    pub fn next_desc(&mut self, _k: u16) -> Option<PackedDesc> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let e = self.area.entry(self.cur).ok()?;
+        // SAFETY: `entry` checked `e`.
+        let mut d = unsafe {
+            PackedDesc {
+                addr: std::ptr::addr_of!((*e).addr).read_volatile(),
+                len: std::ptr::addr_of!((*e).len).read_volatile(),
+                id: std::ptr::addr_of!((*e).id).read_volatile(),
+                flags: std::ptr::addr_of!((*e).flags).read_volatile(),
+            }
+        };
+        self.remaining -= 1;
+        // The chain ends where the record says, whatever the copied flags say.
+        if self.remaining == 0 {
+            d.flags &= !crate::queue::chain::VRING_DESC_F_NEXT;
+        } else {
+            d.flags |= crate::queue::chain::VRING_DESC_F_NEXT;
+            d.flags &= !crate::queue::chain::VRING_DESC_F_INDIRECT;
+            self.cur = self.area.next(self.cur).ok()?;
+        }
+        Some(d)
+    }
+}
+
+/// On queue start (SET_VRING_KICK) for a packed ring: a fresh area is initialised; otherwise
+/// the ring state (positions, wrap counters, in-flight ids) is taken from the area, since
+/// the frontend's SET_VRING_BASE is stale after a crash, and the in-flight chains are queued
+/// for resubmission in fetch order.
+pub fn check_packed_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(), String> {
+    let mut area = match packed(dev, vq, qidx) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err("no inflight area".into()),
+        Err(_) => return Err("inflight area outside the inflight mapping".into()),
+    };
+    // SAFETY: ring pointers are set by `queue::map_ring`; the caller holds the memory lock.
+    let ring = unsafe { PackedRing::of(vq) }.ok_or("rings not mapped")?;
+    let num = ring.num();
+    if area.version() == 0 {
+        if area.desc_num() == 0 {
+            // GET_INFLIGHT_FD without SET_INFLIGHT_FD: size the area for this ring.
+            area.set_desc_num(num.min(area.map_cap));
+            area.cap = area.desc_num();
+        }
+        area.init(Pos(vq.used_idx)).map_err(|f| f.to_string())?;
+        return Ok(());
+    }
+    let (heads, used) = area.recover(&ring).map_err(|f| f.to_string())?;
+    let ids = crate::queue::ids::queue_ids(dev, qidx).ok_or("no packed queue state")?;
+    ids.reset(num);
+    let mut total: u32 = 0;
+    for &(entry, _) in &heads {
+        let n = area.num(entry).map_err(|f| f.to_string())?;
+        let mut e = entry;
+        for _ in 1..n {
+            e = area.next(e).map_err(|f| f.to_string())?;
+        }
+        let ie = area.entry(e).map_err(|f| f.to_string())?;
+        // SAFETY: `entry` checked `ie`.
+        let id = unsafe { std::ptr::addr_of!((*ie).id).read_volatile() };
+        total += u32::from(n);
+        let st = ids.get(id).ok_or("inflight buffer id outside the ring")?;
+        if n == 0 || total > u32::from(num) || st.ndescs != 0 {
+            return Err("inflight area disagrees with the ring".into());
+        }
+        st.ndescs = n;
+        st.entry = entry;
+        st.prev = crate::queue::ids::NO_ID;
+    }
+    vq.used_idx = used.0;
+    let avail = used.advance(total as u16, num);
+    vq.last_avail_idx = avail.0;
+    vq.shadow_avail_idx = avail.0;
+    vq.inuse = heads.len() as u32;
+    free_resubmit_list(vq);
+    vq.counter = heads.last().map_or(0, |h| h.1.wrapping_add(1));
+    if !heads.is_empty() {
+        // Oldest last: pop takes from the end.
+        let bytes = heads.len() * std::mem::size_of::<VuVirtqInflightDesc>();
+        // SAFETY: malloc of a bounded size; checked for NULL; C may free it.
+        let list = unsafe { libc::malloc(bytes) } as *mut VuVirtqInflightDesc;
+        if list.is_null() {
+            return Err("out of memory".into());
+        }
+        for (k, &(entry, counter)) in heads.iter().rev().enumerate() {
+            // SAFETY: k < heads.len() entries in the fresh list.
+            unsafe { list.add(k).write(VuVirtqInflightDesc { index: entry, counter }) };
+        }
+        vq.resubmit_list = list;
+        vq.resubmit_num = heads.len() as u16;
+    }
+    if vq.kick_fd >= 0 {
+        crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;
+    }
+    Ok(())
 }

@@ -314,6 +314,8 @@ fn get_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         | 1u64 << crate::dirty_log::VHOST_F_LOG_ALL
         | 1u64 << VHOST_USER_F_PROTOCOL_FEATURES;
     features |= dev.device_features();
+    // Packed rings are the library's business (offered unless turned off).
+    let features = crate::queue::setup::offer(dev, features);
     // Not set_reply_u64: this reply keeps the request's flags, as the original's does.
     vmsg.payload.u64 = features;
     vmsg.size = 8;
@@ -330,7 +332,10 @@ fn set_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     let Some(features) = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size) else {
         return Outcome::Failed;
     };
-    dev.set_features(features);
+    if let Err(why) = crate::queue::setup::apply_features(dev, features) {
+        dev.panic(why);
+        return Outcome::Failed;
+    }
     if !dev.has_feature(VIRTIO_F_VERSION_1) {
         dev.panic("virtio legacy devices aren't supported by libvhost-user");
         return Outcome::Failed;
