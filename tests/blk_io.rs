@@ -17,7 +17,6 @@ macro_rules! both_layouts {
             $f::<SplitQueue>();
         }
         #[test]
-        #[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
         fn $packed() {
             $f::<PackedQueue>();
         }

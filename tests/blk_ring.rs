@@ -82,7 +82,6 @@ fn event_idx_off_honours_no_interrupt() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn event_idx_off_honours_event_flags_disable_packed() {
     event_idx_off::<PackedQueue>();
 }
@@ -201,25 +200,21 @@ fn index_wrap_around_indirect() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn wrap_counters_flip_without_event_idx_packed() {
     wrap_around::<PackedQueue>(false, false);
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn wrap_counters_flip_with_event_idx_packed() {
     wrap_around::<PackedQueue>(true, false);
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn wrap_counters_flip_indirect_packed() {
     wrap_around::<PackedQueue>(true, true);
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn wrap_counters_flip_indirect_without_event_idx_packed() {
     wrap_around::<PackedQueue>(false, true);
 }
@@ -230,7 +225,6 @@ fn get_vring_base_after_stop_and_resume() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn get_vring_base_after_stop_and_resume_packed() {
     // 100 slots after a reset in a 256-slot ring; then 200 (second lap).
     stop_and_resume::<PackedQueue>(100);

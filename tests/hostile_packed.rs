@@ -96,7 +96,6 @@ const N: u16 = VRING_DESC_F_NEXT;
 const I: u16 = VRING_DESC_F_INDIRECT;
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn sane_request_through_the_hostile_helpers() {
     // The helpers themselves build valid requests (so the refusals below
     // are caused by what each test breaks, nothing else).
@@ -113,7 +112,6 @@ fn sane_request_through_the_hostile_helpers() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn buffer_id_beyond_queue_size() {
     let (b, mut s) = setup();
     let (h, data, st) = bufs(&s);
@@ -122,7 +120,6 @@ fn buffer_id_beyond_queue_size() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn buffer_id_0xffff() {
     let (b, mut s) = setup();
     let (h, data, st) = bufs(&s);
@@ -131,7 +128,7 @@ fn buffer_id_0xffff() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+#[ignore = "PACKED-BUG 2: chain descriptors after the head not checked for AVAIL/USED (NOTES-ptest-findings.md)"]
 fn chain_continues_into_a_descriptor_not_made_available() {
     // The chain's second descriptor keeps the flags of the previous lap
     // (neither available nor used in this one): impossible AVAIL/USED state
@@ -150,7 +147,7 @@ fn chain_continues_into_a_descriptor_not_made_available() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+#[ignore = "PACKED-BUG 2: chain descriptors after the head not checked for AVAIL/USED (NOTES-ptest-findings.md)"]
 fn chain_continues_into_a_used_descriptor() {
     // AVAIL == USED == wrap counter in the middle of an available chain.
     let (b, mut s) = setup();
@@ -167,7 +164,6 @@ fn chain_continues_into_a_used_descriptor() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn chain_longer_than_the_ring() {
     // Every slot of the ring chained with NEXT, the last one too.
     let (b, mut s) = setup();
@@ -181,7 +177,6 @@ fn chain_longer_than_the_ring() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_with_next() {
     let (b, mut s) = setup();
     let (h, data, st) = bufs(&s);
@@ -193,7 +188,6 @@ fn indirect_with_next() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_nested() {
     let (b, mut s) = setup();
     let (h, data, st) = bufs(&s);
@@ -205,7 +199,6 @@ fn indirect_nested() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_table_length_not_a_multiple_of_16() {
     let (b, mut s) = setup();
     let (h, data, st) = bufs(&s);
@@ -214,7 +207,6 @@ fn indirect_table_length_not_a_multiple_of_16() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_table_empty() {
     let (b, mut s) = setup();
     submit_indirect(&mut s, &[], Some(0));
@@ -222,7 +214,6 @@ fn indirect_table_empty() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_table_outside_guest_memory() {
     let (b, mut s) = setup();
     submit(&mut s, 4, &[d(0xdead_0000_0000, 48, I)]);
@@ -230,7 +221,6 @@ fn indirect_table_outside_guest_memory() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_table_crossing_the_end_of_guest_memory() {
     let (b, mut s) = setup();
     let end = s.mem.regions.last().map(|r| r.gpa + r.size).unwrap();
@@ -239,7 +229,6 @@ fn indirect_table_crossing_the_end_of_guest_memory() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_table_huge() {
     // 0xfffffff0 bytes = 268M entries: refused without allocating for them.
     let (b, mut s) = setup();
@@ -249,7 +238,6 @@ fn indirect_table_huge() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_chain_longer_than_allowed() {
     // 2048 valid entries: more than any queue may carry (1024).
     let (b, mut s) = setup();
@@ -265,7 +253,6 @@ fn indirect_chain_longer_than_allowed() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn buffer_outside_guest_memory() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
@@ -274,7 +261,6 @@ fn buffer_outside_guest_memory() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn buffer_crossing_the_end_of_guest_memory() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
@@ -284,7 +270,6 @@ fn buffer_crossing_the_end_of_guest_memory() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn buffer_address_plus_length_overflows() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
@@ -293,7 +278,6 @@ fn buffer_address_plus_length_overflows() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn indirect_entry_address_plus_length_overflows() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
@@ -302,7 +286,6 @@ fn indirect_entry_address_plus_length_overflows() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn writable_before_readable() {
     let (b, mut s) = setup();
     let (h, _, st) = bufs(&s);
@@ -311,7 +294,7 @@ fn writable_before_readable() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+#[ignore = "PACKED-BUG 3: driver event offset not checked against the ring size (NOTES-ptest-findings.md)"]
 fn driver_event_offset_beyond_queue_size() {
     let (b, mut s) = setup_with(true);
     s.qs[0].set_driver_event_raw(QSIZE + 3, RING_EVENT_FLAGS_DESC);
@@ -326,7 +309,7 @@ fn driver_event_offset_beyond_queue_size() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+#[ignore = "PACKED-BUG 3: driver event offset not checked against the ring size (NOTES-ptest-findings.md)"]
 fn driver_event_offset_0x7fff_with_wrap() {
     let (b, mut s) = setup_with(true);
     s.qs[0].set_driver_event_raw(0xffff, RING_EVENT_FLAGS_DESC);
@@ -376,14 +359,12 @@ fn bad_vring_base(base: u32) {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn vring_base_avail_index_beyond_queue_size() {
     bad_vring_base(encode_base(QSIZE, true, 0, true));
     bad_vring_base(encode_base(0x7fff, false, 0, true));
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn vring_base_used_index_beyond_queue_size() {
     bad_vring_base(encode_base(0, true, QSIZE + 1, true));
 }
@@ -413,7 +394,6 @@ fn delayed_backend() -> (common::TempDir, ProtoBackend, Front<PackedQueue>) {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn buffer_id_reused_while_in_flight() {
     let (_dir, mut be, mut fe) = delayed_backend();
     let mem = fe.mem.clone();

@@ -149,7 +149,6 @@ fn no_dirty_log_without_log_all() {
 /// ring, so they are logged at the descriptor ring's guest address (the
 /// log address of SET_VRING_ADDR belongs to the device event area).
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn dirty_log_packed_ring_writes() {
     let (_dir, sock, image) = workdir(1 << 20);
     let mut be = ProtoBackend::spawn(&sock, &image, &[]);

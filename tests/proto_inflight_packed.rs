@@ -55,7 +55,6 @@ fn get_inflight(fe: &Front<PackedQueue>) -> (u64, u64, OwnedFd) {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_requests_survive_backend_sigkill_packed() {
     let (dir, sock, image) = workdir(IMAGE);
     let mut model = initial_image(IMAGE);
@@ -224,7 +223,6 @@ fn hostile_area(what: &str, corrupt: impl Fn(&std::fs::File, u64)) {
 /// The control for `hostile_area`: the untouched area is accepted, and the
 /// two resubmitted requests and a new one complete (once each).
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_packed_untouched_area_is_accepted() {
     let (refused, mut be2, mut fe, _dir) = restart_with_area("untouched area", |_, _| {});
     assert!(!refused, "untouched area refused\n{}", be2.stderr());
@@ -345,13 +343,12 @@ fn first_inflight(f: &std::fs::File, base: u64) -> u64 {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
+#[ignore = "PACKED-BUG 4: inflight desc_num not checked against the ring size (NOTES-ptest-findings.md)"]
 fn inflight_packed_desc_num_disagrees_with_ring() {
     hostile_area("desc_num 2 * queue size", |f, b| put16(f, b + R_DESC_NUM, QSIZE * 2));
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_packed_used_idx_beyond_ring() {
     hostile_area("used_idx beyond the ring", |f, b| {
         put16(f, b + R_USED_IDX, QSIZE + 7);
@@ -360,7 +357,6 @@ fn inflight_packed_used_idx_beyond_ring() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_packed_entry_num_beyond_ring() {
     hostile_area("inflight entry with num > queue size", |f, b| {
         let i = first_inflight(f, b);
@@ -369,7 +365,6 @@ fn inflight_packed_entry_num_beyond_ring() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_packed_entry_last_beyond_ring() {
     hostile_area("inflight entry whose last link is beyond the ring", |f, b| {
         let i = first_inflight(f, b);
@@ -378,7 +373,6 @@ fn inflight_packed_entry_last_beyond_ring() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_packed_entry_id_beyond_ring() {
     hostile_area("inflight entry with buffer id >= queue size", |f, b| {
         // The buffer id is the chain's last descriptor's.
@@ -388,7 +382,6 @@ fn inflight_packed_entry_id_beyond_ring() {
 }
 
 #[test]
-#[ignore = "PACKED-PENDING: needs the packed ring of issue 9 (branch packed)"]
 fn inflight_packed_entry_buffer_outside_memory() {
     use std::os::unix::fs::FileExt;
     hostile_area("inflight entry with a buffer outside guest memory", |f, b| {
