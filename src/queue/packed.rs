@@ -128,10 +128,11 @@ fn map_chain(
     mut inflight: Option<&mut PackedInflight>,
 ) -> Result<(u16, u16), Fault> {
     let num = ring.num();
-    let mut at = head;
+    // A plain slot index: the chain's wrap counters do not matter until it ends.
+    let mut slot = head.slot();
     let mut k = 0u16;
     loop {
-        let d = ring.read(at).ok_or(Fault::BadPosition)?;
+        let d = ring.read_slot(slot).ok_or(Fault::BadPosition)?;
         k += 1;
         let last = d.flags & VRING_DESC_F_NEXT == 0;
         if let Some(a) = inflight.as_deref_mut() {
@@ -151,7 +152,10 @@ fn map_chain(
         if k >= num {
             return Err(Fault::ChainTooLong);
         }
-        at = at.advance(1, num);
+        slot += 1;
+        if slot == num {
+            slot = 0;
+        }
     }
 }
 

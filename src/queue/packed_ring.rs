@@ -165,11 +165,17 @@ impl PackedRing {
     /// The whole descriptor at `pos`.
     #[inline]
     pub fn read(&self, pos: Pos) -> Option<PackedDesc> {
-        if !self.holds(pos) {
+        self.read_slot(pos.slot())
+    }
+
+    /// The whole descriptor in ring slot `slot` (`None` past the ring).
+    #[inline(always)]
+    pub fn read_slot(&self, slot: u16) -> Option<PackedDesc> {
+        if slot >= self.num {
             return None;
         }
-        // SAFETY: as in `flags`.
-        Some(PackedDesc::from_le(unsafe { self.desc.add(usize::from(pos.slot())).read_volatile() }))
+        // SAFETY: slot < num descriptors behind `desc` (see `of`).
+        Some(PackedDesc::from_le(unsafe { self.desc.add(usize::from(slot)).read_volatile() }))
     }
 
     /// Writes the id and length of a used descriptor at `pos`, not yet its flags.
