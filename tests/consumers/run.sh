@@ -16,7 +16,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 # The whole script is one function: bash reads it completely before running
-# it, so editing this file during a run cannot derail that run.
+# it, so editing this file during a run cannot derail that run (see the
+# last line).
 main() {
 set -u -o pipefail
 
@@ -176,5 +177,6 @@ echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" = 0 ]
 }
 
-main "$@"
-exit $?
+# one line: bash has read the exit before main runs, so a file edited
+# during a run is never read again afterwards
+main "$@"; exit $?

@@ -86,5 +86,4 @@ main() {
     fi
 }
 
-main "$@"
-exit $?
+main "$@"; exit $?
