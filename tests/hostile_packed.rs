@@ -128,7 +128,6 @@ fn buffer_id_0xffff() {
 }
 
 #[test]
-#[ignore = "PACKED-BUG 2: chain descriptors after the head not checked for AVAIL/USED (NOTES-ptest-findings.md)"]
 fn chain_continues_into_a_descriptor_not_made_available() {
     // The chain's second descriptor keeps the flags of the previous lap
     // (neither available nor used in this one): impossible AVAIL/USED state
@@ -147,7 +146,6 @@ fn chain_continues_into_a_descriptor_not_made_available() {
 }
 
 #[test]
-#[ignore = "PACKED-BUG 2: chain descriptors after the head not checked for AVAIL/USED (NOTES-ptest-findings.md)"]
 fn chain_continues_into_a_used_descriptor() {
     // AVAIL == USED == wrap counter in the middle of an available chain.
     let (b, mut s) = setup();
@@ -294,7 +292,6 @@ fn writable_before_readable() {
 }
 
 #[test]
-#[ignore = "PACKED-BUG 3: driver event offset not checked against the ring size (NOTES-ptest-findings.md)"]
 fn driver_event_offset_beyond_queue_size() {
     let (b, mut s) = setup_with(true);
     s.qs[0].set_driver_event_raw(QSIZE + 3, RING_EVENT_FLAGS_DESC);
@@ -309,7 +306,6 @@ fn driver_event_offset_beyond_queue_size() {
 }
 
 #[test]
-#[ignore = "PACKED-BUG 3: driver event offset not checked against the ring size (NOTES-ptest-findings.md)"]
 fn driver_event_offset_0x7fff_with_wrap() {
     let (b, mut s) = setup_with(true);
     s.qs[0].set_driver_event_raw(0xffff, RING_EVENT_FLAGS_DESC);

@@ -75,6 +75,10 @@ pub enum Fault {
     BadPosition,
     /// Packed inflight area: its bookkeeping disagrees with the ring.
     InflightArea,
+    /// A packed chain links into a descriptor the driver has not made available in its lap.
+    DescNotAvailable(u16),
+    /// A packed driver event offset outside the ring.
+    EventOffset(u16),
 }
 
 impl fmt::Display for Fault {
@@ -111,6 +115,10 @@ impl fmt::Display for Fault {
             Fault::IdInFlight(id) => write!(f, "Guest reuses buffer id {id} while in flight"),
             Fault::BadPosition => write!(f, "ring position outside the ring"),
             Fault::InflightArea => write!(f, "inconsistent packed inflight area"),
+            Fault::DescNotAvailable(slot) => {
+                write!(f, "Guest chains into descriptor {slot}, which is not available")
+            }
+            Fault::EventOffset(off) => write!(f, "Guest's event offset {off} is outside the ring"),
         }
     }
 }

@@ -61,7 +61,15 @@ struct RingSource<'r> {
 impl DescSource for RingSource<'_> {
     #[inline]
     fn get(&mut self, k: u16) -> Result<PackedDesc, Fault> {
-        self.ring.read(self.head.advance(k, self.ring.num())).ok_or(Fault::BadPosition)
+        let pos = self.head.advance(k, self.ring.num());
+        let d = self.ring.read(pos).ok_or(Fault::BadPosition)?;
+        // The caller found the head available; every later descriptor of the chain must be
+        // available in its own lap too (its wrap counter flips where the chain wraps), or the
+        // driver never published it (a stale or used descriptor).
+        if k > 0 && !is_avail(d.flags, pos.wrap()) {
+            return Err(Fault::DescNotAvailable(pos.slot()));
+        }
+        Ok(d)
     }
 }
 
@@ -128,11 +136,17 @@ fn map_chain(
     mut inflight: Option<&mut PackedInflight>,
 ) -> Result<(u16, u16), Fault> {
     let num = ring.num();
-    // A plain slot index: the chain's wrap counters do not matter until it ends.
     let mut slot = head.slot();
+    // The wrap counter of `slot`'s lap: it flips where the chain wraps.
+    let mut wrap = head.wrap();
     let mut k = 0u16;
     loop {
         let d = ring.read_slot(slot).ok_or(Fault::BadPosition)?;
+        // The caller found the head available; a later descriptor must be available in its
+        // own lap too, or the driver never published it (stale or used).
+        if k > 0 && !is_avail(d.flags, wrap) {
+            return Err(Fault::DescNotAvailable(slot));
+        }
         k += 1;
         let last = d.flags & VRING_DESC_F_NEXT == 0;
         if let Some(a) = inflight.as_deref_mut() {
@@ -155,6 +169,7 @@ fn map_chain(
         slot += 1;
         if slot == num {
             slot = 0;
+            wrap = !wrap;
         }
     }
 }
@@ -540,8 +555,18 @@ impl RingOps for Packed<'_> {
             VRING_PACKED_EVENT_FLAG_DISABLE => false,
             VRING_PACKED_EVENT_FLAG_ENABLE => true,
             _ => {
-                !valid
-                    || need_event(self.ring.num(), e.off_wrap, new.wrap(), new.slot(), old.slot())
+                let num = self.ring.num();
+                if e.off_wrap & !Pos::WRAP >= num {
+                    return Err(Fault::EventOffset(e.off_wrap & !Pos::WRAP));
+                }
+                // Slots restart at 0 each lap: when the used index wrapped since the last
+                // signal, count the old slot from the previous lap (DPDK does the same), or
+                // every event offset would look passed.
+                let mut old_slot = old.slot();
+                if new.slot() <= old_slot {
+                    old_slot = old_slot.wrapping_sub(num);
+                }
+                !valid || need_event(num, e.off_wrap, new.wrap(), new.slot(), old_slot)
             }
         })
     }
