@@ -34,6 +34,8 @@ def spread(v):
     if len(v) < 2:
         return None
     m = statistics.median(v)
+    if m == 0:  # e.g. CPU time below the 10 ms tick in a short window
+        return None
     return (100.0 * (min(v) - m) / m, 100.0 * (max(v) - m) / m)
 
 
