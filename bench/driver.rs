@@ -581,6 +581,9 @@ struct Ring {
     bad_len: u64,
     /// Split ring: the used index last read.
     used_seen: u16,
+    /// The `depth` requests were published (by the first run(); later runs
+    /// go on with them in flight instead of publishing them a second time).
+    primed: bool,
     /// Packed ring instead of the split one (the same requests).
     packed: Option<Packed>,
 }
@@ -853,6 +856,7 @@ impl Ring {
             kicks: 0,
             bad_len: 0,
             used_seen: 0,
+            primed: false,
             packed,
         };
         if poll && !wl.event_idx && r.packed.is_none() {
@@ -988,14 +992,17 @@ impl Ring {
         let mut submitted = 0u64;
         let mut done = 0u64;
         let depth = self.heads.len();
-        for i in 0..depth {
-            if limit.is_none_or(|l| submitted < l) {
-                let h = self.heads[i];
-                self.publish(h);
-                submitted += 1;
+        if !self.primed {
+            self.primed = true;
+            for i in 0..depth {
+                if limit.is_none_or(|l| submitted < l) {
+                    let h = self.heads[i];
+                    self.publish(h);
+                    submitted += 1;
+                }
             }
+            self.commit_and_kick();
         }
-        self.commit_and_kick();
         let mut spins = 0u32;
         let t_stop = Instant::now() + Duration::from_secs(600);
         // a backend that stops completing requests ends the run
