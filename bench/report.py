@@ -450,6 +450,26 @@ def mem_values(path):
     return d
 
 
+def hotspots_by_file(path, per, top=20):
+    """Self instructions per request by (source file, function): the code
+    inlined into one exported function, split by the file it comes from."""
+    if not os.path.exists(path):
+        return []
+    txt = sh(f"callgrind_annotate --auto=no --inclusive=no --threshold=100 '{path}'")
+    agg = {}
+    for line in txt.splitlines():
+        m = FUNC_RE.match(line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        name = re.sub(r"\s+\[[^\]]*\]\s*$", "", m.group(2))
+        f, _, fn = name.rpartition(":")
+        f = "/".join(f.split("/")[-2:])
+        key = f"{f}:{fn}"
+        agg[key] = agg.get(key, 0) + int(m.group(1).replace(",", ""))
+    items = sorted(agg.items(), key=lambda kv: -kv[1])[:top]
+    return [(k, n / per) for k, n in items]
+
+
 def profile_side_by_side(raw, per, top=20, ours="hotspot-qd64-ours.callgrind", c="hotspot-qd64-c10.callgrind"):
     """Per-function self instructions per request, ours and C 10.0.2 side by side."""
     a, b = hotspots(os.path.join(raw, ours), per, top), hotspots(os.path.join(raw, c), per, top)
@@ -632,6 +652,13 @@ def main():
                "Self instructions per request of the measured backend work (`bench_backend_drain`: pop, push, "
                "notify, free; callgrind `--toggle-collect`), inlined code counted in the function it was inlined "
                "into; the top 20 of each library, totals over all functions.", "", prof, ""]
+    byfile = hotspots_by_file(os.path.join(a.raw, "hotspot-qd64-ours.callgrind"), per)
+    if byfile:
+        md += ["**ours by source file** (the same profile; code inlined into an exported function "
+               "attributed to the file it comes from):", "",
+               "| instr/req | source file:function |", "|---:|---|"]
+        md += [f"| {n:.1f} | `{k[:110]}` |" for k, n in byfile]
+        md.append("")
     prof = profile_side_by_side(a.raw, per, ours="hotspot-qd64-packed-ours.callgrind")
     if prof and os.path.exists(os.path.join(a.raw, "hotspot-qd64-packed-ours.callgrind")):
         md += ["**Packed rings** (ours packed vs C 10.0.2 split, same shape):", "", prof, ""]
