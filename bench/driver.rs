@@ -19,9 +19,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,10 +49,17 @@ const F_INDIRECT: u64 = 1 << 28;
 const F_EVENT_IDX: u64 = 1 << 29;
 const F_PROTOCOL: u64 = 1 << 30;
 const F_VERSION_1: u64 = 1 << 32;
+const F_RING_PACKED: u64 = 1 << 34;
 
 const D_NEXT: u16 = 1;
 const D_WRITE: u16 = 2;
 const D_INDIRECT: u16 = 4;
+/// Packed ring: descriptor flags AVAIL/USED, event suppression flags.
+const P_AVAIL: u16 = 1 << 7;
+const P_USED: u16 = 1 << 15;
+const EV_ENABLE: u16 = 0;
+const EV_DISABLE: u16 = 1;
+const EV_DESC: u16 = 2;
 
 // ---------------------------------------------------------------------------
 // configuration
@@ -94,11 +102,11 @@ struct Wl {
     regions: usize,
     event_idx: bool,
     inflight: bool,
-    /// Packed virtqueue (micro only; the C original has none).
-    packed: bool,
     /// Real-consumer mode: 4 KiB-aligned data buffers (O_DIRECT) and a fresh
     /// random sector in every request header.
     random_4k: bool,
+    /// Packed virtqueue (VIRTIO_F_RING_PACKED) instead of the split ring.
+    packed: bool,
 }
 
 impl Wl {
@@ -110,20 +118,21 @@ impl Wl {
             regions: 1,
             event_idx: true,
             inflight: false,
-            packed: false,
             random_4k: false,
+            packed: false,
         }
     }
     fn name(&self) -> String {
         format!(
-            "{} qd{} {} r{} eidx-{}{}",
+            "{} qd{} {} r{} eidx-{}{}{}",
             if self.fe == Fe::Poll { "poll" } else { "wait" },
             self.depth,
             self.shape.name(),
             self.regions,
             if self.event_idx { "on" } else { "off" },
-            if self.inflight { " inflight" } else { "" }
-        ) + if self.packed { " packed" } else { "" }
+            if self.inflight { " inflight" } else { "" },
+            if self.packed { " packed" } else { "" }
+        )
     }
 }
 
@@ -142,6 +151,9 @@ fn workloads() -> Vec<Wl> {
     v.push(Wl { event_idx: false, ..b.clone() });
     v.push(Wl { event_idx: false, fe: Fe::Wait, ..b.clone() });
     v.push(Wl { inflight: true, ..b.clone() });
+    // the same shapes on packed rings (run for the libraries that offer them)
+    let packed: Vec<Wl> = v.iter().map(|w| Wl { packed: true, ..w.clone() }).collect();
+    v.extend(packed);
     v
 }
 
@@ -172,6 +184,8 @@ struct Cfg {
     only: Option<String>,
     /// Only these workload indices (debugging).
     wl: Option<Vec<usize>>,
+    /// Frontend and backend CPUs for every run (None: not pinned).
+    pin: Option<Pin>,
 }
 
 impl Cfg {
@@ -226,10 +240,69 @@ fn tmpdir(work: &Path) -> PathBuf {
     d
 }
 
+// ---------------------------------------------------------------------------
+// CPU pinning: the frontend (this process) on one CPU, the backend on another
+
+/// CPUs for the frontend and the backend, as `taskset -c` would pin them.
+#[derive(Clone, Copy)]
+struct Pin {
+    frontend: usize,
+    backend: usize,
+}
+
+fn set_affinity(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays inside it
+    // (cpu < CPU_SETSIZE is checked); sched_setaffinity(0) affects only the
+    // calling thread.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Pin the child that `cmd` starts (all its threads) to the backend CPU.
+fn pin_child(cmd: &mut Command, pin: Option<Pin>) {
+    if let Some(p) = pin {
+        let cpu = p.backend;
+        // SAFETY: the closure runs between fork and exec and only makes the
+        // sched_setaffinity system call (async-signal-safe, no allocation).
+        unsafe {
+            cmd.pre_exec(move || set_affinity(cpu));
+        }
+    }
+}
+
+/// The default pinning: frontend on the first allowed CPU, backend on the
+/// second; none on a single-CPU machine.
+fn default_pin() -> Option<Pin> {
+    // SAFETY: zeroed cpu_set_t filled by sched_getaffinity of this thread.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    };
+    (cpus.len() >= 2).then(|| Pin { frontend: cpus[0], backend: cpus[1] })
+}
+
 impl Backend {
     /// Start `bin` (optionally under a wrapper command such as valgrind),
     /// serving one connection (-1) or all (for the control-plane loop).
-    fn start(work: &Path, bin: &Path, wrapper: &[String], one_shot: bool) -> Self {
+    fn start(
+        work: &Path,
+        bin: &Path,
+        wrapper: &[String],
+        one_shot: bool,
+        pin: Option<Pin>,
+    ) -> Self {
         let dir = tmpdir(work);
         let sock = dir.join("vu.sock");
         let mut cmd = if wrapper.is_empty() {
@@ -249,6 +322,7 @@ impl Backend {
         if one_shot {
             cmd.arg("-1");
         }
+        pin_child(&mut cmd, pin);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
@@ -259,7 +333,13 @@ impl Backend {
     /// Start a real consumer (unchanged QEMU binary) serving one socket:
     /// contrib vhost-user-blk on `image`, or qemu-storage-daemon exporting a
     /// null-co block device as vhost-user-blk.
-    fn start_consumer(work: &Path, c: &Consumer, wrapper: &[String], image: &Path) -> Self {
+    fn start_consumer(
+        work: &Path,
+        c: &Consumer,
+        wrapper: &[String],
+        image: &Path,
+        pin: Option<Pin>,
+    ) -> Self {
         let dir = tmpdir(work);
         let sock = dir.join("vu.sock");
         let mut cmd = if wrapper.is_empty() {
@@ -288,6 +368,7 @@ impl Backend {
         if std::fs::read_dir(&libdir).is_ok_and(|mut d| d.next().is_some()) {
             cmd.env("LD_LIBRARY_PATH", &libdir);
         }
+        pin_child(&mut cmd, pin);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
@@ -392,8 +473,29 @@ fn layout(regions: usize) -> Vec<(u64, u64)> {
 
 struct Session {
     fe: Frontend,
+    /// The same connection, for messages the `vhost` crate cannot send.
+    raw: UnixStream,
     mem: Arc<GuestMemory>,
     _inflight: Option<std::fs::File>,
+}
+
+impl Session {
+    /// SET_VRING_BASE with a 32-bit value (a packed ring's state; the `vhost`
+    /// crate sends 16 bits), NEED_REPLY set and the ack checked.
+    fn set_vring_base32(&mut self, index: u32, base: u32) {
+        use std::io::{Read as _, Write as _};
+        const SET_VRING_BASE: u32 = 10;
+        let mut m = Vec::new();
+        for v in [SET_VRING_BASE, 0x1 | 0x8, 8, index, base] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        ok(self.raw.write_all(&m), "SET_VRING_BASE (32 bit)");
+        let mut r = [0u8; 20];
+        ok(self.raw.read_exact(&mut r), "SET_VRING_BASE reply");
+        let req = u32::from_le_bytes(r[0..4].try_into().unwrap());
+        let v = u64::from_le_bytes(r[12..20].try_into().unwrap());
+        assert!(req == SET_VRING_BASE && v == 0, "SET_VRING_BASE {base:#x}: reply {req} {v}");
+    }
 }
 
 fn session(
@@ -404,6 +506,7 @@ fn session(
 ) -> Session {
     stream.set_read_timeout(Some(CTRL_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(CTRL_TIMEOUT)).unwrap();
+    let raw = stream.try_clone().unwrap();
     let mut fe = Frontend::from_stream(stream, 1);
     ok(fe.set_owner(), "SET_OWNER");
     let offered = ok(fe.get_features(), "GET_FEATURES");
@@ -422,7 +525,7 @@ fn session(
             ok(fe.add_mem_region(r), "ADD_MEM_REG");
         }
     }
-    Session { fe, mem, _inflight: None }
+    Session { fe, raw, mem, _inflight: None }
 }
 
 fn proto_for(regions: usize, inflight: bool) -> VhostUserProtocolFeatures {
@@ -436,6 +539,10 @@ fn proto_for(regions: usize, inflight: bool) -> VhostUserProtocolFeatures {
         p |= VhostUserProtocolFeatures::INFLIGHT_SHMFD;
     }
     p
+}
+
+fn wl_features(wl: &Wl) -> u64 {
+    blk_features(wl.event_idx) | if wl.packed { F_RING_PACKED } else { 0 }
 }
 
 fn blk_features(event_idx: bool) -> u64 {
@@ -472,6 +579,144 @@ struct Ring {
     kicks: u64,
     /// Random-read mode: completions whose used length was not 4096 + 1.
     bad_len: u64,
+    /// Split ring: the used index last read.
+    used_seen: u16,
+    /// The `depth` requests were published (by the first run(); later runs
+    /// go on with them in flight instead of publishing them a second time).
+    primed: bool,
+    /// Packed ring instead of the split one (the same requests).
+    packed: Option<Packed>,
+}
+
+/// A ring position: slot and wrap counter.
+#[derive(Clone, Copy)]
+struct Pos {
+    idx: u16,
+    wrap: bool,
+}
+
+impl Pos {
+    fn advance(self, n: u16) -> Pos {
+        let i = self.idx + n;
+        if i >= QSIZE {
+            Pos { idx: i - QSIZE, wrap: !self.wrap }
+        } else {
+            Pos { idx: i, wrap: self.wrap }
+        }
+    }
+    /// The event suppression encoding: offset | wrap << 15.
+    fn off_wrap(self) -> u16 {
+        self.idx | (self.wrap as u16) << 15
+    }
+}
+
+/// Driver side of a packed virtqueue (virtio 1.1): the descriptor ring where
+/// the split ring's descriptor table is, the driver event suppression area
+/// where its avail ring is, the device's where its used ring is. Request
+/// `id` is always the chain `chains[id]`, published afresh each time.
+struct Packed {
+    ring: *mut u8,
+    drv_event: *mut u16,
+    dev_event: *const u16,
+    /// (addr, len, WRITE/INDIRECT flags) of each request's descriptors
+    chains: Vec<Vec<(u64, u32, u16)>>,
+    avail: Pos,
+    used: Pos,
+    /// descriptors made available since the last kick decision
+    added: u16,
+}
+
+impl Packed {
+    fn flags(&self, slot: u16) -> &AtomicU16 {
+        // SAFETY: slot < QSIZE; 16-byte descriptors of the ring mapping,
+        // flags at offset 14 (2-aligned); kept alive by Ring::mem.
+        unsafe { &*(self.ring.add(16 * slot as usize + 14) as *const AtomicU16) }
+    }
+    fn publish(&mut self, id: u16) {
+        let n = self.chains[id as usize].len();
+        let head = self.avail;
+        let mut pos = head;
+        let mut head_flags = 0;
+        for k in 0..n {
+            let (addr, len, f) = self.chains[id as usize][k];
+            let avail_bits = if pos.wrap { P_AVAIL } else { P_USED };
+            let flags = f | if k + 1 < n { D_NEXT } else { 0 } | avail_bits;
+            // SAFETY: descriptor `pos.idx` of the ring (16-aligned), as above.
+            unsafe {
+                let d = self.ring.add(16 * pos.idx as usize);
+                (*(d as *const AtomicU64)).store(addr, Ordering::Relaxed);
+                (*(d.add(8) as *const AtomicU32)).store(len, Ordering::Relaxed);
+                (*(d.add(12) as *const AtomicU16)).store(id, Ordering::Relaxed);
+            }
+            if k == 0 {
+                head_flags = flags;
+            } else {
+                self.flags(pos.idx).store(flags, Ordering::Relaxed);
+            }
+            pos = pos.advance(1);
+        }
+        // the head's flags last: they make the whole chain available
+        self.flags(head.idx).store(head_flags, Ordering::Release);
+        self.avail = pos;
+        self.added += n as u16;
+    }
+    fn pending(&self) -> bool {
+        let f = self.flags(self.used.idx).load(Ordering::Acquire);
+        let used_bits = if self.used.wrap { P_AVAIL | P_USED } else { 0 };
+        f & (P_AVAIL | P_USED) == used_bits
+    }
+    fn take(&mut self) -> Option<(u16, u32)> {
+        if !self.pending() {
+            return None;
+        }
+        // SAFETY: the used descriptor's id (offset 12) and len (offset 8).
+        let (id, len) = unsafe {
+            let d = self.ring.add(16 * self.used.idx as usize);
+            (
+                (*(d.add(12) as *const AtomicU16)).load(Ordering::Relaxed),
+                (*(d.add(8) as *const AtomicU32)).load(Ordering::Relaxed),
+            )
+        };
+        let n = self.chains.get(id as usize).map_or(0, |c| c.len());
+        assert!(n > 0, "packed ring: used id {id} is no request of ours");
+        self.used = self.used.advance(n as u16);
+        Some((id, len))
+    }
+    fn set_driver_event(&self, off_wrap: u16, flags: u16) {
+        // SAFETY: the driver event area: le16 off_wrap, le16 flags.
+        unsafe {
+            (*(self.drv_event as *const AtomicU16)).store(off_wrap, Ordering::Relaxed);
+            (*(self.drv_event.add(1) as *const AtomicU16)).store(flags, Ordering::Release);
+        }
+    }
+    /// Whether the device asked for a kick for the descriptors added since
+    /// the last decision (the spec's event suppression, as Linux decides it).
+    fn kick_decision(&mut self, event_idx: bool) -> bool {
+        if self.added == 0 {
+            return false;
+        }
+        // SAFETY: the device event area: le16 off_wrap, le16 flags.
+        let (off_wrap, flags) = unsafe {
+            (
+                (*(self.dev_event as *const AtomicU16)).load(Ordering::Acquire),
+                (*(self.dev_event.add(1) as *const AtomicU16)).load(Ordering::Acquire),
+            )
+        };
+        let new = self.avail.idx;
+        let old = new.wrapping_sub(self.added);
+        self.added = 0;
+        match flags {
+            EV_DISABLE => false,
+            EV_DESC if event_idx => {
+                let mut ev = off_wrap & 0x7fff;
+                if (off_wrap >> 15 != 0) != self.avail.wrap {
+                    ev = ev.wrapping_sub(QSIZE);
+                }
+                need_event(ev, new, old)
+            }
+            _ => true,
+        }
+    }
 }
 
 struct Alloc {
@@ -514,11 +759,15 @@ impl Ring {
         let indirect = wl.shape == Shape::Indirect16;
         let mut heads = Vec::new();
         let mut hdr_gpa = vec![0u64; QSIZE as usize];
+        // packed: each request's descriptors (the indirect one for indirect16)
+        let mut chains: Vec<Vec<(u64, u32, u16)>> = Vec::new();
         for s in 0..wl.depth as usize {
+            let mut chain = Vec::new();
             let (table, base) = if indirect {
                 let t = al.spread(16 * n as u64, 16);
                 wdesc(desc_gpa, s, t, 16 * n as u32, D_INDIRECT, 0);
                 heads.push(s as u16);
+                chain.push((t, 16 * n as u32, D_INDIRECT));
                 (t, 0)
             } else {
                 heads.push((s * n) as u16);
@@ -549,9 +798,41 @@ impl Ring {
                     flags |= D_NEXT;
                 }
                 let next = if k < n - 1 { (base + k + 1) as u16 } else { 0 };
-                wdesc(table, base + k, g, len, flags, next);
+                if wl.packed && indirect {
+                    // a packed ring's indirect table: packed descriptors
+                    // {addr, len, id (unused), flags}, no NEXT
+                    let a = table + 16 * (base + k) as u64;
+                    mem.write_u64(a, g);
+                    mem.write_u32(a + 8, len);
+                    mem.write_u16(a + 12, 0);
+                    mem.write_u16(a + 14, flags & D_WRITE);
+                } else {
+                    wdesc(table, base + k, g, len, flags, next);
+                }
+                if !indirect {
+                    chain.push((g, len, flags & D_WRITE));
+                }
             }
+            chains.push(chain);
         }
+        let packed = wl.packed.then(|| {
+            // the ring where the descriptor table was: no descriptor available yet
+            mem.fill(desc_gpa, 16 * QSIZE as usize, 0);
+            mem.fill(avail_gpa, 4, 0);
+            mem.fill(used_gpa, 4, 0);
+            // request s is published with id s
+            heads = (0..wl.depth).collect();
+            let start = Pos { idx: 0, wrap: true };
+            Packed {
+                ring: mem.host_ptr(desc_gpa, 16 * QSIZE as u64),
+                drv_event: mem.host_ptr(avail_gpa, 4) as *mut u16,
+                dev_event: mem.host_ptr(used_gpa, 4) as *const u16,
+                chains,
+                avail: start,
+                used: start,
+                added: 0,
+            }
+        });
         let avail = mem.host_ptr(avail_gpa, 6 + 2 * QSIZE as u64) as *mut u16;
         let used = mem.host_ptr(used_gpa, 6 + 8 * QSIZE as u64);
         let poll = wl.fe == Fe::Poll;
@@ -574,8 +855,11 @@ impl Ring {
             call: EventFd::new(EFD_NONBLOCK).unwrap(),
             kicks: 0,
             bad_len: 0,
+            used_seen: 0,
+            primed: false,
+            packed,
         };
-        if poll && !wl.event_idx {
+        if poll && !wl.event_idx && r.packed.is_none() {
             r.a16(0).store(1, Ordering::SeqCst); // VRING_AVAIL_F_NO_INTERRUPT
         }
         r.set_used_event();
@@ -610,6 +894,15 @@ impl Ring {
     }
 
     fn set_used_event(&self) {
+        if let Some(p) = &self.packed {
+            match (self.poll, self.event_idx) {
+                (true, true) => p.set_driver_event(p.used.advance(QSIZE / 2).off_wrap(), EV_DESC),
+                (true, false) => p.set_driver_event(0, EV_DISABLE),
+                (false, true) => p.set_driver_event(p.used.off_wrap(), EV_DESC),
+                (false, false) => p.set_driver_event(0, EV_ENABLE),
+            }
+            return;
+        }
         if self.event_idx {
             let v = if self.poll { self.last_used.wrapping_add(0x8000) } else { self.last_used };
             self.a16(2 + QSIZE as usize).store(v, Ordering::Release);
@@ -617,6 +910,10 @@ impl Ring {
     }
 
     fn publish(&mut self, head: u16) {
+        if let Some(p) = &mut self.packed {
+            p.publish(head);
+            return;
+        }
         if self.rng != 0 {
             // 4 KiB random read anywhere in the 1 GiB device
             self.rng ^= self.rng << 13;
@@ -630,6 +927,14 @@ impl Ring {
     }
 
     fn commit_and_kick(&mut self) {
+        if let Some(p) = &mut self.packed {
+            fence(Ordering::SeqCst);
+            if p.kick_decision(self.event_idx) {
+                self.kicks += 1;
+                self.kick.write(1).unwrap();
+            }
+            return;
+        }
         self.a16(1).store(self.next_avail, Ordering::Release);
         fence(Ordering::SeqCst);
         let old = self.kicked_at;
@@ -653,34 +958,72 @@ impl Ring {
         self.u16_at(2).load(Ordering::Acquire)
     }
 
+    /// Whether a completion is waiting (split: also snapshots the used index).
+    fn pending(&mut self) -> bool {
+        if let Some(p) = &self.packed {
+            return p.pending();
+        }
+        self.used_seen = self.used_idx();
+        self.used_seen != self.last_used
+    }
+
+    /// The next completion (request head/id, used length), up to the last
+    /// pending() snapshot for the split ring.
+    fn take(&mut self) -> Option<(u16, u32)> {
+        if let Some(p) = &mut self.packed {
+            return p.take();
+        }
+        if self.last_used == self.used_seen {
+            return None;
+        }
+        let slot = self.last_used % QSIZE;
+        let id = self.used_id(slot) as u16;
+        // SAFETY: inside the used ring, 4-aligned.
+        let len = unsafe {
+            (*(self.used.add(8 + 8 * slot as usize) as *const AtomicU32)).load(Ordering::Relaxed)
+        };
+        self.last_used = self.last_used.wrapping_add(1);
+        Some((id, len))
+    }
+
     /// Keep the queue full until `deadline` or until `limit` requests were
     /// submitted and completed; returns the number of completions.
     fn run(&mut self, deadline: Option<Instant>, limit: Option<u64>) -> u64 {
         let mut submitted = 0u64;
         let mut done = 0u64;
         let depth = self.heads.len();
-        for i in 0..depth {
-            if limit.is_none_or(|l| submitted < l) {
-                let h = self.heads[i];
-                self.publish(h);
-                submitted += 1;
+        if !self.primed {
+            self.primed = true;
+            for i in 0..depth {
+                if limit.is_none_or(|l| submitted < l) {
+                    let h = self.heads[i];
+                    self.publish(h);
+                    submitted += 1;
+                }
             }
+            self.commit_and_kick();
         }
-        self.commit_and_kick();
         let mut spins = 0u32;
         let t_stop = Instant::now() + Duration::from_secs(600);
+        // a backend that stops completing requests ends the run
+        let (mut progress_at, mut progress_done) = (Instant::now(), 0u64);
         loop {
             if let Some(l) = limit {
                 if done >= l {
                     break;
                 }
             }
-            let u = self.used_idx();
-            if u == self.last_used {
+            if !self.pending() {
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(4096) {
                     let now = Instant::now();
-                    if deadline.is_some_and(|d| now >= d) || now > t_stop {
+                    if done != progress_done {
+                        (progress_at, progress_done) = (now, done);
+                    }
+                    if deadline.is_some_and(|d| now >= d)
+                        || now > t_stop
+                        || now.duration_since(progress_at) > Duration::from_secs(30)
+                    {
                         break;
                     }
                 }
@@ -689,27 +1032,17 @@ impl Ring {
                 } else {
                     self.set_used_event();
                     fence(Ordering::SeqCst);
-                    if self.used_idx() == self.last_used {
+                    if !self.pending() {
                         wait_readable(self.call.as_raw_fd(), 50);
                         let _ = self.call.read();
                     }
                 }
                 continue;
             }
-            while self.last_used != u {
-                let id = self.used_id(self.last_used % QSIZE) as u16;
-                if self.rng != 0 {
-                    // SAFETY: inside the used ring, 4-aligned.
-                    let len = unsafe {
-                        (*(self.used.add(8 + 8 * (self.last_used % QSIZE) as usize)
-                            as *const AtomicU32))
-                            .load(Ordering::Relaxed)
-                    };
-                    if len != 4097 {
-                        self.bad_len += 1;
-                    }
+            while let Some((id, len)) = self.take() {
+                if self.rng != 0 && len != 4097 {
+                    self.bad_len += 1;
                 }
-                self.last_used = self.last_used.wrapping_add(1);
                 done += 1;
                 if limit.is_none_or(|l| submitted < l) {
                     self.publish(id);
@@ -747,7 +1080,7 @@ fn start_device_proto(
     wl: &Wl,
     proto: VhostUserProtocolFeatures,
 ) -> (Session, Ring) {
-    let mut s = session(stream, blk_features(wl.event_idx), proto, wl.regions);
+    let mut s = session(stream, wl_features(wl), proto, wl.regions);
     if wl.inflight {
         let req =
             VhostUserInflight { mmap_size: 0, mmap_offset: 0, num_queues: 1, queue_size: QSIZE };
@@ -757,7 +1090,12 @@ fn start_device_proto(
     }
     let ring = Ring::new(&s.mem, wl);
     ok(s.fe.set_vring_num(0, QSIZE), "SET_VRING_NUM");
-    ok(s.fe.set_vring_base(0, 0), "SET_VRING_BASE");
+    if wl.packed {
+        // next avail 0 and next used 0, both wrap counters 1
+        s.set_vring_base32(0, 0x8000_8000);
+    } else {
+        ok(s.fe.set_vring_base(0, 0), "SET_VRING_BASE");
+    }
     ok(s.fe.set_vring_addr(0, &ring.config()), "SET_VRING_ADDR");
     ok(s.fe.set_vring_call(0, &ring.call), "SET_VRING_CALL");
     ok(s.fe.set_vring_kick(0, &ring.kick), "SET_VRING_KICK");
@@ -781,9 +1119,22 @@ fn supported(lib: &Lib, wl_regions: usize) -> bool {
     wl_regions <= lib.max_slots
 }
 
+/// Whether `lib`'s blk backend offers VIRTIO_F_RING_PACKED.
+fn offers_packed(cfg: &Cfg, lib: &Lib) -> bool {
+    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
+    let stream = b.connect();
+    stream.set_read_timeout(Some(CTRL_TIMEOUT)).unwrap();
+    let fe = Frontend::from_stream(stream, 1);
+    ok(fe.set_owner(), "SET_OWNER");
+    let offered = ok(fe.get_features(), "GET_FEATURES");
+    drop(fe);
+    b.finish(Duration::from_secs(20));
+    offered & F_RING_PACKED != 0
+}
+
 /// One throughput run: fresh backend, warm-up, timed window.
 fn blk_run(cfg: &Cfg, lib: &Lib, wl: &Wl) -> (f64, f64) {
-    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true);
+    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
     let stream = b.connect();
     let (s, mut ring) = start_device(stream, wl);
     ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
@@ -815,7 +1166,7 @@ fn consumer_finish(b: Backend, c: &Consumer, timeout: Duration) {
 
 /// One throughput run against a fresh consumer process.
 fn consumer_run(cfg: &Cfg, c: &Consumer, wl: &Wl) -> (f64, f64) {
-    let mut b = Backend::start_consumer(&cfg.work, c, &[], &cfg.image);
+    let mut b = Backend::start_consumer(&cfg.work, c, &[], &cfg.image, cfg.pin);
     let stream = b.connect();
     // Both consumers offer CONFIG (+ INFLIGHT_SHMFD), not REPLY_ACK or MQ.
     let (s, mut ring) = start_device_proto(stream, wl, VhostUserProtocolFeatures::CONFIG);
@@ -846,7 +1197,7 @@ fn consumer_callgrind(cfg: &Cfg, c: &Consumer, wl: &Wl, n: u64, out: &Path) -> O
         "--quiet".into(),
     ];
     let _ = std::fs::remove_file(out);
-    let mut b = Backend::start_consumer(&cfg.work, c, &wrapper, &cfg.image);
+    let mut b = Backend::start_consumer(&cfg.work, c, &wrapper, &cfg.image, cfg.pin);
     let stream = b.connect();
     let (s, mut ring) = start_device_proto(stream, wl, VhostUserProtocolFeatures::CONFIG);
     if n > 0 {
@@ -873,17 +1224,18 @@ fn blk_callgrind(cfg: &Cfg, lib: &Lib, wl: &Wl, n: u64, out: &Path) -> Option<f6
         format!("--callgrind-out-file={}", out.display()),
         "--quiet".into(),
     ];
-    let mut b = Backend::start(&cfg.work, &lib.blk, &wrapper, true);
+    let mut b = Backend::start(&cfg.work, &lib.blk, &wrapper, true, cfg.pin);
     let stream = b.connect();
     let (s, mut ring) = start_device(stream, wl);
-    if n > 0 {
-        let done = ring.run(None, Some(n));
-        assert_eq!(done, n);
-    }
+    let done = if n > 0 { ring.run(None, Some(n)) } else { 0 };
     drop(s);
     drop(ring);
     if !b.finish(Duration::from_secs(300)) {
         eprintln!("callgrind run of {} did not exit cleanly", lib.name);
+    }
+    if done != n {
+        eprintln!("callgrind run of {} {}: {done} of {n} requests completed", lib.name, wl.name());
+        return None;
     }
     callgrind_total(out)
 }
@@ -961,14 +1313,34 @@ fn kv(s: &str, key: &str) -> Option<f64> {
 
 fn micro_run(cfg: &Cfg, lib: &Lib, wl: &Wl) -> Option<(f64, f64)> {
     let n = cfg.micro_requests();
-    let out = run_bounded(
-        Command::new(&lib.micro).args(micro_args(wl)).arg("-n").arg(n.to_string()),
-        Duration::from_secs(300),
-    )?;
+    let mut cmd = Command::new(&lib.micro);
+    cmd.args(micro_args(wl)).arg("-n").arg(n.to_string());
+    if let Some(p) = cfg.pin {
+        // its backend thread (the main one) and its frontend thread
+        cmd.arg("-P").arg(format!("{},{}", p.frontend, p.backend));
+    }
+    let out = run_bounded(&mut cmd, Duration::from_secs(300))?;
     let reqs = kv(&out, "requests")?;
     let secs = kv(&out, "seconds")?;
     let cpu = kv(&out, "cpu_ns")?;
     Some((reqs / secs, cpu))
+}
+
+/// Why `lib`'s microbenchmark cannot run packed rings (None: it can): micro
+/// exits with status 3 when the library does not offer VIRTIO_F_RING_PACKED.
+fn packed_missing(lib: &Lib) -> Option<String> {
+    let st = Command::new(&lib.micro)
+        .args(["--inline", "-p", "-d", "1", "-n", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match st {
+        Ok(s) if s.success() => None,
+        Ok(s) if s.code() == Some(3) => Some("packed rings not offered".into()),
+        Ok(s) => Some(format!("packed run failed ({s})")),
+        Err(e) => Some(format!("cannot run micro: {e}")),
+    }
 }
 
 fn micro_callgrind(lib: &Lib, wl: &Wl, n: u64, out: &Path) -> Option<f64> {
@@ -994,7 +1366,7 @@ fn micro_callgrind(lib: &Lib, wl: &Wl, n: u64, out: &Path) -> Option<f64> {
 /// Full device starts per second (connect, features, mem table, rings,
 /// enable, disconnect), against one long-running backend.
 fn ctrl_starts(cfg: &Cfg, lib: &Lib) -> (f64, f64) {
-    let mut b = Backend::start(&cfg.work, &lib.blk, &[], false);
+    let mut b = Backend::start(&cfg.work, &lib.blk, &[], false, cfg.pin);
     let wl = Wl { regions: 1, ..Wl::base() };
     // warm-up
     for _ in 0..3 {
@@ -1021,7 +1393,7 @@ fn ctrl_starts(cfg: &Cfg, lib: &Lib) -> (f64, f64) {
 
 /// SET_MEM_TABLE with 8 regions, repeated on one connection (NEED_REPLY).
 fn ctrl_mem_table(cfg: &Cfg, lib: &Lib) -> (f64, f64) {
-    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true);
+    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
     let st = b.connect();
     let s = session(st, blk_features(true), proto_for(8, false), 8);
     let mems = [s.mem.clone(), GuestMemory::new(&layout(8))];
@@ -1044,7 +1416,7 @@ fn ctrl_mem_table(cfg: &Cfg, lib: &Lib) -> (f64, f64) {
 /// ADD_MEM_REG of `k` regions then REM_MEM_REG of all, repeated; rate in
 /// region operations per second.
 fn ctrl_add_rem(cfg: &Cfg, lib: &Lib, k: usize) -> (f64, f64) {
-    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true);
+    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
     let st = b.connect();
     let mut s = session(st, blk_features(true), proto_for(256, false), 1);
     ok(s.fe.remove_mem_region(&s.mem.region_infos()[0]), "REM_MEM_REG");
@@ -1086,11 +1458,12 @@ type Table = BTreeMap<(usize, String), (String, BTreeMap<String, Stats>)>;
 
 fn json_table(t: &Table) -> String {
     let mut s = String::from("[");
-    for (i, ((_, _), (name, libs))) in t.iter().enumerate() {
+    for (i, ((wi, _), (name, libs))) in t.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        write!(s, "\n  {{\"workload\": {}, \"libs\": {{", json_str(name)).unwrap();
+        // index: the workload's number in its section (names the raw callgrind files)
+        write!(s, "\n  {{\"workload\": {}, \"index\": {wi}, \"libs\": {{", json_str(name)).unwrap();
         for (j, (lib, st)) in libs.iter().enumerate() {
             if j > 0 {
                 s.push(',');
@@ -1122,6 +1495,7 @@ fn parse_args() -> Cfg {
     let mut consumers = Vec::new();
     let mut missing = Vec::new();
     let mut image = PathBuf::from("/dev/shm/vu-bench.img");
+    let mut pin = default_pin();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -1150,6 +1524,18 @@ fn parse_args() -> Cfg {
                 missing.push((p[0].into(), p[1].into(), p[2].into(), p[3].into()));
             }
             "--image" => image = PathBuf::from(v),
+            "--pin" => {
+                // FE,BE (CPU numbers) or `none`
+                pin = if v == "none" {
+                    None
+                } else {
+                    let (f, b) = v.split_once(',').expect("--pin FE,BE|none");
+                    Some(Pin {
+                        frontend: f.parse().expect("--pin FE,BE"),
+                        backend: b.parse().expect("--pin FE,BE"),
+                    })
+                };
+            }
             "--wl" => wl = Some(v.split(',').map(|x| x.parse().unwrap()).collect()),
             "--lib" => {
                 let (name, rest) = v.split_once('=').expect("--lib NAME=BLK,MICRO");
@@ -1171,12 +1557,17 @@ fn parse_args() -> Cfg {
         i += 2;
     }
     assert!(!libs.is_empty() || !consumers.is_empty(), "no --lib or --consumer given");
-    Cfg { quick, consumers, missing, image, work, out, libs, only, wl }
+    Cfg { quick, consumers, missing, image, work, out, libs, only, wl, pin }
 }
 
 fn main() {
     let cfg = parse_args();
     std::fs::create_dir_all(&cfg.work).unwrap();
+    if let Some(p) = cfg.pin {
+        // The frontend: this thread (every frontend loop runs on it).
+        set_affinity(p.frontend).unwrap_or_else(|e| panic!("pin to CPU {}: {e}", p.frontend));
+        eprintln!("pinned: frontend CPU {}, backend CPU {}", p.frontend, p.backend);
+    }
     let raw = cfg.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     let want = |part: &str| cfg.only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
     let mut blk: Table = BTreeMap::new();
@@ -1244,16 +1635,31 @@ fn main() {
 
     // ---- library-bound workloads through the blk backend ----
     if want("blk") {
+        let no_packed: BTreeMap<String, String> = cfg
+            .libs
+            .iter()
+            .filter(|l| !offers_packed(&cfg, l))
+            .map(|l| (l.name.clone(), "packed rings not offered".to_string()))
+            .collect();
         for (wi, wl) in wls.iter().enumerate() {
             if cfg.wl.as_ref().is_some_and(|w| !w.contains(&wi)) {
                 continue;
             }
+            let skip = |lib: &Lib| {
+                if !supported(lib, wl.regions) {
+                    Some(format!("max {} memory slots", lib.max_slots))
+                } else if wl.packed {
+                    no_packed.get(&lib.name).cloned()
+                } else {
+                    None
+                }
+            };
             let entry = blk.entry((wi, wl.name())).or_insert_with(|| (wl.name(), BTreeMap::new()));
             for rep in 0..cfg.reps() {
                 for lib in &cfg.libs {
                     let st = entry.1.entry(lib.name.clone()).or_default();
-                    if !supported(lib, wl.regions) {
-                        st.note = Some(format!("max {} memory slots", lib.max_slots));
+                    if let Some(why) = skip(lib) {
+                        st.note = Some(why);
                         continue;
                     }
                     let (rps, cpu) = blk_run(&cfg, lib, wl);
@@ -1268,7 +1674,7 @@ fn main() {
             }
             let n = cfg.cg_requests();
             for lib in &cfg.libs {
-                if !supported(lib, wl.regions) {
+                if skip(lib).is_some() {
                     continue;
                 }
                 let base = blk_callgrind(
@@ -1300,7 +1706,7 @@ fn main() {
     // ---- in-process microbenchmark ----
     if want("micro") {
         let b = Wl::base();
-        let mwls = vec![
+        let mut mwls = vec![
             Wl { depth: 1, ..b.clone() },
             b.clone(),
             Wl { depth: 64, ..b.clone() },
@@ -1310,17 +1716,15 @@ fn main() {
             Wl { regions: 256, ..b.clone() },
             Wl { event_idx: false, ..b.clone() },
             Wl { inflight: true, ..b.clone() },
-            // The same library-bound shapes on packed rings (ours only).
-            Wl { depth: 1, packed: true, ..b.clone() },
-            Wl { packed: true, ..b.clone() },
-            Wl { depth: 64, packed: true, ..b.clone() },
-            Wl { shape: Shape::Indirect16, packed: true, ..b.clone() },
-            Wl { shape: Shape::Seg64, packed: true, ..b.clone() },
-            Wl { regions: 8, packed: true, ..b.clone() },
-            Wl { regions: 256, packed: true, ..b.clone() },
-            Wl { event_idx: false, packed: true, ..b.clone() },
-            Wl { inflight: true, packed: true, ..b.clone() },
         ];
+        // The same shapes on packed rings (only libraries that offer them).
+        let packed: Vec<Wl> = mwls.iter().map(|w| Wl { packed: true, ..w.clone() }).collect();
+        mwls.extend(packed);
+        let no_packed: BTreeMap<String, String> = cfg
+            .libs
+            .iter()
+            .filter_map(|l| packed_missing(l).map(|why| (l.name.clone(), why)))
+            .collect();
         for (wi, wl) in mwls.iter().enumerate() {
             if cfg.wl.as_ref().is_some_and(|w| !w.contains(&wi)) {
                 continue;
@@ -1335,8 +1739,8 @@ fn main() {
                         st.note = Some(format!("max {} memory slots", lib.max_slots));
                         continue;
                     }
-                    if wl.packed && lib.name != "ours" {
-                        st.note = Some("no packed rings in the C original".into());
+                    if wl.packed && no_packed.contains_key(&lib.name) {
+                        st.note = Some(no_packed[&lib.name].clone());
                         continue;
                     }
                     match micro_run(&cfg, lib, wl) {
@@ -1354,7 +1758,7 @@ fn main() {
             }
             let n = cfg.cg_requests() * 5;
             for lib in &cfg.libs {
-                if !supported(lib, wl.regions) || (wl.packed && lib.name != "ours") {
+                if !supported(lib, wl.regions) || (wl.packed && no_packed.contains_key(&lib.name)) {
                     continue;
                 }
                 let f0 = raw.join(format!("cg-micro-{}-{wi}-0", lib.name));
@@ -1367,6 +1771,14 @@ fn main() {
                 eprintln!("[micro] {name} {}: {:?} instructions/req", lib.name, ir);
                 if wi == 1 {
                     let _ = std::fs::copy(&f1, raw.join(format!("hotspot-{}.callgrind", lib.name)));
+                }
+                if wl.shape == Shape::Chain3 && wl.depth == 64 {
+                    // the per-function profile of issue 10 (chain3 depth 64)
+                    let tag = if wl.packed { "-packed" } else { "" };
+                    let _ = std::fs::copy(
+                        &f1,
+                        raw.join(format!("hotspot-qd64{tag}-{}.callgrind", lib.name)),
+                    );
                 }
                 if wi == 4 {
                     let _ = std::fs::copy(
@@ -1418,12 +1830,13 @@ fn main() {
 
 fn render(blk: &Table, micro: &Table, ctrl: &Table, cons: &Table, cfg: &Cfg) -> String {
     format!(
-        "{{\"mode\": {}, \"reps\": {}, \"seconds\": {}, \"callgrind_requests\": {}, \"micro_requests\": {},\n\"blk\": {},\n\"micro\": {},\n\"ctrl\": {},\n\"consumers\": {},\n\"consumer_image\": {}\n}}\n",
+        "{{\"mode\": {}, \"reps\": {}, \"seconds\": {}, \"callgrind_requests\": {}, \"micro_requests\": {}, \"pin\": {},\n\"blk\": {},\n\"micro\": {},\n\"ctrl\": {},\n\"consumers\": {},\n\"consumer_image\": {}\n}}\n",
         json_str(if cfg.quick { "quick" } else { "full" }),
         cfg.reps(),
         cfg.secs(),
         cfg.cg_requests(),
         cfg.micro_requests(),
+        cfg.pin.map_or("null".to_string(), |p| format!("[{}, {}]", p.frontend, p.backend)),
         json_table(blk),
         json_table(micro),
         json_table(ctrl),

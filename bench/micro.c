@@ -24,6 +24,8 @@
  *              [-e] (EVENT_IDX) [-i] (inflight tracking) [-p] (packed ring)
  *   -p negotiates VIRTIO_F_RING_PACKED (bit 34); a library that does not offer it
  *   makes the program exit with status 3 ("packed rings not offered").
+ *              [-P FE,BE] (thread mode: pin the frontend thread to CPU FE and
+ *              the backend thread to CPU BE, as taskset would)
  *   SHAPE: chain3 | indirect16 | seg64
  * Output: one line "requests=N seconds=S cpu_ns=C" (thread mode) or
  *         "requests=N" (inline mode).
@@ -83,6 +85,7 @@ static int nregions = 1;
 static bool event_idx, inflight, inline_mode, packed;
 static int depth = 16;
 static uint64_t total = 100000;
+static int pin_fe = -1, pin_be = -1; /* -P: CPUs of the two threads */
 static int shape_n;          /* descriptors per request */
 static bool shape_indirect;
 
@@ -468,6 +471,17 @@ __attribute__((noinline)) uint64_t bench_backend_drain(VuVirtq *vq)
     return n;
 }
 
+static void pin_thread(pthread_t t, int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    errno = pthread_setaffinity_np(t, sizeof(set), &set);
+    if (errno) {
+        die("pthread_setaffinity_np");
+    }
+}
+
 static double now(clockid_t c)
 {
     struct timespec t;
@@ -490,6 +504,12 @@ int main(int argc, char **argv)
             inflight = true;
         } else if (!strcmp(argv[i], "-p")) {
             packed = true;
+        } else if (i + 1 < argc && !strcmp(argv[i], "-P")) {
+            if (sscanf(argv[++i], "%d,%d", &pin_fe, &pin_be) != 2 || pin_fe < 0 ||
+                pin_be < 0 || pin_fe >= CPU_SETSIZE || pin_be >= CPU_SETSIZE) {
+                fprintf(stderr, "micro: -P FE,BE\n");
+                return 2;
+            }
         } else if (i + 1 < argc && !strcmp(argv[i], "-n")) {
             total = strtoull(argv[++i], NULL, 0);
         } else if (i + 1 < argc && !strcmp(argv[i], "-d")) {
@@ -545,6 +565,10 @@ int main(int argc, char **argv)
         double t0, c0, t1, c1;
         if (pthread_create(&fe, NULL, frontend_main, NULL)) {
             die("pthread_create");
+        }
+        if (pin_fe >= 0) {
+            pin_thread(fe, pin_fe);
+            pin_thread(pthread_self(), pin_be);
         }
         t0 = now(CLOCK_MONOTONIC);
         c0 = now(CLOCK_THREAD_CPUTIME_ID);

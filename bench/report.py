@@ -34,6 +34,8 @@ def spread(v):
     if len(v) < 2:
         return None
     m = statistics.median(v)
+    if m == 0:  # e.g. CPU time below the 10 ms tick in a short window
+        return None
     return (100.0 * (min(v) - m) / m, 100.0 * (max(v) - m) / m)
 
 
@@ -227,6 +229,9 @@ def load_results(raw):
                 row["workload"].split()[0] != "7.2", row["workload"].split()[1],
                 int(row["workload"].rsplit("qd", 1)[1])))
             res["consumer_image"] = r.get("consumer_image")
+    for key in ["blk", "micro"]:  # results of older drivers: rows in workload order
+        for i, row in enumerate(res.get(key) or []):
+            row.setdefault("index", i)
     return res
 
 
@@ -254,6 +259,231 @@ def hotspots(path, per, top=15):
     total = sum(agg.values()) or 1
     items = sorted(agg.items(), key=lambda kv: -kv[1])[:top]
     return [(f, n / per, 100.0 * n / total) for f, n in items]
+
+
+# ---- library-bound instructions of the blk backend ---------------------------
+
+# The request path the issue-10 goals count: pop -> push -> notify, the element's
+# malloc (inside pop) and free (the backend frees it: one free per request) included.
+PATH_FNS = ("vu_queue_pop", "vu_queue_push", "vu_queue_notify", "free")
+
+
+CALLS_RE = re.compile(r"^\s*[\d,]+\s+\(\s*[\d.]+%\)\s+<\s.*\(([\d,]+)x\)")
+STAR_RE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+\*\s+(.*)$")
+
+
+def inclusive(path, fns):
+    """{function: (inclusive instructions, calls)} for the functions named
+    `fns` in one callgrind file. callgrind_annotate also lists the parts
+    inlined from other files under the same function name: the whole
+    function is the largest entry."""
+    if not os.path.exists(path):
+        return None
+    out = {f: (0, 0) for f in fns}
+    calls = 0
+    txt = sh(f"callgrind_annotate --auto=no --inclusive=yes --tree=caller --threshold=100 '{path}'")
+    for line in txt.splitlines():
+        m = CALLS_RE.match(line)
+        if m:
+            calls += int(m.group(1).replace(",", ""))
+            continue
+        m = STAR_RE.match(line)
+        if m:
+            name = re.sub(r"\s+\[[^\]]*\]\s*$", "", m.group(2))
+            name = name.split(":", 1)[1] if ":" in name else name
+            if name in out and int(m.group(1).replace(",", "")) > out[name][0]:
+                out[name] = (int(m.group(1).replace(",", "")), calls)
+        if not line.strip() or m:
+            calls = 0
+    return out
+
+
+def blk_path_ir(raw, row, lib, n):
+    """Instructions per request of pop/push/notify/free in the blk backend
+    (an n-request callgrind run minus a zero-request run)."""
+    wi = row.get("index")
+    if wi is None or not n:
+        return None
+    a = inclusive(os.path.join(raw, f"cg-blk-{lib}-{wi}-0"), PATH_FNS)
+    b = inclusive(os.path.join(raw, f"cg-blk-{lib}-{wi}-n"), PATH_FNS)
+    if a is None or b is None:
+        return None
+    d = {f: (b[f][0] - a[f][0], b[f][1] - a[f][1]) for f in PATH_FNS}
+    # free: the backend frees more than the element (its own buffers), so
+    # one average free per request rather than all of them
+    free_calls = d["free"][1]
+    free_one = d["free"][0] / free_calls if free_calls > 0 else 0
+    return sum(d[f][0] for f in PATH_FNS if f != "free") / n + free_one
+
+
+def pair_ratios(o, c):
+    """ours/C of each interleaved pair (rep i of ours with rep i of C)."""
+    return [x / y for x, y in zip(o or [], c or []) if x and y]
+
+
+# ---- issue 10's goals, computed ---------------------------------------------
+
+# Memory limits: bench/results/MEMORY.md (main at cbd7101, heap in use of bench/mem.c):
+# 21,216 bytes after vu_init with 1 queue, 31,808 with 64 (168.1 per extra queue), 0 per region.
+MEM_LIMITS = {"init_q1": 21216, "init_q64": 31808, "per_region": 0}
+
+LIB_SHAPES = [  # blk workloads the instruction goals cover
+    "poll qd1 chain3 r1 eidx-on", "poll qd16 chain3 r1 eidx-on", "poll qd64 chain3 r1 eidx-on",
+    "wait qd1 chain3 r1 eidx-on", "wait qd16 chain3 r1 eidx-on", "wait qd64 chain3 r1 eidx-on",
+    "poll qd16 indirect16 r1 eidx-on", "poll qd16 seg64 r1 eidx-on", "poll qd16 chain3 r8 eidx-on",
+    "poll qd16 chain3 r256 eidx-on", "poll qd16 chain3 r1 eidx-off", "wait qd16 chain3 r1 eidx-off",
+    "poll qd16 chain3 r1 eidx-on inflight"]
+
+
+def verdict(x, limit, higher_is_better):
+    if x is None:
+        return "n/a"
+    ok = x >= limit if higher_is_better else x <= limit
+    return "**PASS**" if ok else "**FAIL**"
+
+
+def goals(res, raw):
+    """Markdown rows: goal | shape | measured | limit | verdict, and the tally."""
+    rows, tally = [], {"**PASS**": 0, "**FAIL**": 0, "n/a": 0}
+
+    def add(goal, shape, value, limit, hib, detail=""):
+        v = verdict(value, limit, hib)
+        tally[v] += 1
+        shown = fr(value) if isinstance(limit, float) or value is None else f"{value:,.0f}"
+        rows.append(f"| {goal} | {shape} | {shown}{detail} | {'≥' if hib else '≤'} {limit:,} | {v} |")
+
+    n = res.get("callgrind_requests", 0)
+    blk = {r["workload"]: r for r in res.get("blk", [])}
+    micro = {r["workload"]: r for r in res.get("micro", [])}
+    for shape in LIB_SHAPES:
+        r = blk.get(shape)
+        lim = 0.5 if shape == "poll qd64 chain3 r1 eidx-on" else 0.6
+        if r is None:
+            add("instr/req, split (blk pop/push/notify/free)", shape, None, lim, False)
+            continue
+        o, c = blk_path_ir(raw, r, "ours", n), blk_path_ir(raw, r, "c10", n)
+        add("instr/req, split (blk pop/push/notify/free)", shape, ratio(o, c), lim, False,
+            f" ({fmt(o)} vs {fmt(c)})")
+    # packed rings: ours packed vs C split (blk, then the in-process microbenchmark)
+    for shape in LIB_SHAPES:
+        r, split = blk.get(shape + " packed"), blk.get(shape)
+        lim = 0.5 if shape == "poll qd64 chain3 r1 eidx-on" else 0.6
+        if r is None or split is None:
+            add("instr/req, packed ours vs split C (blk)", shape + " packed", None, lim, False)
+            continue
+        o, c = blk_path_ir(raw, r, "ours", n), blk_path_ir(raw, split, "c10", n)
+        note = r["libs"].get("ours", {}).get("note")
+        add("instr/req, packed ours vs split C (blk)", shape + " packed", ratio(o, c), lim, False,
+            f" ({fmt(o)} vs {fmt(c)})" if o else (f" ({note})" if note else ""))
+    for name, r in micro.items():
+        if not name.endswith(" packed"):
+            continue
+        split = micro.get(name[: -len(" packed")], {}).get("libs", {})
+        o = r["libs"].get("ours", {}).get("ir")
+        c = split.get("c10", {}).get("ir")
+        lim = 0.5 if name.startswith("qd64 chain3 r1 eidx-on") else 0.6
+        note = r["libs"].get("ours", {}).get("note")
+        add("instr/req, packed ours vs split C (micro)", name, ratio(o, c), lim, False,
+            f" ({fmt(o)} vs {fmt(c)})" if o else (f" ({note})" if note else ""))
+    # throughput: median of the interleaved pairs' ratios (pinned runs)
+    for name, r in blk.items():
+        want = (1.15 if name.startswith("poll ") else
+                1.0 if name in ("wait qd1 chain3 r1 eidx-on", "wait qd1 chain3 r1 eidx-on packed") else None)
+        if want is None:
+            continue
+        c_row = blk.get(name[: -len(" packed")], {}) if name.endswith(" packed") else r
+        pr = pair_ratios(r["libs"].get("ours", {}).get("rps"), c_row.get("libs", {}).get("c10", {}).get("rps"))
+        m = med(pr)
+        det = ""
+        if pr:
+            det = f" ({len(pr)} pairs, {min(pr):.2f}–{max(pr):.2f})"
+            if len(pr) < 5:
+                det += " — fewer than 5 pairs: not conclusive"
+        if not pr and r["libs"].get("ours", {}).get("note"):
+            det = f" ({r['libs']['ours']['note']})"
+        add("req/s ours/C, pinned", name, m, want, True, det)
+    # real consumers, 7.2 builds: the library's own instructions and IOPS
+    cn = n // 4
+    for r in res.get("consumers", []):
+        if not r["workload"].startswith("7.2 "):
+            continue
+        libs = r["libs"]
+        add("consumer library instr/req", r["workload"],
+            ratio(consumer_lib_ir(raw, r, "ours", cn), consumer_lib_ir(raw, r, "c-original", cn)), 0.7, False)
+        add("consumer IOPS ours/C", r["workload"],
+            ratio(med(libs.get("ours", {}).get("rps") or []), med(libs.get("c-original", {}).get("rps") or [])),
+            1.0, True)
+    if not any(r["workload"].startswith("7.2 ") for r in res.get("consumers", [])):
+        add("consumer library instr/req", "7.2 contrib-blk, qsd", None, 0.7, False, " (no consumer run)")
+        add("consumer IOPS ours/C", "7.2 contrib-blk, qsd", None, 1.0, True, " (no consumer run)")
+    # memory, bytes (absolute, not ratios)
+    mem = mem_values(os.path.join(raw, "mem.txt"))
+    q1, q64 = mem.get(("-q 1", "init")), mem.get(("-q 64", "init"))
+    add("heap after vu_init, 1 queue (bytes)", "ours", q1, MEM_LIMITS["init_q1"], False)
+    add("heap after vu_init, 64 queues (bytes)", "ours", q64, MEM_LIMITS["init_q64"], False)
+    for args, key, k in [("-q 1 -m", "memtable", 8), ("-q 1 -a 32", "addreg", 32), ("-q 1 -a 256", "addreg", 256)]:
+        x = mem.get((args, key))
+        add("heap per region (bytes)", f"ours, {k} regions", None if x is None else x / k,
+            MEM_LIMITS["per_region"], False)
+    head = ["| goal | shape | measured ours/C (ours vs C 10.0.2) | limit | verdict |",
+            "|---|---|---:|---:|---|"]
+    summary = (f"{tally['**PASS**']} met, {tally['**FAIL**']} missed, {tally['n/a']} not measured "
+               f"(of {len(rows)}).")
+    return summary, "\n".join(head + rows)
+
+
+def mem_values(path):
+    """ours' mem.txt values: {(args, key): int}."""
+    d = {}
+    if not os.path.exists(path):
+        return d
+    for line in open(path):
+        parts = line.rstrip("\n").split("|", 2)
+        if len(parts) == 3 and parts[0] == "ours":
+            for t in parts[2].split():
+                if "=" in t:
+                    k, v = t.split("=", 1)
+                    try:
+                        d[(parts[1], k)] = int(v)
+                    except ValueError:
+                        pass
+    return d
+
+
+def hotspots_by_file(path, per, top=20):
+    """Self instructions per request by (source file, function): the code
+    inlined into one exported function, split by the file it comes from."""
+    if not os.path.exists(path):
+        return []
+    txt = sh(f"callgrind_annotate --auto=no --inclusive=no --threshold=100 '{path}'")
+    agg = {}
+    for line in txt.splitlines():
+        m = FUNC_RE.match(line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        name = re.sub(r"\s+\[[^\]]*\]\s*$", "", m.group(2))
+        f, _, fn = name.rpartition(":")
+        f = "/".join(f.split("/")[-2:])
+        key = f"{f}:{fn}"
+        agg[key] = agg.get(key, 0) + int(m.group(1).replace(",", ""))
+    items = sorted(agg.items(), key=lambda kv: -kv[1])[:top]
+    return [(k, n / per) for k, n in items]
+
+
+def profile_side_by_side(raw, per, top=20, ours="hotspot-qd64-ours.callgrind", c="hotspot-qd64-c10.callgrind"):
+    """Per-function self instructions per request, ours and C 10.0.2 side by side."""
+    a, b = hotspots(os.path.join(raw, ours), per, top), hotspots(os.path.join(raw, c), per, top)
+    if not a and not b:
+        return None
+    ta = sum(h[1] for h in hotspots(os.path.join(raw, ours), per, 10**6))
+    tb = sum(h[1] for h in hotspots(os.path.join(raw, c), per, 10**6))
+    out = ["| # | ours: function | instr/req | C 10.0.2: function | instr/req |", "|---:|---|---:|---|---:|"]
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else ("", None, 0)
+        y = b[i] if i < len(b) else ("", None, 0)
+        out.append(f"| {i + 1} | `{x[0][:80]}` | {fmt(x[1])} | `{y[0][:80]}` | {fmt(y[1])} |")
+    out.append(f"| | **total** | **{ta:.0f}** | **total** | **{tb:.0f}** |")
+    return "\n".join(out)
 
 
 def plot(res, out_png, raw):
@@ -321,6 +551,11 @@ def main():
         f"- commit measured: {open(os.path.join(a.raw, 'commit.txt')).read().strip() if os.path.exists(os.path.join(a.raw, 'commit.txt')) else '?'}"
         f" (report written at {sh('git -C ' + os.path.dirname(os.path.abspath(__file__)) + ' rev-parse --short HEAD')})",
     ]
+    pin = res.get("pin")
+    pinned = (f"Pinned: frontend on CPU {pin[0]}, backend on CPU {pin[1]} (blk and consumers: the driver's thread and "
+              f"the backend process, `sched_setaffinity` as `taskset -c` does; micro: its frontend and backend threads)."
+              if pin else "Not pinned (fewer than 2 CPUs, or `--pin none`).")
+    info.append(f"- pinning: {pinned}")
     md = ["# libvhost-user benchmark: this library vs the C original", "", *info, "",
           "Libraries: **ours** (release, `cargo build --release`), **C 10.0.2** and **C 7.2** "
           "(QEMU's `subprojects/libvhost-user` from Debian's source packages, `gcc -O2 -g`). "
@@ -339,8 +574,28 @@ def main():
           "`seg64` = 64-descriptor direct chain; `rN` = guest memory regions (buffers spread round-robin; 256 via ADD_MEM_REG); "
           "`eidx` = VIRTIO_RING_F_EVENT_IDX; `inflight` = INFLIGHT_SHMFD tracking. Queue size 1024.",
           ""]
+    summary, gtable = goals(res, a.raw)
+    md += ["## 0. Goals of issue 10 (computed from this run)", "",
+           f"**{summary}** Instruction goals: ours/C 10.0.2 of the instructions per request in "
+           "`vu_queue_pop` + `vu_queue_push` + `vu_queue_notify` + `free` (inclusive: the element's malloc "
+           "and free included) of the blk backend (callgrind, n requests minus a zero-request run); packed rows: "
+           "the in-process microbenchmark, ours on packed rings vs C on split rings. Throughput goals: "
+           "median over the interleaved pairs of ours/C req/s (rep i of ours with rep i of C 10.0.2), "
+           "frontend and backend pinned to different CPUs; in parentheses the pairs' range. "
+           "Consumer goals: the 7.2 builds (section 4). Memory: absolute bytes (section 5) against "
+           "bench/results/MEMORY.md (main at cbd7101).", "", gtable, ""]
+    n = res.get("callgrind_requests", 0)
+    lib_rows = ["| workload | pop/push/notify/free instr/req ours | C 10.0.2 | C 7.2 | ratio ours/C10 | ours/C7.2 |",
+                "|---|---:|---:|---:|---:|---:|"]
+    for r in res.get("blk", []):
+        v = {lib: blk_path_ir(a.raw, r, lib, n) for lib in LIBS}
+        lib_rows.append(f"| {r['workload']} | {fmt(v['ours'])} | {fmt(v['c10'])} | {fmt(v['c72'])} | "
+                        f"{fr(ratio(v['ours'], v['c10']))} | {fr(ratio(v['ours'], v['c72']))} |")
     md += ["## 1. vhost-user-blk --null backend driven over a unix socket", "",
-           section(res.get("blk", []), "req/s", "CPU ns/req"), ""]
+           f"{pinned}", "",
+           section(res.get("blk", []), "req/s", "CPU ns/req"), "",
+           "The library's request path alone (inclusive instructions of `vu_queue_pop`, `vu_queue_push`, "
+           "`vu_queue_notify` and `free`, per request):", "", "\n".join(lib_rows), ""]
     md += ["## 2. In-process microbenchmark: vu_queue_pop → vu_queue_push → vu_queue_notify", "",
            "Frontend thread busy-polls and re-publishes; backend thread loops pop/push/notify. "
            "Instructions: single-threaded `--inline` mode, callgrind `--toggle-collect=bench_backend_drain` "
@@ -391,6 +646,22 @@ def main():
             md += ["Allocation sites: see [MEMORY.md](MEMORY.md).", ""]
 
     per = res["callgrind_requests"] * 5
+    prof = profile_side_by_side(a.raw, per)
+    if prof:
+        md += ["## 6a. Per-function profile, chain3 depth 64 (micro qd64 chain3 r1 eidx-on)", "",
+               "Self instructions per request of the measured backend work (`bench_backend_drain`: pop, push, "
+               "notify, free; callgrind `--toggle-collect`), inlined code counted in the function it was inlined "
+               "into; the top 20 of each library, totals over all functions.", "", prof, ""]
+    byfile = hotspots_by_file(os.path.join(a.raw, "hotspot-qd64-ours.callgrind"), per)
+    if byfile:
+        md += ["**ours by source file** (the same profile; code inlined into an exported function "
+               "attributed to the file it comes from):", "",
+               "| instr/req | source file:function |", "|---:|---|"]
+        md += [f"| {n:.1f} | `{k[:110]}` |" for k, n in byfile]
+        md.append("")
+    prof = profile_side_by_side(a.raw, per, ours="hotspot-qd64-packed-ours.callgrind")
+    if prof and os.path.exists(os.path.join(a.raw, "hotspot-qd64-packed-ours.callgrind")):
+        md += ["**Packed rings** (ours packed vs C 10.0.2 split, same shape):", "", prof, ""]
     md += ["## 6. Where the instructions go (micro, qd16 chain3 r1 eidx-on)", "",
            "Self instructions per request by function (inlined code counted in the function it was inlined into; "
            "`callgrind_annotate --inclusive=no`). Raw annotate output: see the raw results directory.", ""]

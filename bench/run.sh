@@ -16,6 +16,10 @@
 # DIR/<gen>/ instead. Missing binaries are built with the consumer tier's
 # build step when BENCH_BUILD_CONSUMERS=1, else reported as n/a with the reason.
 #
+# Pinning: the driver (frontend) and each backend run on different CPUs,
+# BENCH_PIN=FE,BE (default: the first two CPUs this process may use;
+# BENCH_PIN=none: not pinned). The microbenchmark pins its two threads alike.
+#
 # Environment: CARGO_TARGET_DIR (default ./target), BENCH_WORK (default
 # $CARGO_TARGET_DIR/bench-work: downloaded QEMU sources, built binaries, raw
 # results). The report goes to bench/results/ (REPORT.md, report.png,
@@ -204,8 +208,10 @@ fi
 DRIVER_SECTIONS=$(echo "$SECTIONS" | tr , '\n' | grep -v '^mem$' | paste -sd, || true)
 if [ -n "$DRIVER_SECTIONS" ]; then
     log "running ($MODE mode: $DRIVER_SECTIONS); raw results in $RAW"
+    PIN_ARGS=()
+    [ -n "${BENCH_PIN:-}" ] && PIN_ARGS=(--pin "$BENCH_PIN")
     "$DRIVER" --mode "$MODE" --work "$WORK" --out "$OUT" --only "$DRIVER_SECTIONS" \
-        --image "$IMAGE" "${CONS_ARGS[@]}" \
+        --image "$IMAGE" "${CONS_ARGS[@]}" "${PIN_ARGS[@]}" \
         --lib ours="$WORK/bin/blk-ours,$WORK/bin/micro-ours" \
         --lib c10="$WORK/bin/blk-c10,$WORK/bin/micro-c10" \
         --lib c72="$WORK/bin/blk-c72,$WORK/bin/micro-c72"
