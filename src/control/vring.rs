@@ -81,7 +81,7 @@ pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     vmsg.payload.state.num = u32::from(vq.last_avail_idx());
     vmsg.size = std::mem::size_of::<vhost_vring_state>() as u32;
     vq.set_started(false);
-    vq.replace_call(None);
+    dev.mem_mut().replace_call(vq, None);
     vq.replace_kick(None);
     Outcome::Reply
 }
@@ -134,9 +134,12 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
         Err(refused) => return refused,
     };
     let raw = fd.as_ref().map(|f| f.as_raw_fd());
-    vq.replace_call(fd);
+    // Non-blocking before queue threads can see it: they write it under the memory lock.
     if let Some(fd) = raw {
         crate::fd::set_nonblocking(fd);
+    }
+    dev.mem_mut().replace_call(vq, fd);
+    if let Some(fd) = raw {
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
         let _ = crate::queue::split::signal_eventfd(fd);
     }
@@ -146,7 +149,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
 pub fn set_vring_err(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Outcome {
     match queue_fd(dev, vmsg, fds) {
         Ok((vq, fd)) => {
-            vq.replace_err(fd);
+            dev.mem_mut().replace_err(vq, fd);
             Outcome::Done
         }
         Err(refused) => refused,
