@@ -94,6 +94,8 @@ struct Wl {
     regions: usize,
     event_idx: bool,
     inflight: bool,
+    /// Packed virtqueue (micro only; the C original has none).
+    packed: bool,
     /// Real-consumer mode: 4 KiB-aligned data buffers (O_DIRECT) and a fresh
     /// random sector in every request header.
     random_4k: bool,
@@ -108,6 +110,7 @@ impl Wl {
             regions: 1,
             event_idx: true,
             inflight: false,
+            packed: false,
             random_4k: false,
         }
     }
@@ -120,7 +123,7 @@ impl Wl {
             self.regions,
             if self.event_idx { "on" } else { "off" },
             if self.inflight { " inflight" } else { "" }
-        )
+        ) + if self.packed { " packed" } else { "" }
     }
 }
 
@@ -914,6 +917,9 @@ fn micro_args(wl: &Wl) -> Vec<String> {
     if wl.inflight {
         a.push("-i".into());
     }
+    if wl.packed {
+        a.push("-p".into());
+    }
     a
 }
 
@@ -1304,6 +1310,16 @@ fn main() {
             Wl { regions: 256, ..b.clone() },
             Wl { event_idx: false, ..b.clone() },
             Wl { inflight: true, ..b.clone() },
+            // The same library-bound shapes on packed rings (ours only).
+            Wl { depth: 1, packed: true, ..b.clone() },
+            Wl { packed: true, ..b.clone() },
+            Wl { depth: 64, packed: true, ..b.clone() },
+            Wl { shape: Shape::Indirect16, packed: true, ..b.clone() },
+            Wl { shape: Shape::Seg64, packed: true, ..b.clone() },
+            Wl { regions: 8, packed: true, ..b.clone() },
+            Wl { regions: 256, packed: true, ..b.clone() },
+            Wl { event_idx: false, packed: true, ..b.clone() },
+            Wl { inflight: true, packed: true, ..b.clone() },
         ];
         for (wi, wl) in mwls.iter().enumerate() {
             if cfg.wl.as_ref().is_some_and(|w| !w.contains(&wi)) {
@@ -1317,6 +1333,10 @@ fn main() {
                     let st = entry.1.entry(lib.name.clone()).or_default();
                     if !supported(lib, wl.regions) {
                         st.note = Some(format!("max {} memory slots", lib.max_slots));
+                        continue;
+                    }
+                    if wl.packed && lib.name != "ours" {
+                        st.note = Some("no packed rings in the C original".into());
                         continue;
                     }
                     match micro_run(&cfg, lib, wl) {
@@ -1334,7 +1354,7 @@ fn main() {
             }
             let n = cfg.cg_requests() * 5;
             for lib in &cfg.libs {
-                if !supported(lib, wl.regions) {
+                if !supported(lib, wl.regions) || (wl.packed && lib.name != "ours") {
                     continue;
                 }
                 let f0 = raw.join(format!("cg-micro-{}-{wi}-0", lib.name));

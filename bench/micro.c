@@ -21,7 +21,9 @@
  *                      --toggle-collect=bench_backend_drain.
  *
  * Usage: micro [--inline] -n REQUESTS -d DEPTH -s SHAPE -r REGIONS
- *              [-e] (EVENT_IDX) [-i] (inflight tracking)
+ *              [-e] (EVENT_IDX) [-i] (inflight tracking) [-p] (packed ring)
+ *   -p negotiates VIRTIO_F_RING_PACKED (bit 34); a library that does not offer it
+ *   makes the program exit with status 3 ("packed rings not offered").
  *   SHAPE: chain3 | indirect16 | seg64
  * Output: one line "requests=N seconds=S cpu_ns=C" (thread mode) or
  *         "requests=N" (inline mode).
@@ -64,6 +66,7 @@ enum {
 #define F_INDIRECT (1ull << 28)
 #define F_EVENT_IDX (1ull << 29)
 #define F_PROTOCOL (1ull << 30)
+#define F_PACKED (1ull << 34)
 #define PF_INFLIGHT (1ull << 12)
 #define PF_MEM_SLOTS (1ull << 15)
 
@@ -77,7 +80,7 @@ struct region { uint64_t gpa; uint8_t *host; int fd; uint64_t next; };
 
 static struct region regions[MAX_REGIONS];
 static int nregions = 1;
-static bool event_idx, inflight, inline_mode;
+static bool event_idx, inflight, inline_mode, packed;
 static int depth = 16;
 static uint64_t total = 100000;
 static int shape_n;          /* descriptors per request */
@@ -89,6 +92,26 @@ static volatile uint16_t *avail; /* flags, idx, ring[QSIZE], used_event */
 static volatile uint8_t *used;   /* flags, idx, ring[QSIZE]{id,len}, avail_event */
 static uint16_t heads[QSIZE];
 static uint16_t next_avail, last_used;
+
+/* driver-side packed ring: positions are slot | wrap << 15 */
+#define P_AVAIL (1u << 7)
+#define P_USED (1u << 15)
+#define P_WRAP 0x8000u
+struct pdesc { uint64_t addr; uint32_t len; uint16_t id, flags; };
+static struct pdesc *pring;
+static volatile uint16_t *drv_event; /* off_wrap, flags */
+static struct desc chains[QSIZE][64]; /* request i: its descriptors (or its indirect one) */
+static int chain_len[QSIZE];
+static uint16_t p_avail = P_WRAP, p_used = P_WRAP;
+
+static uint16_t p_advance(uint16_t pos, int n)
+{
+    unsigned slot = (pos & 0x7fff) + n;
+    if (slot >= QSIZE) {
+        return (uint16_t)(((pos & P_WRAP) ^ P_WRAP) | (slot - QSIZE));
+    }
+    return (uint16_t)((pos & P_WRAP) | slot);
+}
 static int kick_fd, call_fd;
 
 static uint64_t bench_protocol_features(VuDev *d) { (void)d; return PF_INFLIGHT; }
@@ -199,7 +222,12 @@ static void setup(void)
     send_msg(M_SET_OWNER, NULL, 0, NULL, 0);
     send_msg(M_GET_FEATURES, NULL, 0, NULL, 0);
     recv_reply(&f, sizeof(f), NULL);
-    f &= F_VERSION_1 | F_PROTOCOL | F_INDIRECT | (event_idx ? F_EVENT_IDX : 0);
+    if (packed && !(f & F_PACKED)) {
+        fprintf(stderr, "micro: packed rings not offered\n");
+        exit(3);
+    }
+    f &= F_VERSION_1 | F_PROTOCOL | F_INDIRECT | (event_idx ? F_EVENT_IDX : 0) |
+         (packed ? F_PACKED : 0);
     send_msg(M_SET_FEATURES, &f, 8, NULL, 0);
     send_msg(M_GET_PROTOCOL_FEATURES, NULL, 0, NULL, 0);
     recv_reply(&u, sizeof(u), NULL);
@@ -261,11 +289,33 @@ static void setup(void)
             t[base + k].flags = (k ? D_WRITE : 0) | (k < shape_n - 1 ? D_NEXT : 0);
             t[base + k].next = k < shape_n - 1 ? base + k + 1 : 0;
         }
+        if (shape_indirect) {
+            chains[i][0] = dtab[i];
+            chain_len[i] = 1;
+            if (packed) {
+                /* packed indirect tables hold packed descriptors: id, then flags */
+                for (k = 0; k < shape_n; k++) {
+                    struct pdesc pd = { t[k].addr, t[k].len, 0, (uint16_t)(t[k].flags & D_WRITE) };
+                    memcpy(&t[k], &pd, sizeof(pd));
+                }
+            }
+        } else {
+            memcpy(chains[i], &dtab[base], shape_n * sizeof(struct desc));
+            chain_len[i] = shape_n;
+        }
+    }
+    if (packed) {
+        /* the packed ring lives where the split descriptor table was */
+        pring = (struct pdesc *)dtab;
+        memset(pring, 0, 16 * QSIZE);
+        drv_event = avail;
+        memset((void *)avail, 0, 4);
+        memset((void *)used, 0, 4);
     }
 
     st.index = 0; st.num = QSIZE;
     send_msg(M_SET_VRING_NUM, &st, 8, NULL, 0);
-    st.num = 0;
+    st.num = packed ? 0x80008000u : 0;
     send_msg(M_SET_VRING_BASE, &st, 8, NULL, 0);
     va.index = 0; va.flags = 0;
     va.desc = qva_of(desc_gpa); va.used = qva_of(used_gpa);
@@ -280,7 +330,10 @@ static void setup(void)
     send_msg(M_SET_VRING_ENABLE, &st, 8, NULL, 0);
 
     /* The driver polls: ask for no interrupts. */
-    if (event_idx) {
+    if (packed) {
+        drv_event[0] = (uint16_t)(P_WRAP | (QSIZE / 2)); /* far away */
+        drv_event[1] = event_idx ? 2 : 1;                /* DESC : DISABLE */
+    } else if (event_idx) {
         avail[2 + QSIZE] = 0x8000; /* used_event far away */
     } else {
         avail[0] = 1; /* VRING_AVAIL_F_NO_INTERRUPT */
@@ -288,27 +341,72 @@ static void setup(void)
 }
 
 /* ---- driver data path ---- */
+/* Packed: request `id` (0..depth-1) is written into the ring at the avail position. */
+static void publish_packed(uint16_t id)
+{
+    uint16_t pos = p_avail, head_flags = 0;
+    int k, n = chain_len[id];
+    for (k = 0; k < n; k++) {
+        struct pdesc *d = &pring[pos & 0x7fff];
+        uint16_t f = (uint16_t)((chains[id][k].flags & (D_WRITE | D_INDIRECT)) |
+                                (k < n - 1 ? D_NEXT : 0) |
+                                ((pos & P_WRAP) ? P_AVAIL : P_USED));
+        d->addr = chains[id][k].addr;
+        d->len = chains[id][k].len;
+        d->id = id;
+        if (k == 0) {
+            head_flags = f;
+        } else {
+            ((volatile struct pdesc *)d)->flags = f;
+        }
+        pos = p_advance(pos, 1);
+    }
+    atomic_thread_fence(memory_order_release);
+    ((volatile struct pdesc *)&pring[p_avail & 0x7fff])->flags = head_flags;
+    p_avail = pos;
+}
+
 static void publish(uint16_t head)
 {
+    if (packed) {
+        /* heads[] index == request number for the packed ring */
+        publish_packed((uint16_t)(shape_indirect ? head : head / shape_n));
+        return;
+    }
     avail[2 + (next_avail % QSIZE)] = head;
     next_avail++;
 }
 
 static void publish_commit(void)
 {
+    if (packed) {
+        return; /* each chain is published by its head's flags */
+    }
     atomic_thread_fence(memory_order_release);
     avail[1] = next_avail;
 }
 
-static uint16_t used_idx(void)
+/* Whether the device has completed something we have not taken. */
+static bool used_pending(void)
 {
+    if (packed) {
+        uint16_t f = ((volatile struct pdesc *)&pring[p_used & 0x7fff])->flags;
+        bool w = p_used & P_WRAP;
+        atomic_thread_fence(memory_order_acquire);
+        return (f & (P_AVAIL | P_USED)) == (w ? (P_AVAIL | P_USED) : 0);
+    }
     uint16_t v = *(volatile uint16_t *)(used + 2);
     atomic_thread_fence(memory_order_acquire);
-    return v;
+    return v != last_used;
 }
 
 static uint16_t take_used(void)
 {
+    if (packed) {
+        uint16_t id = ((volatile struct pdesc *)&pring[p_used & 0x7fff])->id;
+        p_used = p_advance(p_used, chain_len[id]);
+        return heads[id];
+    }
     uint32_t id = *(volatile uint32_t *)(used + 4 + 8 * (last_used % QSIZE));
     last_used++;
     return (uint16_t)id;
@@ -316,6 +414,12 @@ static uint16_t take_used(void)
 
 static void keep_used_event_away(void)
 {
+    if (packed) {
+        if (event_idx) {
+            drv_event[0] = p_advance(p_used, QSIZE / 2);
+        }
+        return;
+    }
     if (event_idx) {
         avail[2 + QSIZE] = (uint16_t)(last_used + 0x8000);
     }
@@ -334,12 +438,11 @@ static void *frontend_main(void *p)
     }
     publish_commit();
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-        uint16_t u = used_idx();
-        if (u == last_used) {
+        if (!used_pending()) {
             __builtin_ia32_pause();
             continue;
         }
-        while (last_used != u) {
+        while (used_pending()) {
             publish(take_used());
             n++;
         }
@@ -385,6 +488,8 @@ int main(int argc, char **argv)
             event_idx = true;
         } else if (!strcmp(argv[i], "-i")) {
             inflight = true;
+        } else if (!strcmp(argv[i], "-p")) {
+            packed = true;
         } else if (i + 1 < argc && !strcmp(argv[i], "-n")) {
             total = strtoull(argv[++i], NULL, 0);
         } else if (i + 1 < argc && !strcmp(argv[i], "-d")) {
@@ -428,7 +533,7 @@ int main(int argc, char **argv)
             }
             publish_commit();
             done += bench_backend_drain(vq);
-            while (last_used != used_idx()) {
+            while (used_pending()) {
                 take_used();
             }
             keep_used_event_away();

@@ -265,12 +265,27 @@ typedef struct VuDevRegion {
 } VuDevRegion;
 
 /**
- * Where a split virtqueue's three parts live in our address space.
+ * Where a virtqueue's three parts live in our address space.
+ *
+ * With a packed ring (VIRTIO_F_RING_PACKED negotiated; see vu_set_packed_ring_enabled) the
+ * pointers keep their types but point to the packed parts: `desc` to the descriptor ring
+ * (`num` 16-byte descriptors `{le64 addr; le32 len; le16 id; le16 flags}`), `avail` to the
+ * driver event suppression area and `used` to the device event suppression area (4 bytes
+ * each: `{le16 off_wrap; le16 flags}`).
  */
 typedef struct VuRing {
     unsigned int num;
+    /**
+     * The descriptor table (split) or descriptor ring (packed).
+     */
     struct vring_desc *desc;
+    /**
+     * The avail ring (split) or driver event suppression area (packed).
+     */
     struct vring_avail *avail;
+    /**
+     * The used ring (split) or device event suppression area (packed).
+     */
     struct vring_used *used;
     uint64_t log_guest_addr;
     uint32_t flags;
@@ -353,13 +368,18 @@ typedef struct VuVirtq {
     uint16_t resubmit_num;
     uint64_t counter;
     /**
-     * Next head to pop
+     * Next head to pop. Packed ring: the next descriptor ring slot to read in bits 0-14, the
+     * driver's wrap counter in bit 15 (the VHOST_USER_SET_VRING_BASE encoding).
      */
     uint16_t last_avail_idx;
     /**
-     * Last avail_idx read from VQ.
+     * Last avail_idx read from VQ. Packed ring: the position after the last chain popped.
      */
     uint16_t shadow_avail_idx;
+    /**
+     * Next used index. Packed ring: the next slot for a used descriptor in bits 0-14, the
+     * device's wrap counter in bit 15.
+     */
     uint16_t used_idx;
     /**
      * Last used index value we have signalled on
@@ -881,6 +901,16 @@ bool vu_queue_avail_bytes(struct VuDev *dev,
                           struct VuVirtq *vq,
                           unsigned int in_bytes,
                           unsigned int out_bytes);
+
+/**
+ * Turns the packed virtqueue layout (VIRTIO_F_RING_PACKED, feature bit 34, virtio 1.1) on or
+ * off for @dev. The library offers packed rings on top of the backend's features by default
+ * (the backend's queue calls work unchanged on both layouts); a frontend that does not ack
+ * the bit gets split rings. Setting the environment variable LIBVHOST_USER_NO_PACKED=1 turns
+ * them off for the whole process. Call after vu_init, before the frontend negotiates
+ * features (GET_FEATURES). Returns false if @dev is not an initialised device.
+ */
+bool vu_set_packed_ring_enabled(struct VuDev *dev, bool enabled);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -381,13 +381,22 @@ pub struct vring_used {
     pub ring: [vring_used_elem; 0],
 }
 
-/// Where a split virtqueue's three parts live in our address space.
+/// Where a virtqueue's three parts live in our address space.
+///
+/// With a packed ring (VIRTIO_F_RING_PACKED negotiated; see vu_set_packed_ring_enabled) the
+/// pointers keep their types but point to the packed parts: `desc` to the descriptor ring
+/// (`num` 16-byte descriptors `{le64 addr; le32 len; le16 id; le16 flags}`), `avail` to the
+/// driver event suppression area and `used` to the device event suppression area (4 bytes
+/// each: `{le16 off_wrap; le16 flags}`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct VuRing {
     pub num: c_uint,
+    /// The descriptor table (split) or descriptor ring (packed).
     pub desc: *mut vring_desc,
+    /// The avail ring (split) or driver event suppression area (packed).
     pub avail: *mut vring_avail,
+    /// The used ring (split) or device event suppression area (packed).
     pub used: *mut vring_used,
     pub log_guest_addr: u64,
     pub flags: u32,
@@ -446,10 +455,13 @@ pub struct VuVirtq {
     pub resubmit_list: *mut VuVirtqInflightDesc,
     pub resubmit_num: u16,
     pub counter: u64,
-    /// Next head to pop
+    /// Next head to pop. Packed ring: the next descriptor ring slot to read in bits 0-14, the
+    /// driver's wrap counter in bit 15 (the VHOST_USER_SET_VRING_BASE encoding).
     pub last_avail_idx: u16,
-    /// Last avail_idx read from VQ.
+    /// Last avail_idx read from VQ. Packed ring: the position after the last chain popped.
     pub shadow_avail_idx: u16,
+    /// Next used index. Packed ring: the next slot for a used descriptor in bits 0-14, the
+    /// device's wrap counter in bit 15.
     pub used_idx: u16,
     /// Last used index value we have signalled on
     pub signalled_used: u16,

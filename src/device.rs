@@ -57,6 +57,9 @@ pub struct DeviceState {
     /// pointers into them), the dirty log and the inflight area. Queue operations hold it for
     /// reading while they touch that memory; the control plane writes to change any of it.
     lock: RwLock<()>,
+    /// Private state of packed queues (`queue::ids`), allocated only when a frontend acks
+    /// packed rings; one pointer, so a split-only device costs what it did.
+    packed: UnsafeCell<Option<Box<crate::queue::ids::PackedQueues>>>,
     /// State beyond the C struct: device status, device-state transfer.
     ext: crate::device_ext::DeviceExt,
     /// Removed guest mappings that popped elements may still point into.
@@ -254,6 +257,7 @@ impl DeviceState {
         Box::new(DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
             lock: RwLock::new(()),
+            packed: UnsafeCell::new(None),
             ext: Default::default(),
             retired: Default::default(),
         })
@@ -387,6 +391,12 @@ impl<'a> Dev<'a> {
     #[inline]
     pub fn mem(self) -> MemRead<'a> {
         self.state().read(self)
+    }
+
+    /// Where the device's packed-queue tables live (see `queue::ids` for who may use them).
+    #[inline]
+    pub fn packed_queues(self) -> *mut Option<Box<crate::queue::ids::PackedQueues>> {
+        self.state().packed.get()
     }
 
     /// Write-locks the frontend's shared memory.

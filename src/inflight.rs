@@ -6,6 +6,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use crate::abi::*;
 use crate::device::Dev;
+use crate::queue::packed_ring::{is_avail, PackedDesc, PackedRing, Pos};
 use crate::queue::Fault;
 
 /// The version written into a fresh inflight area.
@@ -18,55 +19,144 @@ pub fn queue_region_size(queue_size: u16) -> u64 {
     raw.div_ceil(INFLIGHT_ALIGNMENT) * INFLIGHT_ALIGNMENT
 }
 
-/// How many descriptor states fit between the queue's area and the end of the inflight
-/// mapping (`VuDev.inflight_info`), which SET_INFLIGHT_FD set together with `vq.inflight`.
-/// The frontend's own `desc_num` in shared memory is never trusted for bounds.
-fn capacity(dev: Dev, vq: &VuVirtq) -> usize {
-    let info = dev.inflight_info();
-    let (start, end) =
-        (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
-    let area = vq.inflight as usize;
-    if area < start || area >= end {
-        return 0;
-    }
-    (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>())
-        / std::mem::size_of::<VuDescStateSplit>()
+/// A split queue's inflight area (the spec's `QueueRegionSplit`): header fields and the state
+/// of each descriptor, every access volatile (the frontend shares the memory) and every index
+/// checked against the mapping (`VuDev.inflight_info`, set by SET_INFLIGHT_FD together with
+/// `vq.inflight`); the frontend's own `desc_num` is never trusted for bounds.
+pub struct InflightArea {
+    area: *mut VuVirtqInflight,
+    cap: usize,
 }
 
-/// The state slot of descriptor `idx` in the queue's area, if the area has one.
+impl InflightArea {
+    /// The area of queue `vq` when inflight tracking is on (`None` otherwise); `cap` is 0
+    /// when `vq.inflight` lies outside the mapping.
+    #[inline]
+    pub fn of(dev: Dev, vq: &VuVirtq) -> Option<InflightArea> {
+        if vq.inflight.is_null()
+            || !dev.has_protocol_feature(
+                VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD,
+            )
+        {
+            return None;
+        }
+        let info = dev.inflight_info();
+        let (start, end) =
+            (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
+        let area = vq.inflight as usize;
+        let cap = if area < start || area >= end {
+            0
+        } else {
+            (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>())
+                / std::mem::size_of::<VuDescStateSplit>()
+        };
+        Some(InflightArea { area: vq.inflight, cap })
+    }
+
+    /// How many descriptor states the mapping holds for this queue.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn header_ok(&self) -> bool {
+        self.cap > 0
+    }
+
+    pub fn version(&self) -> u16 {
+        debug_assert!(self.header_ok());
+        // SAFETY: `area` heads a queue area inside the mapping (cap > 0: callers check).
+        unsafe { std::ptr::addr_of!((*self.area).version).read_volatile() }
+    }
+
+    pub fn set_version(&self, v: u16) {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of_mut!((*self.area).version).write_volatile(v) }
+    }
+
+    pub fn desc_num(&self) -> u16 {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of!((*self.area).desc_num).read_volatile() }
+    }
+
+    pub fn used_idx(&self) -> u16 {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of!((*self.area).used_idx).read_volatile() }
+    }
+
+    pub fn set_used_idx(&self, v: u16) {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of_mut!((*self.area).used_idx).write_volatile(v) }
+    }
+
+    pub fn last_batch_head(&self) -> u16 {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of!((*self.area).last_batch_head).read_volatile() }
+    }
+
+    pub fn set_last_batch_head(&self, v: u16) {
+        // SAFETY: as in `version`.
+        unsafe { std::ptr::addr_of_mut!((*self.area).last_batch_head).write_volatile(v) }
+    }
+
+    /// The state of descriptor `i`, if the mapping holds it.
+    #[inline]
+    pub fn slot(&self, i: usize) -> Option<DescSlot> {
+        if i >= self.cap {
+            return None;
+        }
+        // SAFETY: i < cap states follow the header inside the mapping.
+        let p =
+            unsafe { (std::ptr::addr_of_mut!((*self.area).desc) as *mut VuDescStateSplit).add(i) };
+        Some(DescSlot(p))
+    }
+}
+
+/// One descriptor state of a split inflight area (checked by `InflightArea::slot`).
+pub struct DescSlot(*mut VuDescStateSplit);
+
+impl DescSlot {
+    pub fn inflight(&self) -> u8 {
+        // SAFETY: a state inside the mapping (see `InflightArea::slot`).
+        unsafe { std::ptr::addr_of!((*self.0).inflight).read_volatile() }
+    }
+    pub fn set_inflight(&self, v: u8) {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of_mut!((*self.0).inflight).write_volatile(v) }
+    }
+    pub fn counter(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of!((*self.0).counter).read_volatile() }
+    }
+    pub fn set_counter(&self, v: u64) {
+        // SAFETY: as above.
+        unsafe { std::ptr::addr_of_mut!((*self.0).counter).write_volatile(v) }
+    }
+}
+
+/// The state slot of descriptor `idx` in the queue's area, if tracking is on.
 #[inline]
 fn slot(
     dev: Dev,
     vq: &VuVirtq,
     qidx: usize,
     idx: u32,
-) -> Result<Option<*mut VuDescStateSplit>, Fault> {
-    if vq.inflight.is_null()
-        || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)
-    {
-        return Ok(None);
+) -> Result<Option<(InflightArea, DescSlot)>, Fault> {
+    let Some(area) = InflightArea::of(dev, vq) else { return Ok(None) };
+    match area.slot(idx as usize) {
+        Some(s) => Ok(Some((area, s))),
+        None => Err(Fault::InflightSlot { queue: qidx, desc: idx }),
     }
-    if idx as usize >= capacity(dev, vq) {
-        return Err(Fault::InflightSlot { queue: qidx, desc: idx });
-    }
-    // SAFETY: `inflight` points into the inflight mapping, which holds at least `capacity`
-    // slots past it and stays mapped under the memory lock the caller holds; idx is below.
-    Ok(Some(unsafe {
-        (std::ptr::addr_of_mut!((*vq.inflight).desc) as *mut VuDescStateSplit).add(idx as usize)
-    }))
 }
 
 /// Records that `head` was popped (the original's `vu_queue_inflight_get`).
 #[inline]
 pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if let Some(s) = slot(dev, vq, qidx, head)? {
+    if let Some((_, s)) = slot(dev, vq, qidx, head)? {
         let counter = vq.counter;
         vq.counter = counter.wrapping_add(1);
-        // SAFETY: `s` is a valid slot (see `slot`); the frontend may read it at any time.
-        unsafe {
-            std::ptr::addr_of_mut!((*s).counter).write_volatile(counter);
-            std::ptr::addr_of_mut!((*s).inflight).write_volatile(1);
-        }
+        // The frontend may read the state at any time.
+        s.set_counter(counter);
+        s.set_inflight(1);
     }
     Ok(())
 }
@@ -74,11 +164,8 @@ pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), 
 /// Before publishing `head` as used: remember it as the last batch head.
 #[inline]
 pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if slot(dev, vq, qidx, head)?.is_some() {
-        // SAFETY: `inflight` is valid (slot() checked it).
-        unsafe {
-            std::ptr::addr_of_mut!((*vq.inflight).last_batch_head).write_volatile(head as u16)
-        };
+    if let Some((area, _)) = slot(dev, vq, qidx, head)? {
+        area.set_last_batch_head(head as u16);
     }
     Ok(())
 }
@@ -86,14 +173,11 @@ pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<
 /// After publishing `head` as used: clear it and record the used index.
 #[inline]
 pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if let Some(s) = slot(dev, vq, qidx, head)? {
+    if let Some((area, s)) = slot(dev, vq, qidx, head)? {
         compiler_fence(Ordering::SeqCst);
-        // SAFETY: valid slot and area header (see `slot`).
-        unsafe {
-            std::ptr::addr_of_mut!((*s).inflight).write_volatile(0);
-            compiler_fence(Ordering::SeqCst);
-            std::ptr::addr_of_mut!((*vq.inflight).used_idx).write_volatile(vq.used_idx);
-        }
+        s.set_inflight(0);
+        compiler_fence(Ordering::SeqCst);
+        area.set_used_idx(vq.used_idx);
     }
     Ok(())
 }
@@ -103,76 +187,79 @@ pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(
 pub fn check_queue(
     dev: Dev,
     vq: &mut VuVirtq,
-    qidx: usize,
+    _qidx: usize,
     used_idx: Option<u16>,
 ) -> Result<(), String> {
     if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
         return Ok(());
     }
-    if vq.inflight.is_null() {
-        return Err("no inflight area".into());
-    }
-    let _ = qidx;
-    let cap = capacity(dev, vq);
-    let area = vq.inflight;
-    if cap == 0 {
+    let area = InflightArea::of(dev, vq).ok_or("no inflight area")?;
+    if !area.header_ok() {
         return Err("inflight area outside the inflight mapping".into());
     }
-    // SAFETY: `area` is a queue area of our inflight mapping with `cap` slots; all accesses
-    // below are volatile and bounded by `cap` because the frontend shares this memory.
-    unsafe {
-        let version = std::ptr::addr_of!((*area).version).read_volatile();
-        if version == 0 {
-            std::ptr::addr_of_mut!((*area).version).write_volatile(INFLIGHT_VERSION);
-            return Ok(());
+    if area.version() == 0 {
+        area.set_version(INFLIGHT_VERSION);
+        return Ok(());
+    }
+    let used_idx = used_idx.ok_or("rings not mapped")?;
+    vq.used_idx = used_idx;
+    free_resubmit_list(vq);
+    vq.counter = 0;
+    if area.used_idx() != used_idx {
+        if let Some(s) = area.slot(usize::from(area.last_batch_head())) {
+            s.set_inflight(0);
         }
-        let used_idx = used_idx.ok_or("rings not mapped")?;
-        vq.used_idx = used_idx;
-        free_resubmit_list(vq);
-        vq.counter = 0;
-        let desc = std::ptr::addr_of_mut!((*area).desc) as *mut VuDescStateSplit;
-        if std::ptr::addr_of!((*area).used_idx).read_volatile() != used_idx {
-            let head = usize::from(std::ptr::addr_of!((*area).last_batch_head).read_volatile());
-            if head < cap {
-                std::ptr::addr_of_mut!((*desc.add(head)).inflight).write_volatile(0);
-            }
-            compiler_fence(Ordering::SeqCst);
-            std::ptr::addr_of_mut!((*area).used_idx).write_volatile(used_idx);
-        }
-        let desc_num = usize::from(std::ptr::addr_of!((*area).desc_num).read_volatile()).min(cap);
-        let mut pending: Vec<VuVirtqInflightDesc> = Vec::new();
-        for i in 0..desc_num {
-            let s = desc.add(i);
-            if std::ptr::addr_of!((*s).inflight).read_volatile() == 1 {
-                pending.push(VuVirtqInflightDesc {
-                    index: i as u16,
-                    counter: std::ptr::addr_of!((*s).counter).read_volatile(),
-                });
-            }
-        }
-        vq.inuse = pending.len() as u32;
-        let last = vq.inuse.wrapping_add(u32::from(used_idx)) as u16;
-        vq.last_avail_idx = last;
-        vq.shadow_avail_idx = last;
-        if !pending.is_empty() {
-            // Oldest last: pop takes from the end, so requests resume in fetch order.
-            pending.sort_by_key(|d| std::cmp::Reverse(d.counter));
-            let bytes = pending.len() * std::mem::size_of::<VuVirtqInflightDesc>();
-            let list = libc::malloc(bytes) as *mut VuVirtqInflightDesc;
-            if list.is_null() {
-                return Err("out of memory".into());
-            }
-            std::ptr::copy_nonoverlapping(pending.as_ptr(), list, pending.len());
-            vq.resubmit_list = list;
-            vq.resubmit_num = pending.len() as u16;
-            vq.counter = pending[0].counter.wrapping_add(1);
-        }
+        compiler_fence(Ordering::SeqCst);
+        area.set_used_idx(used_idx);
+    }
+    let desc_num = usize::from(area.desc_num()).min(area.capacity());
+    let mut pending: Vec<VuVirtqInflightDesc> = (0..desc_num)
+        .filter_map(|i| area.slot(i).map(|s| (i, s)))
+        .filter(|(_, s)| s.inflight() == 1)
+        .map(|(i, s)| VuVirtqInflightDesc { index: i as u16, counter: s.counter() })
+        .collect();
+    vq.inuse = pending.len() as u32;
+    let last = vq.inuse.wrapping_add(u32::from(used_idx)) as u16;
+    vq.last_avail_idx = last;
+    vq.shadow_avail_idx = last;
+    if !pending.is_empty() {
+        // Oldest last: pop takes from the end, so requests resume in fetch order.
+        pending.sort_by_key(|d| std::cmp::Reverse(d.counter));
+        vq.counter = pending[0].counter.wrapping_add(1);
+        install_resubmit_list(vq, &pending)?;
     }
     // In case of an I/O hang after reconnecting: make the device look at the queue.
     if vq.kick_fd >= 0 {
         crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;
     }
     Ok(())
+}
+
+/// Hands `list` (resubmitted last first) to the queue as its malloc'd resubmit list.
+fn install_resubmit_list(vq: &mut VuVirtq, list: &[VuVirtqInflightDesc]) -> Result<(), String> {
+    let bytes = std::mem::size_of_val(list);
+    // SAFETY: malloc of a bounded size, checked for NULL; C code may look at (and free) it.
+    let p = unsafe { libc::malloc(bytes) } as *mut VuVirtqInflightDesc;
+    if p.is_null() {
+        return Err("out of memory".into());
+    }
+    // SAFETY: `p` holds list.len() entries.
+    unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), p, list.len()) };
+    vq.resubmit_list = p;
+    vq.resubmit_num = list.len() as u16;
+    Ok(())
+}
+
+/// Takes the next descriptor to resubmit (the list is not empty), freeing the list after the
+/// last one.
+pub fn next_resubmit(vq: &mut VuVirtq) -> u16 {
+    vq.resubmit_num -= 1;
+    // SAFETY: the list holds the original resubmit_num entries (malloc'd by `check_queue`).
+    let head = unsafe { (*vq.resubmit_list.add(usize::from(vq.resubmit_num))).index };
+    if vq.resubmit_num == 0 {
+        free_resubmit_list(vq);
+    }
+    head
 }
 
 /// Frees the resubmit list (allocated with malloc, as C code may look at it).
@@ -183,4 +270,394 @@ pub fn free_resubmit_list(vq: &mut VuVirtq) {
         vq.resubmit_list = std::ptr::null_mut();
     }
     vq.resubmit_num = 0;
+}
+
+// ---- packed rings --------------------------------------------------------------------------
+
+/// One descriptor's state in a packed queue's inflight area (the spec's `DescStatePacked`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct DescStatePacked {
+    inflight: u8,
+    padding: u8,
+    next: u16,
+    last: u16,
+    num: u16,
+    counter: u64,
+    id: u16,
+    flags: u16,
+    len: u32,
+    addr: u64,
+}
+
+/// The header of a packed queue's inflight area (the spec's `QueueRegionPacked`; 29 bytes of
+/// fields, the descriptor states from offset 32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct QueueRegionPacked {
+    features: u64,
+    version: u16,
+    desc_num: u16,
+    free_head: u16,
+    old_free_head: u16,
+    used_idx: u16,
+    old_used_idx: u16,
+    used_wrap_counter: u8,
+    old_used_wrap_counter: u8,
+    padding: [u8; 7],
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<DescStatePacked>() == 32);
+    assert!(std::mem::size_of::<QueueRegionPacked>() == 32);
+};
+
+/// Bytes of one packed queue's inflight area (as DPDK sizes it: header, 32 bytes a descriptor,
+/// 64-byte aligned).
+pub fn packed_queue_region_size(queue_size: u16) -> u64 {
+    let raw = 32 * u64::from(queue_size) + 32;
+    raw.div_ceil(INFLIGHT_ALIGNMENT) * INFLIGHT_ALIGNMENT
+}
+
+/// Bytes of one queue's inflight area for the ring layout the frontend negotiated.
+pub fn region_size(dev: Dev, queue_size: u16) -> u64 {
+    if crate::queue::is_packed(dev) {
+        packed_queue_region_size(queue_size)
+    } else {
+        queue_region_size(queue_size)
+    }
+}
+
+/// A packed queue's inflight area, for one queue call: header fields and descriptor states,
+/// every access volatile (the frontend shares it) and every index checked against the
+/// mapping, never against the frontend's `desc_num`.
+pub struct PackedInflight {
+    area: *mut QueueRegionPacked,
+    map_cap: u16,
+    cap: u16,
+    counter: u64,
+    head: u16,
+}
+
+macro_rules! hdr {
+    ($get:ident, $set:ident, $f:ident, $t:ty) => {
+        #[inline]
+        fn $get(&self) -> $t {
+            // SAFETY: `area` heads a mapped packed queue area (see `packed`).
+            unsafe { std::ptr::addr_of!((*self.area).$f).read_volatile() }
+        }
+        #[inline]
+        fn $set(&self, v: $t) {
+            // SAFETY: as above.
+            unsafe { std::ptr::addr_of_mut!((*self.area).$f).write_volatile(v) }
+        }
+    };
+}
+
+macro_rules! entry {
+    ($get:ident, $set:ident, $f:ident, $t:ty) => {
+        #[inline]
+        fn $get(&self, i: u16) -> Result<$t, Fault> {
+            let d = self.entry(i)?;
+            // SAFETY: `entry` checked that `d` is a descriptor state inside the mapping.
+            Ok(unsafe { std::ptr::addr_of!((*d).$f).read_volatile() })
+        }
+        #[inline]
+        fn $set(&self, i: u16, v: $t) -> Result<(), Fault> {
+            let d = self.entry(i)?;
+            // SAFETY: as above.
+            unsafe { std::ptr::addr_of_mut!((*d).$f).write_volatile(v) };
+            Ok(())
+        }
+    };
+}
+
+/// The inflight area of packed queue `vq`, when inflight tracking is on.
+#[inline]
+pub fn packed(dev: Dev, vq: &VuVirtq, _qidx: usize) -> Result<Option<PackedInflight>, Fault> {
+    if vq.inflight.is_null()
+        || !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)
+    {
+        return Ok(None);
+    }
+    let info = dev.inflight_info();
+    let (start, end) =
+        (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
+    let area = vq.inflight as usize;
+    if area < start || area >= end || end - area < std::mem::size_of::<QueueRegionPacked>() {
+        return Err(Fault::InflightArea);
+    }
+    let cap = (end - area - std::mem::size_of::<QueueRegionPacked>())
+        / std::mem::size_of::<DescStatePacked>();
+    let map_cap = u16::try_from(cap.min(usize::from(u16::MAX))).unwrap_or(u16::MAX);
+    let mut area =
+        PackedInflight { area: vq.inflight.cast(), map_cap, cap: 0, counter: vq.counter, head: 0 };
+    // The states a queue owns: `desc_num` (its queue size), within the mapping.
+    area.cap = area.desc_num().min(map_cap);
+    Ok(Some(area))
+}
+
+impl PackedInflight {
+    hdr!(version, set_version, version, u16);
+    hdr!(free_head, set_free_head, free_head, u16);
+    hdr!(old_free_head, set_old_free_head, old_free_head, u16);
+    hdr!(used_idx, set_used_idx, used_idx, u16);
+    hdr!(old_used_idx, set_old_used_idx, old_used_idx, u16);
+    hdr!(used_wrap, set_used_wrap, used_wrap_counter, u8);
+    hdr!(old_used_wrap, set_old_used_wrap, old_used_wrap_counter, u8);
+    hdr!(desc_num, set_desc_num, desc_num, u16);
+    entry!(inflight, set_inflight, inflight, u8);
+    entry!(next, set_next, next, u16);
+    entry!(last, set_last, last, u16);
+    entry!(num, set_num, num, u16);
+    entry!(counter_of, set_counter, counter, u64);
+
+    /// Descriptor state `i`, if the mapping holds it.
+    #[inline]
+    fn entry(&self, i: u16) -> Result<*mut DescStatePacked, Fault> {
+        if i >= self.cap {
+            return Err(Fault::InflightArea);
+        }
+        // SAFETY: i < cap states follow the header inside the mapping (see `packed`).
+        Ok(unsafe { (self.area.add(1) as *mut DescStatePacked).add(usize::from(i)) })
+    }
+
+    /// The fetch counter to store back into `VuVirtq.counter`.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Records ring descriptor `d` of the chain being popped (the spec's steps for
+    /// "receiving available buffers").
+    #[inline]
+    pub fn record(&mut self, d: &PackedDesc, first: bool, last: bool) -> Result<(), Fault> {
+        let head = self.old_free_head();
+        if first {
+            self.head = head;
+            self.set_num(head, 0)?;
+            self.set_counter(head, self.counter)?;
+            self.counter = self.counter.wrapping_add(1);
+            self.set_inflight(head, 1)?;
+        }
+        let free = self.free_head();
+        if last {
+            self.set_last(head, free)?;
+        }
+        self.set_num(head, self.num(head)?.wrapping_add(1))?;
+        let e = self.entry(free)?;
+        // SAFETY: `entry` checked `e`.
+        unsafe {
+            std::ptr::addr_of_mut!((*e).addr).write_volatile(d.addr);
+            std::ptr::addr_of_mut!((*e).len).write_volatile(d.len);
+            std::ptr::addr_of_mut!((*e).flags).write_volatile(d.flags);
+            std::ptr::addr_of_mut!((*e).id).write_volatile(d.id);
+        }
+        let next = self.next(free)?;
+        self.set_free_head(next);
+        if last {
+            self.set_old_free_head(next);
+        }
+        Ok(())
+    }
+
+    /// The head entry of the chain just recorded.
+    pub fn commit_pop(&mut self) -> Result<u16, Fault> {
+        Ok(self.head)
+    }
+
+    /// Returns the entries of the chain at `entry` to the free list (before publishing it used).
+    pub fn put(&mut self, entry: u16) -> Result<(), Fault> {
+        let last = self.last(entry)?;
+        self.set_next(last, self.free_head())?;
+        self.set_free_head(entry);
+        Ok(())
+    }
+
+    /// Records the used position after a batch (before its head is published).
+    pub fn set_used(&mut self, at: Pos) {
+        self.set_used_idx(at.slot());
+        self.set_used_wrap(at.wrap() as u8);
+    }
+
+    /// The chain at `entry` is no longer in flight (after its used descriptor is published).
+    pub fn clear(&mut self, entry: u16) {
+        let _ = self.set_inflight(entry, 0);
+    }
+
+    /// Commits a published batch.
+    pub fn finish_batch(&mut self) {
+        self.set_old_free_head(self.free_head());
+        self.set_old_used_idx(self.used_idx());
+        self.set_old_used_wrap(self.used_wrap());
+    }
+
+    /// Gives back a chain that was popped and not completed (`vu_queue_rewind`).
+    pub fn release(&mut self, entry: u16) {
+        if self.put(entry).is_ok() {
+            self.clear(entry);
+            self.set_old_free_head(self.free_head());
+        }
+    }
+
+    /// The copies of the chain whose head entry is `entry`.
+    pub fn chain(&self, entry: u16) -> ChainCopies<'_> {
+        ChainCopies { area: self, cur: entry, remaining: self.num(entry).unwrap_or(0) }
+    }
+
+    /// A fresh area: every entry free, both used positions at `used`.
+    fn init(&mut self, used: Pos) -> Result<(), Fault> {
+        for i in 0..self.cap {
+            self.set_next(i, i.wrapping_add(1))?;
+            self.set_inflight(i, 0)?;
+        }
+        self.set_free_head(0);
+        self.set_old_free_head(0);
+        self.set_used(used);
+        self.finish_batch();
+        self.set_version(INFLIGHT_VERSION);
+        Ok(())
+    }
+
+    /// The spec's "when reconnecting" steps; returns the in-flight chains' head entries,
+    /// oldest first, and the used position to resume at.
+    fn recover(&mut self, ring: &PackedRing) -> Result<(Vec<(u16, u64)>, Pos), Fault> {
+        let old = Pos(self.old_used_idx() & !Pos::WRAP
+            | if self.old_used_wrap() != 0 { Pos::WRAP } else { 0 });
+        let cur =
+            Pos(self.used_idx() & !Pos::WRAP | if self.used_wrap() != 0 { Pos::WRAP } else { 0 });
+        if !ring.holds(old) || !ring.holds(cur) {
+            return Err(Fault::InflightArea);
+        }
+        if old != cur {
+            let flags = ring.flags(old).ok_or(Fault::InflightArea)?;
+            if !is_avail(flags, old.wrap()) {
+                // The batch was published before the crash: commit it.
+                self.finish_batch();
+            }
+        }
+        // Roll back whatever was in progress.
+        self.set_free_head(self.old_free_head());
+        self.set_used_idx(self.old_used_idx());
+        self.set_used_wrap(self.old_used_wrap());
+        let used =
+            Pos(self.used_idx() & !Pos::WRAP | if self.used_wrap() != 0 { Pos::WRAP } else { 0 });
+        let mut free = self.free_head();
+        for _ in 0..self.cap {
+            if self.entry(free).is_err() {
+                break;
+            }
+            self.set_inflight(free, 0)?;
+            free = self.next(free)?;
+        }
+        let mut heads = Vec::new();
+        for i in 0..self.cap.min(self.desc_num()) {
+            if self.inflight(i)? == 1 {
+                heads.push((i, self.counter_of(i)?));
+            }
+        }
+        heads.sort_by_key(|h| h.1);
+        Ok((heads, used))
+    }
+}
+
+/// The descriptor copies of one chain in a packed inflight area, in chain order.
+pub struct ChainCopies<'a> {
+    area: &'a PackedInflight,
+    cur: u16,
+    remaining: u16,
+}
+
+impl ChainCopies<'_> {
+    /// The next descriptor (`k` is its place in the chain, for the caller's bound).
+    pub fn next_desc(&mut self, _k: u16) -> Option<PackedDesc> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let e = self.area.entry(self.cur).ok()?;
+        // SAFETY: `entry` checked `e`.
+        let mut d = unsafe {
+            PackedDesc {
+                addr: std::ptr::addr_of!((*e).addr).read_volatile(),
+                len: std::ptr::addr_of!((*e).len).read_volatile(),
+                id: std::ptr::addr_of!((*e).id).read_volatile(),
+                flags: std::ptr::addr_of!((*e).flags).read_volatile(),
+            }
+        };
+        self.remaining -= 1;
+        // The chain ends where the record says, whatever the copied flags say.
+        if self.remaining == 0 {
+            d.flags &= !crate::queue::chain::VRING_DESC_F_NEXT;
+        } else {
+            d.flags |= crate::queue::chain::VRING_DESC_F_NEXT;
+            d.flags &= !crate::queue::chain::VRING_DESC_F_INDIRECT;
+            self.cur = self.area.next(self.cur).ok()?;
+        }
+        Some(d)
+    }
+}
+
+/// On queue start (SET_VRING_KICK) for a packed ring: a fresh area is initialised; otherwise
+/// the ring state (positions, wrap counters, in-flight ids) is taken from the area, since
+/// the frontend's SET_VRING_BASE is stale after a crash, and the in-flight chains are queued
+/// for resubmission in fetch order.
+pub fn check_packed_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(), String> {
+    let mut area = match packed(dev, vq, qidx) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err("no inflight area".into()),
+        Err(_) => return Err("inflight area outside the inflight mapping".into()),
+    };
+    // SAFETY: ring pointers are set by `queue::map_ring`; the caller holds the memory lock.
+    let ring = unsafe { PackedRing::of(vq) }.ok_or("rings not mapped")?;
+    let num = ring.num();
+    if area.version() == 0 {
+        if area.desc_num() == 0 {
+            // GET_INFLIGHT_FD without SET_INFLIGHT_FD: size the area for this ring.
+            area.set_desc_num(num.min(area.map_cap));
+            area.cap = area.desc_num();
+        }
+        area.init(Pos(vq.used_idx)).map_err(|f| f.to_string())?;
+        return Ok(());
+    }
+    let (heads, used) = area.recover(&ring).map_err(|f| f.to_string())?;
+    let ids = crate::queue::ids::queue_ids(dev, qidx).ok_or("no packed queue state")?;
+    ids.reset(num);
+    let mut total: u32 = 0;
+    for &(entry, _) in &heads {
+        let n = area.num(entry).map_err(|f| f.to_string())?;
+        let mut e = entry;
+        for _ in 1..n {
+            e = area.next(e).map_err(|f| f.to_string())?;
+        }
+        let ie = area.entry(e).map_err(|f| f.to_string())?;
+        // SAFETY: `entry` checked `ie`.
+        let id = unsafe { std::ptr::addr_of!((*ie).id).read_volatile() };
+        total += u32::from(n);
+        let st = ids.get(id).ok_or("inflight buffer id outside the ring")?;
+        if n == 0 || total > u32::from(num) || st.ndescs != 0 {
+            return Err("inflight area disagrees with the ring".into());
+        }
+        st.ndescs = n;
+        st.entry = entry;
+        st.prev = crate::queue::ids::NO_ID;
+    }
+    vq.used_idx = used.0;
+    let avail = used.advance(total as u16, num);
+    vq.last_avail_idx = avail.0;
+    vq.shadow_avail_idx = avail.0;
+    vq.inuse = heads.len() as u32;
+    free_resubmit_list(vq);
+    vq.counter = heads.last().map_or(0, |h| h.1.wrapping_add(1));
+    if !heads.is_empty() {
+        // Oldest last: pop takes from the end.
+        let list: Vec<VuVirtqInflightDesc> = heads
+            .iter()
+            .rev()
+            .map(|&(entry, counter)| VuVirtqInflightDesc { index: entry, counter })
+            .collect();
+        install_resubmit_list(vq, &list)?;
+    }
+    if vq.kick_fd >= 0 {
+        crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;
+    }
+    Ok(())
 }

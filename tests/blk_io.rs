@@ -9,10 +9,25 @@ fn sectors(b: &Backend) -> u64 {
     b.opts.image_size.unwrap() / SECTOR
 }
 
-#[test]
-fn whole_disk_write_read_back() {
+/// Runs a scenario on split rings and (`_packed`) on packed rings.
+macro_rules! both_layouts {
+    ($split:ident, $packed:ident, $f:ident) => {
+        #[test]
+        fn $split() {
+            $f::<SplitQueue>();
+        }
+        #[test]
+        fn $packed() {
+            $f::<PackedQueue>();
+        }
+    };
+}
+
+both_layouts!(whole_disk_write_read_back, whole_disk_write_read_back_packed, whole_disk);
+
+fn whole_disk<Q: Driver>() {
     let mut b = Backend::start(BackendOpts { image_size: Some(1 << 20), ..Default::default() });
-    let mut s = Session::connect(&mut b, SessionOpts::default());
+    let mut s = Session::<Q>::connect_as(&mut b, SessionOpts::default());
     let total = sectors(&b);
     // Initial content is visible.
     let first = s.read(0, 0, 64 * 1024, Layout::default());
@@ -75,8 +90,13 @@ fn out_of_range_requests_fail_cleanly() {
     assert!(img == expect, "image modified by a rejected request");
 }
 
-#[test]
-fn buffers_spanning_memory_regions() {
+both_layouts!(
+    buffers_spanning_memory_regions,
+    buffers_spanning_memory_regions_packed,
+    spanning_regions
+);
+
+fn spanning_regions<Q: Driver>() {
     let mut b = Backend::start(BackendOpts { image_size: Some(256 * 1024), ..Default::default() });
     // Four adjacent regions of different sizes plus one far away.
     let layout = vec![
@@ -85,7 +105,7 @@ fn buffers_spanning_memory_regions() {
         ((1 << 20) + (64 << 10), 2 << 20),
         (1 << 32, 1 << 20),
     ];
-    let mut s = Session::connect(&mut b, SessionOpts { layout, ..Default::default() });
+    let mut s = Session::<Q>::connect_as(&mut b, SessionOpts { layout, ..Default::default() });
     assert_eq!(s.mem.regions.len(), 4);
     // A single descriptor whose buffer crosses region 0 -> 1, then 1 -> 2.
     for (i, region) in [0usize, 1].iter().enumerate() {
@@ -127,10 +147,12 @@ fn buffers_spanning_memory_regions() {
     assert!(img[200 * 512..200 * 512 + 8192] == data[..]);
 }
 
-#[test]
-fn indirect_descriptors() {
+both_layouts!(indirect_descriptors, indirect_descriptors_packed, indirect);
+
+fn indirect<Q: Driver>() {
     let mut b = Backend::start(BackendOpts { image_size: Some(256 * 1024), ..Default::default() });
-    let mut s = Session::connect(&mut b, SessionOpts { queue_size: 16, ..Default::default() });
+    let mut s =
+        Session::<Q>::connect_as(&mut b, SessionOpts { queue_size: 16, ..Default::default() });
     assert!(s.acked & VIRTIO_RING_F_INDIRECT_DESC != 0);
     // 64 data segments: more than the 16-entry ring could hold directly.
     let l = Layout { seg: 512, indirect: true, ..Default::default() };
@@ -156,11 +178,12 @@ fn indirect_descriptors() {
     assert_eq!(s.qs[0].free_count(), 16, "descriptors leaked");
 }
 
-#[test]
-fn flush_and_get_id() {
+both_layouts!(flush_and_get_id, flush_and_get_id_packed, flush_get_id);
+
+fn flush_get_id<Q: Driver>() {
     let mut b =
         Backend::start(BackendOpts { serial: Some("test-serial-42".into()), ..Default::default() });
-    let mut s = Session::connect(&mut b, SessionOpts::default());
+    let mut s = Session::<Q>::connect_as(&mut b, SessionOpts::default());
     s.write(0, 0, &pattern(3, 4096), Layout::default());
     let c = s.io(0, VIRTIO_BLK_T_FLUSH, 0, &[], 0, Layout::default());
     assert_eq!((c.status, c.used_len), (VIRTIO_BLK_S_OK, 1), "flush");
@@ -176,15 +199,17 @@ fn flush_and_get_id() {
     assert_eq!((reqs, rd, wr, errs), (3, 0, 4096, 0), "summary: {}", b.stdout());
 }
 
-fn worker_threads(queues: u16) {
+fn worker_threads<Q: Driver>(queues: u16) {
     let mut b = Backend::start(BackendOpts {
         queues,
         threads: true,
         image_size: Some(512 * 1024),
         ..Default::default()
     });
-    let mut s =
-        Session::connect(&mut b, SessionOpts { queues, event_idx: true, ..Default::default() });
+    let mut s = Session::<Q>::connect_as(
+        &mut b,
+        SessionOpts { queues, event_idx: true, ..Default::default() },
+    );
     for round in 0..20u64 {
         for q in 0..queues as usize {
             let sector = (round * queues as u64 + q as u64) * 16;
@@ -194,15 +219,20 @@ fn worker_threads(queues: u16) {
         }
     }
     for q in 0..queues as usize {
-        assert_eq!(s.stop_queue(q), 40, "GET_VRING_BASE of queue {q}");
+        let want = s.qs[q].ring_state();
+        assert_eq!(s.stop_queue(q), want, "GET_VRING_BASE of queue {q} ({})", Q::NAME);
+        if Q::NAME == "split" {
+            assert_eq!(want, 40);
+        }
     }
 }
 
-#[test]
-fn worker_thread_mode() {
-    worker_threads(1);
-    worker_threads(3);
+fn worker_thread_modes<Q: Driver>() {
+    worker_threads::<Q>(1);
+    worker_threads::<Q>(3);
 }
+
+both_layouts!(worker_thread_mode, worker_thread_mode_packed, worker_thread_modes);
 
 #[test]
 fn null_mode_and_summary() {

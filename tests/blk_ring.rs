@@ -10,7 +10,7 @@ use std::time::Duration;
 const NO_CALL_GRACE: Duration = Duration::from_millis(50);
 
 /// Write one sector synchronously, without waiting on the call eventfd.
-fn one_request(s: &mut Session, sector: u64) {
+fn one_request<Q: Driver>(s: &mut Session<Q>, sector: u64) {
     s.write(0, sector, &pattern(sector, 512), Layout::default());
 }
 
@@ -78,13 +78,24 @@ fn event_idx_on_suppresses_calls_and_publishes_avail_event() {
 
 #[test]
 fn event_idx_off_honours_no_interrupt() {
+    event_idx_off::<SplitQueue>();
+}
+
+#[test]
+fn event_idx_off_honours_event_flags_disable_packed() {
+    event_idx_off::<PackedQueue>();
+}
+
+/// Split: VRING_AVAIL_F_NO_INTERRUPT; packed: driver event flags DISABLE.
+fn event_idx_off<Q: Driver>() {
     let mut b = Backend::start(BackendOpts::default());
-    let mut s = Session::connect(&mut b, SessionOpts { event_idx: false, ..Default::default() });
+    let mut s =
+        Session::<Q>::connect_as(&mut b, SessionOpts { event_idx: false, ..Default::default() });
     assert!(s.acked & VIRTIO_RING_F_EVENT_IDX == 0);
     one_request(&mut s, 0);
     assert_eq!(s.qs[0].wait_call(IO_TIMEOUT), Some(1));
     for round in 0..3 {
-        s.qs[0].set_avail_flags(VRING_AVAIL_F_NO_INTERRUPT);
+        s.qs[0].suppress_calls(true);
         one_request(&mut s, 1);
         one_request(&mut s, 2);
         std::thread::sleep(NO_CALL_GRACE);
@@ -93,7 +104,7 @@ fn event_idx_off_honours_no_interrupt() {
             0,
             "round {round}: call despite VRING_AVAIL_F_NO_INTERRUPT"
         );
-        s.qs[0].set_avail_flags(0);
+        s.qs[0].suppress_calls(false);
         one_request(&mut s, 3);
         assert_eq!(
             s.qs[0].wait_call(IO_TIMEOUT),
@@ -102,14 +113,18 @@ fn event_idx_off_honours_no_interrupt() {
         );
     }
     // Without EVENT_IDX the device must not rely on avail_event kicks: the
-    // driver kicks for every request unless NO_NOTIFY is set.
-    assert_eq!(s.qs[0].kicks, 10);
+    // driver kicks for every request unless NO_NOTIFY (packed: DISABLE) is set.
+    assert_eq!(s.qs[0].kicks(), 10);
 }
 
-fn wrap_around(event_idx: bool, indirect: bool) {
+/// Split: across the 16-bit index wrap. Packed: a ring of 8 slots starting
+/// two slots before a wrap-counter flip (65530 slots after a reset), lapped
+/// many times (direct chains of 4 slots, or 1 slot when indirect), so both
+/// the driver's and the device's wrap counters flip again and again.
+fn wrap_around<Q: Driver>(event_idx: bool, indirect: bool) {
     let base: u16 = 65530;
     let mut b = Backend::start(BackendOpts { image_size: Some(128 * 1024), ..Default::default() });
-    let mut s = Session::connect(
+    let mut s = Session::<Q>::connect_as(
         &mut b,
         SessionOpts { event_idx, base, queue_size: 8, ..Default::default() },
     );
@@ -122,7 +137,10 @@ fn wrap_around(event_idx: bool, indirect: bool) {
         assert!(s.read(0, i * 2, 1024, l) == data, "data wrong near index wrap (request {i})");
         n = n.wrapping_add(2);
     }
-    assert_eq!(s.qs[0].used_idx(), base.wrapping_add(n));
+    assert!(s.qs[0].settled(), "extra used entries ({})", Q::NAME);
+    if Q::NAME == "split" {
+        assert_eq!(s.qs[0].ring_state(), base.wrapping_add(n) as u32);
+    }
     // Batches of up to 2 requests (4 descriptors each for direct chains).
     for round in 0..10u64 {
         let mark = s.mem.mark();
@@ -144,8 +162,13 @@ fn wrap_around(event_idx: bool, indirect: bool) {
         s.mem.release(mark);
         n = n.wrapping_add(2);
     }
-    assert_eq!(s.qs[0].used_idx(), base.wrapping_add(n));
-    assert_eq!(s.stop_queue(0), base.wrapping_add(n) as u32, "GET_VRING_BASE after wrap");
+    assert!(s.qs[0].settled(), "extra used entries ({})", Q::NAME);
+    if Q::NAME == "split" {
+        assert_eq!(s.qs[0].ring_state(), base.wrapping_add(n) as u32);
+    }
+    let want = s.qs[0].ring_state();
+    assert_eq!(s.stop_queue(0), want, "GET_VRING_BASE after wrap ({})", Q::NAME);
+    assert_eq!(s.qs[0].free_count(), 8, "ring slots leaked");
 }
 
 /// Expected content of 2 sectors starting at `sector` after wrap_around's
@@ -163,26 +186,58 @@ fn s_expected(_b: &Backend, sector: u64) -> Vec<u8> {
 
 #[test]
 fn index_wrap_around_without_event_idx() {
-    wrap_around(false, false);
+    wrap_around::<SplitQueue>(false, false);
 }
 
 #[test]
 fn index_wrap_around_with_event_idx() {
-    wrap_around(true, false);
+    wrap_around::<SplitQueue>(true, false);
 }
 
 #[test]
 fn index_wrap_around_indirect() {
-    wrap_around(true, true);
+    wrap_around::<SplitQueue>(true, true);
+}
+
+#[test]
+fn wrap_counters_flip_without_event_idx_packed() {
+    wrap_around::<PackedQueue>(false, false);
+}
+
+#[test]
+fn wrap_counters_flip_with_event_idx_packed() {
+    wrap_around::<PackedQueue>(true, false);
+}
+
+#[test]
+fn wrap_counters_flip_indirect_packed() {
+    wrap_around::<PackedQueue>(true, true);
+}
+
+#[test]
+fn wrap_counters_flip_indirect_without_event_idx_packed() {
+    wrap_around::<PackedQueue>(false, true);
 }
 
 #[test]
 fn get_vring_base_after_stop_and_resume() {
+    stop_and_resume::<SplitQueue>(100);
+}
+
+#[test]
+fn get_vring_base_after_stop_and_resume_packed() {
+    // 100 slots after a reset in a 256-slot ring; then 200 (second lap).
+    stop_and_resume::<PackedQueue>(100);
+    stop_and_resume::<PackedQueue>(200);
+}
+
+fn stop_and_resume<Q: Driver>(base: u16) {
     let mut b = Backend::start(BackendOpts::default());
-    let mut s = Session::connect(&mut b, SessionOpts { base: 100, ..Default::default() });
+    let mut s = Session::<Q>::connect_as(&mut b, SessionOpts { base, ..Default::default() });
     for i in 0..5 {
         one_request(&mut s, i);
     }
+    let consumed = s.qs[0].ring_state();
     // Two requests published but not kicked: not processed yet (the
     // example processes a queue only when kicked).
     let mark = s.mem.mark();
@@ -195,10 +250,13 @@ fn get_vring_base_after_stop_and_resume() {
         heads.push(h);
     }
     let base = s.stop_queue(0);
-    assert_eq!(base, 105, "GET_VRING_BASE must return the next avail index to process");
-    assert_eq!(s.qs[0].used_idx(), 105);
+    assert_eq!(base, consumed, "GET_VRING_BASE must return the next avail index to process");
+    assert!(s.qs[0].poll_used().is_none(), "requests that were never kicked got completed");
+    if Q::NAME == "split" {
+        assert_eq!(base, 105);
+    }
     // Restart from that base: the pending requests get processed.
-    s.restart_queue(0, base as u16);
+    s.restart_queue(0, base);
     s.qs[0].kick_now();
     let mut got = vec![s.qs[0].wait_used(IO_TIMEOUT).0, s.qs[0].wait_used(IO_TIMEOUT).0];
     got.sort();
@@ -211,5 +269,9 @@ fn get_vring_base_after_stop_and_resume() {
     }
     s.mem.release(mark);
     one_request(&mut s, 9);
-    assert_eq!(s.stop_queue(0), 108);
+    let want = s.qs[0].ring_state();
+    assert_eq!(s.stop_queue(0), want);
+    if Q::NAME == "split" {
+        assert_eq!(want, 108);
+    }
 }

@@ -143,7 +143,7 @@ fn inflight_requests_survive_backend_sigkill() {
         );
         fe.qs[0].renew_eventfds();
         // Like QEMU after a lost backend: resume from the used index.
-        fe.start_queue(0, used_idx, None);
+        fe.start_queue(0, used_idx as u32, None);
 
         let t0 = Instant::now();
         while order.len() < NREQ {

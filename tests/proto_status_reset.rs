@@ -178,6 +178,11 @@ fn reset_device_forgets_rings_and_keeps_memory_and_ownership() {
     assert_eq!(fe.qs[0].used_idx(), 1, "the new ring did not start from 0");
     let base = fe.c.call(GET_VRING_BASE, &state(0, 0), &[]);
     assert_eq!(base.u32_at(4), 1, "indices of the old ring survived the reset");
+    // The backend's stderr reaches us through a reader thread: wait for the second line.
+    let t0 = std::time::Instant::now();
+    while be.stderr().matches("queue 0 started").count() < 2 && t0.elapsed() < TIMEOUT {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(be.stderr().matches("queue 0 started").count(), 2, "{}", be.stderr());
     assert_no_panic(&be);
     be.assert_alive();

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use super::{body, map_file_range, refuse, Incoming, MapError, Outcome};
 use crate::abi::*;
 use crate::device::Dev;
-use crate::inflight::queue_region_size;
+use crate::inflight::region_size;
 use crate::message::{self, Size};
 use crate::mmap::Mapping;
 
@@ -29,7 +29,7 @@ fn install(
 ) {
     // Queue operations use the inflight pointers under the memory read lock.
     let mut mem = dev.mem_mut();
-    let per_queue = queue_region_size(queue_size) as usize;
+    let per_queue = region_size(dev, queue_size) as usize;
     for vq in dev.queues() {
         let i = vq.index();
         let area = if i < usize::from(num_queues) {
@@ -98,7 +98,7 @@ pub fn get_inflight_fd(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         vmsg.payload.inflight.mmap_size = 0;
         return Outcome::Reply;
     }
-    let size = queue_region_size(req.queue_size) * u64::from(req.num_queues);
+    let size = region_size(dev, req.queue_size) * u64::from(req.num_queues);
     match memfd_area(size) {
         Ok((fd, mapping)) => {
             // A fresh memfd reads as zeros: every descriptor starts out not inflight.
@@ -127,7 +127,7 @@ pub fn set_inflight_fd(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) ->
     let Some(fd) = fds.take(0) else {
         return refuse(dev, fds, &format!("Invalid set_inflight_fd message size:{size} fds:1"));
     };
-    let needed = queue_region_size(req.queue_size) * u64::from(req.num_queues);
+    let needed = region_size(dev, req.queue_size) * u64::from(req.num_queues);
     if !valid_geometry(dev, req.num_queues, req.queue_size) || req.mmap_size < needed {
         drop(fd);
         dev.panic(&format!(

@@ -8,7 +8,7 @@ use crate::abi::*;
 use crate::device::Dev;
 use crate::memory::{AddError, MemoryTableMut};
 use crate::message::{self, Size};
-use crate::queue::split::map_ring;
+use crate::queue::map_ring;
 
 const REGION_SIZE: usize = std::mem::size_of::<VhostUserMemoryRegion>();
 const MEMREG_SIZE: usize = std::mem::size_of::<VhostUserMemRegMsg>();
@@ -96,9 +96,9 @@ fn remap_rings(dev: Dev) {
     {
         let mut mem = dev.mem_mut();
         for vq in dev.queues() {
-            if mem
-                .with_queue(vq, |q, table| q.vra.desc_user_addr != 0 && map_ring(table, q).is_err())
-            {
+            if mem.with_queue(vq, |q, table| {
+                q.vra.desc_user_addr != 0 && map_ring(dev, table, q).is_err()
+            }) {
                 failed.push(vq.index());
             }
         }

@@ -333,7 +333,8 @@ fn offered_features(dev: Dev) -> u64 {
         | 1u64 << VIRTIO_F_VERSION_1
         | 1u64 << crate::dirty_log::VHOST_F_LOG_ALL
         | 1u64 << VHOST_USER_F_PROTOCOL_FEATURES;
-    features | dev.device_features()
+    // Packed rings are the library's business (offered unless turned off).
+    crate::queue::setup::offer(dev, features | dev.device_features())
 }
 
 /// Whether the features of SET_FEATURES are ones the device can accept: only offered ones,
@@ -352,7 +353,10 @@ fn set_features(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     let Some(features) = body::<u64>(dev, vmsg, Size::Exact(8), invalid_size) else {
         return Outcome::Failed;
     };
-    dev.set_features(features);
+    if let Err(why) = crate::queue::setup::apply_features(dev, features) {
+        dev.panic(why);
+        return Outcome::Failed;
+    }
     if !dev.has_feature(VIRTIO_F_VERSION_1) {
         dev.panic("virtio legacy devices aren't supported by libvhost-user");
         return Outcome::Failed;

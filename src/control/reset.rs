@@ -38,7 +38,10 @@ pub fn reset_device(dev: Dev) -> Outcome {
     // The inflight area goes too: after a reset the frontend asks for a fresh one.
     super::release_inflight(dev);
     // A reset device has negotiated nothing yet and its status is 0 (virtio 2.1).
-    dev.set_features(0);
+    // (through the queues' layout switch: packed rings forget their per-id state too)
+    if crate::queue::setup::apply_features(dev, 0).is_err() {
+        dev.set_features(0);
+    }
     dev.ext().set_status(0);
     Outcome::Done
 }

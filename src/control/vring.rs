@@ -5,10 +5,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::{body, invalid_size, refuse, Incoming, Outcome};
 use crate::abi::*;
 use crate::device::{Dev, Vq};
-use crate::inflight;
 use crate::message::Size;
 use crate::queue::ring::SplitRing;
-use crate::queue::split::{map_ring, valid_ring_size};
+use crate::queue::{is_packed, map_ring, valid_ring_size};
 
 /// The queue named by a `vhost_vring_state` payload, refusing bad sizes and indexes.
 fn state_queue<'a>(dev: Dev<'a>, vmsg: &VhostUserMsg) -> Option<(Vq<'a>, u32)> {
@@ -50,7 +49,11 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         q.vra = addr;
         q.vring.flags = addr.flags;
         q.vring.log_guest_addr = addr.log_guest_addr;
-        map_ring(table, q)?;
+        map_ring(dev, table, q)?;
+        if is_packed(dev) {
+            // A packed ring's used position came with SET_VRING_BASE.
+            return Ok::<u16, &str>(q.used_idx);
+        }
         // SAFETY: just mapped and checked, under the write lock.
         let used = unsafe { SplitRing::of(q) }.map(|r| r.used_idx()).unwrap_or(0);
         q.used_idx = used;
@@ -68,17 +71,22 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
 
 pub fn set_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     let Some((vq, num)) = state_queue(dev, vmsg) else { return Outcome::Failed };
-    let Ok(base) = u16::try_from(num) else {
-        dev.panic(&format!("Invalid vring base: {num}"));
-        return Outcome::Failed;
-    };
-    vq.set_avail_base(base);
-    Outcome::Done
+    let result = dev
+        .mem_mut()
+        .with_queue(vq, |q, _| crate::queue::setup::set_vring_base(dev, q, vq.index(), num));
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(why) => {
+            dev.panic(&why);
+            Outcome::Failed
+        }
+    }
 }
 
 pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     let Some((vq, _)) = state_queue(dev, vmsg) else { return Outcome::Failed };
-    vmsg.payload.state.num = u32::from(vq.last_avail_idx());
+    vmsg.payload.state.num =
+        dev.mem().with_queue(vq, |q, _| crate::queue::setup::vring_base(dev, q));
     vmsg.size = std::mem::size_of::<vhost_vring_state>() as u32;
     vq.set_started(false);
     dev.mem_mut().replace_call(vq, None);
@@ -118,10 +126,9 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     vq.replace_kick(fd);
     vq.set_started(true);
     vq.watch_kick();
-    let result = dev.mem().with_queue(vq, |q, table| {
-        let used = crate::queue::split::usable(dev, table, q).ok().flatten().map(|r| r.used_idx());
-        inflight::check_queue(dev, q, vq.index(), used)
-    });
+    let result = dev
+        .mem()
+        .with_queue(vq, |q, table| crate::queue::check_inflight(dev, table, q, vq.index()));
     if let Err(why) = result {
         dev.panic(&format!("Failed to check inflights for vq: {} ({why})", vq.index()));
     }
@@ -141,7 +148,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     dev.mem_mut().replace_call(vq, fd);
     if let Some(fd) = raw {
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
-        let _ = crate::queue::split::signal_eventfd(fd);
+        let _ = crate::queue::signal_eventfd(fd);
     }
     Outcome::Done
 }

@@ -1,33 +1,33 @@
-//! Queue-level C entry points (`vu_queue_*`). Each takes the memory read lock for the call, so
-//! guest memory cannot be unmapped under it, and reports guest faults through `panic` only
-//! after the lock is released.
+//! Queue-level C entry points (`vu_queue_*`). Each checks its pointers once, takes the memory
+//! read lock for the call (guest memory cannot be unmapped under it), runs the operation on
+//! one `Queue` context and reports guest faults through `panic` after the lock is released.
 
-use libc::{c_int, c_uint, c_void};
+use libc::{c_int, c_uint, c_void, iovec};
 
 use super::with_dev;
 use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
 use crate::diagnostics;
-use crate::memory::MemoryTable;
-use crate::queue::split::{self, Notify};
-use crate::queue::Fault;
+use crate::queue::{Completed, Fault, Notify, Queue};
 
-/// Runs a queue operation for one of `dev`'s queues under the memory read lock; `fallback` if
-/// `vq` is not one of them (`dev`: what `Dev::from_raw` made of the C caller's pointer).
-#[inline]
+/// Runs a queue operation for one of `dev`'s queues under the memory read lock, on one
+/// `Queue` context; `fallback` if `vq` is not one of them (`dev`: what `Dev::from_raw` made of
+/// the C caller's pointer).
+#[inline(always)]
 fn with_queue<R: Copy>(
     dev: Option<Dev<'_>>,
     vq: *mut VuVirtq,
     fallback: R,
-    f: impl FnOnce(Dev, &MemoryTable, &mut VuVirtq, usize) -> Result<R, Fault>,
+    f: impl FnOnce(&mut Queue) -> Result<R, Fault>,
 ) -> R {
     with_dev(dev, fallback, |d| {
         let Some(qidx) = d.queue_index(vq) else { return fallback };
         let mem = d.mem();
         // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time,
         // as the C API requires.
-        let result = f(d, &mem, unsafe { &mut *vq }, qidx);
+        let mut q = Queue { dev: d, mem: &mem, vq: unsafe { &mut *vq }, qidx };
+        let result = f(&mut q);
         drop(mem);
         match result {
             Ok(r) => r,
@@ -54,6 +54,27 @@ fn with_vq<R: Copy>(
     })
 }
 
+/// The caller's completed element: its index and its device-writable iovecs.
+///
+/// # Safety
+/// `elem` is NULL or an element from `vu_queue_pop` that the caller still owns.
+#[inline]
+unsafe fn completed<'e>(elem: *const VuVirtqElement) -> Option<Completed<'e>> {
+    if elem.is_null() {
+        return None;
+    }
+    // SAFETY: a caller's element (see above): its header, and `in_num` iovecs at `in_sg`.
+    unsafe {
+        let e = elem.read();
+        let in_sg: &[iovec] = if e.in_sg.is_null() || e.in_num == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(e.in_sg, e.in_num as usize)
+        };
+        Some(Completed { index: e.index, in_sg })
+    }
+}
+
 /// Sets whether the queue notifies (via event index or interrupt).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_set_notification(
@@ -61,10 +82,13 @@ pub unsafe extern "C" fn vu_queue_set_notification(
     vq: *mut VuVirtq,
     enable: c_int,
 ) {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, _| {
-        split::set_notification(d, mem, q, enable != 0)
-    })
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.set_notification(enable != 0),
+    )
 }
 
 /// Returns whether the queue is enabled.
@@ -84,8 +108,13 @@ pub unsafe extern "C" fn vu_queue_started(dev: *const VuDev, vq: *const VuVirtq)
 /// Returns true if the queue is empty or not ready.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bool {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, true, |d, mem, q, _| split::empty(d, mem, q))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        true,
+        |q| q.empty(),
+    )
 }
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
@@ -93,14 +122,19 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // closed only under the write lock (MemWrite::replace_call), so the fd cannot be closed
     // and its number given to another file before this write. The write does not block (the
     // fd is non-blocking). An in-band call may wait on the frontend: it is made after.
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    let action = with_queue(unsafe { Dev::from_raw(dev) }, vq, Notify::None, |d, mem, q, _| {
-        let action = split::notify_decision(d, mem, q, sync)?;
-        if let Notify::Eventfd(fd) = action {
-            split::signal_eventfd(fd)?;
-        }
-        Ok(action)
-    });
+    let action = with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        Notify::None,
+        |q| {
+            let action = q.notify_decision(sync)?;
+            if let Notify::Eventfd(fd) = action {
+                crate::queue::signal_eventfd(fd)?;
+            }
+            Ok(action)
+        },
+    );
     if diagnostics::tracing() {
         // SAFETY: the C caller's pointers, as above.
         unsafe { trace_notify(dev, vq, action) };
@@ -121,11 +155,8 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     })
 }
 
-/// Logs a notification decision (only when tracing: off the data path).
-///
 /// # Safety
-/// The C caller's pointers, as for `notify`.
-#[cold]
+/// The C caller's pointers (as for `notify`).
 unsafe fn trace_notify(dev: *mut VuDev, vq: *mut VuVirtq, action: Notify) {
     // SAFETY: this function's contract; with_dev and queue_index check the pointers.
     with_dev(unsafe { Dev::from_raw(dev) }, (), |d| {
@@ -153,15 +184,20 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
 /// The caller frees it with free().
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, std::ptr::null_mut(), |d, mem, q, qidx| {
-        let elem = split::pop(d, mem, q, qidx, sz)?;
-        if diagnostics::tracing() {
-            // SAFETY: pop's result is NULL or the element it just allocated and filled.
-            unsafe { diagnostics::trace_pop(qidx, elem) };
-        }
-        Ok(elem.cast())
-    })
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        std::ptr::null_mut(),
+        |q| {
+            let elem = q.pop(sz)?;
+            if diagnostics::tracing() {
+                // SAFETY: pop's result is NULL or the element it just allocated and filled.
+                unsafe { diagnostics::trace_pop(q.qidx, elem) };
+            }
+            Ok(elem.cast())
+        },
+    )
 }
 
 /// Pretends the most recent element wasn't popped; the next pop refetches it.
@@ -172,18 +208,25 @@ pub unsafe extern "C" fn vu_queue_unpop(
     _elem: *mut VuVirtqElement,
     _len: usize,
 ) {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |_, _, q, _| {
-        split::unpop(q);
-        Ok(())
-    })
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| q.unpop(),
+    )
 }
 
 /// Pretends that @num elements weren't popped. False if @num exceeds the elements in use.
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_rewind(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) -> bool {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, false, |_, _, q, _| Ok(split::rewind(q, num)))
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        false,
+        |q| q.rewind(num),
+    )
 }
 
 /// Fills the used ring with @elem (at offset @idx from the used index), @len bytes written.
@@ -195,18 +238,20 @@ pub unsafe extern "C" fn vu_queue_fill(
     len: c_uint,
     idx: c_uint,
 ) {
-    if elem.is_null() {
-        return;
-    }
-    // SAFETY: a caller's element (from vu_queue_pop).
-    let index = unsafe { (*elem).index };
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
-        if diagnostics::tracing() {
-            diagnostics::trace_used(qidx, "fill", index, len);
-        }
-        split::fill(d, mem, q, index, len, idx)
-    })
+    // SAFETY: a caller's element (from vu_queue_pop) or NULL.
+    let Some(e) = (unsafe { completed(elem) }) else { return };
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| {
+            if diagnostics::tracing() {
+                diagnostics::trace_used(q.qidx, "fill", e.index, len);
+            }
+            q.fill(e, len, idx)
+        },
+    )
 }
 
 /// fill + flush of one element.
@@ -217,30 +262,37 @@ pub unsafe extern "C" fn vu_queue_push(
     elem: *const VuVirtqElement,
     len: c_uint,
 ) {
-    if elem.is_null() {
-        return;
-    }
-    // SAFETY: a caller's element (from vu_queue_pop).
-    let index = unsafe { (*elem).index };
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
-        if diagnostics::tracing() {
-            diagnostics::trace_used(qidx, "push", index, len);
-        }
-        split::push(d, mem, q, qidx, index, len)
-    })
+    // SAFETY: a caller's element (from vu_queue_pop) or NULL.
+    let Some(e) = (unsafe { completed(elem) }) else { return };
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| {
+            if diagnostics::tracing() {
+                diagnostics::trace_used(q.qidx, "push", e.index, len);
+            }
+            q.push(e, len)
+        },
+    )
 }
 
 /// Marks the last @num filled elements as used (used.idx += num).
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_flush(dev: *mut VuDev, vq: *mut VuVirtq, num: c_uint) {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    with_queue(unsafe { Dev::from_raw(dev) }, vq, (), |d, mem, q, qidx| {
-        if diagnostics::tracing() {
-            diagnostics::trace_flush(qidx, num);
-        }
-        split::flush(d, mem, q, num)
-    })
+    with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (),
+        |q| {
+            if diagnostics::tracing() {
+                diagnostics::trace_flush(q.qidx, num);
+            }
+            q.flush(num)
+        },
+    )
 }
 
 /// Counts the bytes available in waiting requests, up to the given maxima.
@@ -253,10 +305,13 @@ pub unsafe extern "C" fn vu_queue_get_avail_bytes(
     max_in_bytes: c_uint,
     max_out_bytes: c_uint,
 ) {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    let (i, o) = with_queue(unsafe { Dev::from_raw(dev) }, vq, (0, 0), |d, mem, q, _| {
-        split::avail_bytes(d, mem, q, max_in_bytes, max_out_bytes)
-    });
+    let (i, o) = with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (0, 0),
+        |q| q.avail_bytes(max_in_bytes, max_out_bytes),
+    );
     // SAFETY: optional output pointers from the caller.
     unsafe {
         if !in_bytes.is_null() {
@@ -276,9 +331,28 @@ pub unsafe extern "C" fn vu_queue_avail_bytes(
     in_bytes: c_uint,
     out_bytes: c_uint,
 ) -> bool {
-    // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
-    let (i, o) = with_queue(unsafe { Dev::from_raw(dev) }, vq, (0, 0), |d, mem, q, _| {
-        split::avail_bytes(d, mem, q, in_bytes, out_bytes)
-    });
+    let (i, o) = with_queue(
+        // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
+        unsafe { Dev::from_raw(dev) },
+        vq,
+        (0, 0),
+        |q| q.avail_bytes(in_bytes, out_bytes),
+    );
     in_bytes <= i && out_bytes <= o
+}
+
+/// Turns the packed virtqueue layout (VIRTIO_F_RING_PACKED, feature bit 34, virtio 1.1) on or
+/// off for @dev. The library offers packed rings on top of the backend's features by default
+/// (the backend's queue calls work unchanged on both layouts); a frontend that does not ack
+/// the bit gets split rings. Setting the environment variable LIBVHOST_USER_NO_PACKED=1 turns
+/// them off for the whole process. Call after vu_init, before the frontend negotiates
+/// features (GET_FEATURES). Returns false if @dev is not an initialised device.
+#[no_mangle]
+pub unsafe extern "C" fn vu_set_packed_ring_enabled(dev: *mut VuDev, enabled: bool) -> bool {
+    // SAFETY: the caller passes its device (or NULL); from_raw checks it.
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
+        let _mem = d.mem_mut();
+        crate::queue::ids::set_packed_disabled(d, !enabled);
+        true
+    })
 }

@@ -5,6 +5,7 @@ use std::ops::ControlFlow;
 
 use crate::abi::{vring_desc, VIRTQUEUE_MAX_SIZE};
 use crate::memory::MemoryTable;
+use crate::queue::mapper::ElementMapper;
 use crate::queue::ring::{read_desc, SplitRing};
 use crate::queue::Fault;
 
@@ -16,13 +17,13 @@ const DESC_SIZE: u64 = std::mem::size_of::<vring_desc>() as u64;
 
 /// A descriptor table to walk: the ring's own, an indirect table in place, or a copy of an
 /// indirect table that spans regions.
-enum Table {
+pub(crate) enum Table {
     InPlace(*const vring_desc, usize),
     Copied(Vec<vring_desc>),
 }
 
 impl Table {
-    fn get(&self, i: usize) -> Option<vring_desc> {
+    pub(crate) fn get(&self, i: usize) -> Option<vring_desc> {
         match self {
             // SAFETY: in-place tables come from a validated ring or a translation of exactly
             // `len` descriptors, under the memory read lock the caller holds.
@@ -31,7 +32,7 @@ impl Table {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Table::InPlace(_, len) => *len,
             Table::Copied(v) => v.len(),
@@ -39,7 +40,7 @@ impl Table {
     }
 }
 
-fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
+pub(crate) fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
     if d.len == 0 || u64::from(d.len) % DESC_SIZE != 0 {
         return Err(Fault::IndirectSize);
     }
@@ -105,6 +106,63 @@ where
         if visit(&d)?.is_break() {
             return Ok(());
         }
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            return Ok(());
+        }
+        i = usize::from(d.next);
+        if i >= max {
+            return Err(Fault::DescNext(i as u32));
+        }
+    }
+}
+
+/// Maps the chain at `head` into `elem`, in one pass: each descriptor read once from the ring
+/// (or its indirect table) and translated straight into iovecs. Refuses what `walk` refuses.
+#[inline(always)]
+pub fn map_chain(
+    mem: &MemoryTable,
+    ring: &SplitRing,
+    head: u16,
+    elem: &mut ElementMapper,
+) -> Result<(), Fault> {
+    let mut d = ring.desc(head).ok_or(Fault::BadHead(u32::from(head)))?;
+    if d.flags & VRING_DESC_F_INDIRECT != 0 {
+        return map_indirect(mem, &d, elem);
+    }
+    let max = u32::from(ring.num());
+    let mut seen = 1u32;
+    loop {
+        elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            return Ok(());
+        }
+        seen += 1;
+        if seen > max {
+            return Err(Fault::Looped);
+        }
+        d = ring.desc(d.next).ok_or(Fault::DescNext(u32::from(d.next)))?;
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(Fault::IndirectInChain);
+        }
+    }
+}
+
+/// The indirect case of `map_chain` (out of line: the common chain is direct).
+#[inline(never)]
+fn map_indirect(mem: &MemoryTable, d: &vring_desc, elem: &mut ElementMapper) -> Result<(), Fault> {
+    let table = indirect_table(mem, d)?;
+    let max = table.len();
+    let (mut i, mut seen) = (0usize, 0usize);
+    loop {
+        let d = table.get(i).ok_or(Fault::DescNext(i as u32))?;
+        seen += 1;
+        if seen > max {
+            return Err(Fault::Looped);
+        }
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(Fault::NestedIndirect);
+        }
+        elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
         if d.flags & VRING_DESC_F_NEXT == 0 {
             return Ok(());
         }

@@ -40,7 +40,9 @@ impl SplitRing {
         if r.desc.is_null() || r.avail.is_null() || r.used.is_null() {
             return None;
         }
-        let num = u16::try_from(r.num).ok().filter(|n| n.is_power_of_two())?;
+        // Slots are taken modulo a power of two (`slot`), which stays below any num >= 1; the
+        // size itself was checked when the ring was mapped.
+        let num = u16::try_from(r.num).ok().filter(|n| *n != 0)?;
         Some(SplitRing { desc: r.desc, avail: r.avail, used: r.used, num })
     }
 
@@ -52,6 +54,13 @@ impl SplitRing {
     #[inline]
     pub fn desc_table(&self) -> *const vring_desc {
         self.desc
+    }
+
+    /// Descriptor `i` of the ring's table, if `i < num`.
+    #[inline(always)]
+    pub fn desc(&self, i: u16) -> Option<vring_desc> {
+        // SAFETY: the table holds `num` descriptors (see `of`); `read_desc` checks the index.
+        unsafe { read_desc(self.desc, usize::from(self.num), usize::from(i)) }
     }
 
     #[inline]
@@ -67,7 +76,7 @@ impl SplitRing {
         u16::from_le(unsafe { std::ptr::addr_of!((*self.avail).flags).read_volatile() })
     }
 
-    /// `i % num` (num is a power of two: checked when the ring was mapped).
+    /// `i % num` (num is a power of two: checked when the ring was mapped; below num anyway).
     #[inline]
     fn slot(&self, i: u16) -> usize {
         usize::from(i & (self.num - 1))

@@ -155,6 +155,8 @@ pub struct BackendOpts {
     pub one_shot: bool,
     pub serial: Option<String>,
     pub writethrough: bool,
+    /// Extra environment variables for the backend process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for BackendOpts {
@@ -167,6 +169,7 @@ impl Default for BackendOpts {
             one_shot: false,
             serial: None,
             writethrough: false,
+            env: Vec::new(),
         }
     }
 }
@@ -254,6 +257,7 @@ impl Backend {
         if let Some(s) = &opts.serial {
             cmd.arg("-i").arg(s);
         }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let (stdout, h1) = collect(child.stdout.take().unwrap());

@@ -2,6 +2,7 @@
 //! A vhost-user frontend session driven by the rust-vmm `vhost` crate, with
 //! our own guest memory and virtqueues.
 
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::{Condvar, Mutex};
@@ -17,6 +18,8 @@ use vhost::VhostBackend;
 use super::backend::Backend;
 use super::blk::*;
 use super::mem::GuestMemory;
+use super::raw::{F_NEED_REPLY, SET_VRING_BASE, VERSION};
+use super::ring::Driver;
 use super::vring::SplitQueue;
 
 /// Bound on every control-plane reply (vhost 0.18 would wait forever).
@@ -118,11 +121,15 @@ impl Drop for Watchdog {
     }
 }
 
-pub struct Session {
+/// A session whose queues use the ring layout `Q` (split by default).
+pub struct Session<Q: Driver = SplitQueue> {
     pub fe: Frontend,
     pub watchdog: Watchdog,
+    /// The same socket, for messages the `vhost` crate cannot express
+    /// (a packed ring's 32-bit SET_VRING_BASE).
+    raw: UnixStream,
     pub mem: Arc<GuestMemory>,
-    pub qs: Vec<SplitQueue>,
+    pub qs: Vec<Q>,
     pub features: u64,
     pub acked: u64,
     pub protocol: VhostUserProtocolFeatures,
@@ -138,21 +145,34 @@ pub fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     }
 }
 
-impl Session {
+impl Session<SplitQueue> {
     pub fn connect(backend: &mut Backend, opts: SessionOpts) -> Self {
-        let stream = backend.connect();
-        Self::from_stream(stream, opts)
+        Self::connect_as(backend, opts)
     }
 
     pub fn from_stream(stream: UnixStream, opts: SessionOpts) -> Self {
+        Self::from_stream_as(stream, opts)
+    }
+}
+
+impl<Q: Driver> Session<Q> {
+    /// Connect with rings of layout `Q` (`Q::FEATURES` acked).
+    pub fn connect_as(backend: &mut Backend, opts: SessionOpts) -> Self {
+        let stream = backend.connect();
+        Self::from_stream_as(stream, opts)
+    }
+
+    pub fn from_stream_as(stream: UnixStream, opts: SessionOpts) -> Self {
         stream.set_read_timeout(Some(CTRL_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(CTRL_TIMEOUT)).unwrap();
         let watchdog = Watchdog::new(stream.try_clone().unwrap());
+        let raw = stream.try_clone().unwrap();
         let fe = Frontend::from_stream(stream, opts.queues as u64);
         let mem = GuestMemory::new(&opts.layout);
         let mut s = Session {
             fe,
             watchdog,
+            raw,
             mem,
             qs: Vec::new(),
             features: 0,
@@ -166,7 +186,8 @@ impl Session {
             features & VHOST_USER_F_PROTOCOL_FEATURES != 0,
             "backend lacks PROTOCOL_FEATURES: {features:#x}"
         );
-        let mut want = VIRTIO_F_VERSION_1
+        let mut want = Q::FEATURES
+            | VIRTIO_F_VERSION_1
             | VHOST_USER_F_PROTOCOL_FEATURES
             | VIRTIO_BLK_F_SEG_MAX
             | VIRTIO_BLK_F_BLK_SIZE
@@ -197,7 +218,7 @@ impl Session {
         let regions = s.mem.region_infos();
         s.ctl("SET_MEM_TABLE", |fe| fe.set_mem_table(&regions));
         s.qs = (0..s.opts.queues)
-            .map(|_| SplitQueue::new(&s.mem, s.opts.queue_size, s.opts.event_idx, s.opts.base))
+            .map(|_| Q::create(&s.mem, s.opts.queue_size, s.opts.event_idx, s.opts.base))
             .collect();
         s.features = features;
         s.acked = want;
@@ -237,24 +258,51 @@ impl Session {
 
     /// SET_VRING_NUM/BASE/ADDR/CALL/KICK/ENABLE for queue i.
     pub fn start_queue(&mut self, i: usize) {
-        let base = self.qs[i].next_avail;
+        let base = self.qs[i].ring_state();
         self.start_queue_at(i, base);
     }
 
     /// Like start_queue, with an explicit SET_VRING_BASE value and fresh
     /// kick/call eventfds.
-    pub fn restart_queue(&mut self, i: usize, base: u16) {
+    pub fn restart_queue(&mut self, i: usize, base: u32) {
         self.qs[i].renew_eventfds();
         self.start_queue_at(i, base);
     }
 
-    fn start_queue_at(&mut self, i: usize, base: u16) {
-        let size = self.qs[i].size;
+    /// SET_VRING_BASE with any 32-bit value (the `vhost` crate only sends
+    /// 16 bits); Err if the backend refuses or fails to answer.
+    pub fn set_vring_base(&mut self, i: usize, base: u32) -> Result<(), String> {
+        if let Ok(b) = u16::try_from(base) {
+            return self.try_ctl(|fe| fe.set_vring_base(i, b));
+        }
+        let flags = VERSION | if self.opts.need_reply { F_NEED_REPLY } else { 0 };
+        let mut m = Vec::new();
+        for v in [SET_VRING_BASE, flags, 8, i as u32, base] {
+            m.extend_from_slice(&v.to_le_bytes());
+        }
+        (&self.raw).write_all(&m).map_err(|e| format!("sending SET_VRING_BASE: {e}"))?;
+        if self.opts.need_reply {
+            let mut r = [0u8; 20];
+            (&self.raw).read_exact(&mut r).map_err(|e| format!("SET_VRING_BASE reply: {e}"))?;
+            let req = u32::from_le_bytes(r[0..4].try_into().unwrap());
+            let size = u32::from_le_bytes(r[8..12].try_into().unwrap());
+            let v = u64::from_le_bytes(r[12..20].try_into().unwrap());
+            if req != SET_VRING_BASE || size != 8 || v != 0 {
+                return Err(format!("SET_VRING_BASE reply: request {req} size {size} value {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_queue_at(&mut self, i: usize, base: u32) {
+        let size = self.qs[i].size();
         let cfg = self.qs[i].config(0);
-        let call = self.qs[i].call.try_clone().unwrap();
-        let kick = self.qs[i].kick.try_clone().unwrap();
+        let call = self.qs[i].call_fd().try_clone().unwrap();
+        let kick = self.qs[i].kick_fd().try_clone().unwrap();
         self.ctl("SET_VRING_NUM", |fe| fe.set_vring_num(i, size));
-        self.ctl("SET_VRING_BASE", |fe| fe.set_vring_base(i, base));
+        if let Err(e) = self.set_vring_base(i, base) {
+            panic!("SET_VRING_BASE {base:#x} failed: {e}");
+        }
         self.ctl("SET_VRING_ADDR", |fe| fe.set_vring_addr(i, &cfg));
         self.ctl("SET_VRING_CALL", |fe| fe.set_vring_call(i, &call));
         self.ctl("SET_VRING_KICK", |fe| fe.set_vring_kick(i, &kick));

@@ -4,12 +4,15 @@
 # then driven by a real QEMU frontend with a Linux guest.
 #
 #   tests/consumers/run.sh [--lib ours|c-original|both] [--gen 7.2|10.0|both]
-#                          [--no-guest] [--no-rust] [--tests blk,fs,net]
+#                          [--frontend 7.2|10.0|both] [--no-guest] [--no-rust]
+#                          [--tests blk,fs,net,scsi]
 #
 # Needs root and a Debian 12 machine; installs what it needs with apt-get.
 # Everything downloaded or built lives in $VU_CACHE (default
 # /var/tmp/vu-consumers), never in the repository.  Ends with the line
 # "N passed, N failed, N skipped"; exits non-zero on any failure.
+# --gen picks the consumers' source generation, --frontend the QEMU that
+# runs the guest (Debian 12's 7.2, bookworm-backports' 10.0.2).
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 # The whole script is one function: bash reads it completely before running
@@ -27,14 +30,17 @@ LIBS="c-original ours"
 GENS="7.2 10.0"
 DO_GUEST=1
 DO_RUST=1
-GUEST_TESTS=blk,fs,net
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+FRONTENDS="7.2 10.0"
+GUEST_TESTS=blk,fs,net,scsi
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --lib) shift; case ${1:-} in
                    both) LIBS="c-original ours" ;; ours|c-original) LIBS=$1 ;; *) usage 2 ;; esac ;;
         --gen) shift; case ${1:-} in
                    both) GENS="7.2 10.0" ;; 7.2|10.0) GENS=$1 ;; *) usage 2 ;; esac ;;
+        --frontend) shift; case ${1:-} in
+                   both) FRONTENDS="7.2 10.0" ;; 7.2|10.0) FRONTENDS=$1 ;; *) usage 2 ;; esac ;;
         --no-guest) DO_GUEST=0 ;;
         --no-rust) DO_RUST=0 ;;
         --tests) shift; GUEST_TESTS=${1:-} ;;
@@ -87,8 +93,11 @@ for gen in $GENS; do
     for lib in $LIBS; do
         build_consumers "$gen" "$lib"
         if [ "$DO_GUEST" = 1 ]; then
-            log "guest tests: QEMU $gen consumers, $lib"
-            run_guest_tests "$gen" "$lib"
+            for fe in $FRONTENDS; do
+                use_frontend "$fe"
+                log "guest tests: QEMU $gen consumers, $lib, frontend QEMU $fe"
+                run_guest_tests "$gen" "$lib"
+            done
         fi
     done
 done
@@ -127,13 +136,32 @@ if [ "$DO_RUST" = 1 ]; then
     local sel_lib=both sel_gen=both
     [ "$LIBS" = c-original ] || [ "$LIBS" = ours ] && sel_lib=$LIBS
     [ "$GENS" = 7.2 ] || [ "$GENS" = 10.0 ] && sel_gen=$GENS
+    # vhost-user-scsi's control-plane test needs an iSCSI target: the guest
+    # test's, on loopback, unless the caller named one
+    local iscsi_dir=$RUNDIR/rust-iscsi started_iscsi=0
+    if [ -z "${VU_ISCSI_URI:-}" ]; then
+        mkdir -p "$iscsi_dir"
+        truncate -s 16M "$iscsi_dir/disk.img"
+        if BACKEND_TIMEOUT=3600 start_iscsi_target "$iscsi_dir" "$iscsi_dir/disk.img" \
+            iqn.2026-12.org.example.vu-tier:rust-stage; then
+            export VU_ISCSI_URI=$ISCSI_URI
+            started_iscsi=1
+        else
+            log "stage 2: the iSCSI target did not start; vhost-user-scsi's test will skip"
+        fi
+    fi
     VU_CACHE=$CACHE VU_RESULTS=$RESULTS VU_LOGDIR=$LOGDIR \
         bash "$TIER_DIR/rust-stage.sh" --lib "$sel_lib" --gen "$sel_gen" --env "$ENV_FILE" || true
+    if [ "$started_iscsi" = 1 ]; then
+        stop_iscsi_target || true
+        unset VU_ISCSI_URI
+    fi
 fi
 
 # ---- results table
 /usr/bin/python3 "$TIER_DIR/table.py" --results "$RESULTS" --gens "$GENS" --libs "$LIBS" \
-    --frontend "${QEMU_VERSION:-not run}" --kernel "${KVER:-not run}" \
+    --frontends "$FRONTENDS" --frontend-version-72 "${QEMU_VERSION_7_2:-not run}" \
+    --frontend-version-100 "${QEMU_VERSION_10_0:-not run}" --kernel "${KVER:-not run}" \
     --commit "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     --guest "$DO_GUEST" > "$TABLE.tmp" && mv "$TABLE.tmp" "$TABLE"
 echo

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, Buf, GuestMemory, Prepared, SplitQueue};
+use crate::common::{self, Buf, Driver, GuestMemory, Prepared, SplitQueue};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -479,46 +479,59 @@ pub fn eventfd_take(fd: RawFd) -> u64 {
 
 // ---------------------------------------------------------------- front-end
 
-/// A raw front-end: connection, guest memory, split queues.
-pub struct Front {
+/// A raw front-end: connection, guest memory, queues of layout `Q`.
+pub struct Front<Q: Driver = SplitQueue> {
     pub c: Conn,
     pub mem: Arc<GuestMemory>,
-    pub qs: Vec<SplitQueue>,
+    pub qs: Vec<Q>,
     pub features: u64,
     pub pf: u64,
 }
 
-impl Front {
+/// SET_OWNER, feature negotiation. `features`/`pf` must be offered.
+pub fn handshake(c: &Conn, features: u64, pf: u64) -> (u64, u64) {
+    c.send(SET_OWNER, FLAG_VERSION, &[], &[]);
+    let offered = c.call(GET_FEATURES, &[], &[]).u64();
+    assert_eq!(
+        offered & features,
+        features,
+        "backend offers features {offered:#x}, want {features:#x}"
+    );
+    c.send(SET_FEATURES, FLAG_VERSION, &u64p(features), &[]);
+    let poffered = c.call(GET_PROTOCOL_FEATURES, &[], &[]).u64();
+    assert_eq!(poffered & pf, pf, "backend offers protocol features {poffered:#x}, want {pf:#x}");
+    c.send(SET_PROTOCOL_FEATURES, FLAG_VERSION, &u64p(pf), &[]);
+    (offered, poffered)
+}
+
+impl Front<SplitQueue> {
     /// SET_OWNER, feature negotiation. `features`/`pf` must be offered.
     pub fn handshake(c: &Conn, features: u64, pf: u64) -> (u64, u64) {
-        c.send(SET_OWNER, FLAG_VERSION, &[], &[]);
-        let offered = c.call(GET_FEATURES, &[], &[]).u64();
-        assert_eq!(
-            offered & features,
-            features,
-            "backend offers features {offered:#x}, want {features:#x}"
-        );
-        c.send(SET_FEATURES, FLAG_VERSION, &u64p(features), &[]);
-        let poffered = c.call(GET_PROTOCOL_FEATURES, &[], &[]).u64();
-        assert_eq!(
-            poffered & pf,
-            pf,
-            "backend offers protocol features {poffered:#x}, want {pf:#x}"
-        );
-        c.send(SET_PROTOCOL_FEATURES, FLAG_VERSION, &u64p(pf), &[]);
-        (offered, poffered)
+        handshake(c, features, pf)
     }
 
     /// Connect, negotiate, and install `mem` with SET_MEM_TABLE (acked if REPLY_ACK).
     pub fn new(c: Conn, mem: Arc<GuestMemory>, features: u64, pf: u64) -> Self {
-        let f = Self::without_table(c, mem, features, pf);
-        f.set_mem_table();
-        f
+        Self::new_as(c, mem, features, pf)
     }
 
     /// Connect and negotiate, without sending a memory table.
     pub fn without_table(c: Conn, mem: Arc<GuestMemory>, features: u64, pf: u64) -> Self {
-        Self::handshake(&c, features, pf);
+        Self::without_table_as(c, mem, features, pf)
+    }
+}
+
+impl<Q: Driver> Front<Q> {
+    /// Like `new`, with rings of layout `Q` (`Q::FEATURES` added to `features`).
+    pub fn new_as(c: Conn, mem: Arc<GuestMemory>, features: u64, pf: u64) -> Self {
+        let f = Self::without_table_as(c, mem, features, pf);
+        f.set_mem_table();
+        f
+    }
+
+    pub fn without_table_as(c: Conn, mem: Arc<GuestMemory>, features: u64, pf: u64) -> Self {
+        let features = features | Q::FEATURES;
+        handshake(&c, features, pf);
         Front { c, mem, qs: Vec::new(), features, pf }
     }
 
@@ -559,22 +572,19 @@ impl Front {
         self.req(SET_MEM_TABLE, &p, &fds);
     }
 
-    /// Allocate queue i (size `size`, indices starting at `base`).
+    /// Allocate queue i (size `size`, `base` slots after a reset).
     pub fn add_queue(&mut self, size: u16, base: u16) -> usize {
-        self.qs.push(SplitQueue::new(&self.mem, size, false, base));
+        self.qs.push(Q::create(&self.mem, size, false, base));
         self.qs.len() - 1
     }
 
     pub fn vring_addr(&self, i: usize, log_addr: Option<u64>) -> Vec<u8> {
-        let q = &self.qs[i];
+        let cfg = self.qs[i].config(0);
         let mut p = (i as u32).to_le_bytes().to_vec();
         p.extend_from_slice(&(if log_addr.is_some() { 1u32 } else { 0 }).to_le_bytes());
-        for a in [
-            self.mem.qva(q.desc),
-            self.mem.qva(q.used),
-            self.mem.qva(q.avail),
-            log_addr.unwrap_or(0),
-        ] {
+        for a in
+            [cfg.desc_table_addr, cfg.used_ring_addr, cfg.avail_ring_addr, log_addr.unwrap_or(0)]
+        {
             p.extend_from_slice(&a.to_le_bytes());
         }
         p
@@ -584,22 +594,22 @@ impl Front {
     pub fn start_queue_with(
         &mut self,
         i: usize,
-        base: u16,
+        base: u32,
         log_addr: Option<u64>,
         call: bool,
         kick: bool,
     ) {
         let q = &self.qs[i];
-        self.req(SET_VRING_NUM, &state(i as u32, q.size as u32), &[]);
-        self.req(SET_VRING_BASE, &state(i as u32, base as u32), &[]);
+        self.req(SET_VRING_NUM, &state(i as u32, q.size() as u32), &[]);
+        self.req(SET_VRING_BASE, &state(i as u32, base), &[]);
         self.req(SET_VRING_ADDR, &self.vring_addr(i, log_addr), &[]);
         if call {
-            self.req(SET_VRING_CALL, &u64p(i as u64), &[q.call.as_raw_fd()]);
+            self.req(SET_VRING_CALL, &u64p(i as u64), &[q.call_fd().as_raw_fd()]);
         } else {
             self.req(SET_VRING_CALL, &u64p(i as u64 | NOFD), &[]);
         }
         if kick {
-            self.req(SET_VRING_KICK, &u64p(i as u64), &[q.kick.as_raw_fd()]);
+            self.req(SET_VRING_KICK, &u64p(i as u64), &[q.kick_fd().as_raw_fd()]);
         } else {
             self.req(SET_VRING_KICK, &u64p(i as u64 | NOFD), &[]);
         }
@@ -607,7 +617,7 @@ impl Front {
         self.qs[i].take_calls();
     }
 
-    pub fn start_queue(&mut self, i: usize, base: u16, log_addr: Option<u64>) {
+    pub fn start_queue(&mut self, i: usize, base: u32, log_addr: Option<u64>) {
         self.start_queue_with(i, base, log_addr, true, true)
     }
 

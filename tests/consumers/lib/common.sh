@@ -20,17 +20,18 @@ vu_sys_path() {
 log()  { printf '[consumers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die()  { log "FATAL: $*"; exit 2; }
 
-# result STATUS NAME REASON [CONSUMER GEN LIB KIND]
-# Prints one PASS/FAIL/SKIP line and records it in $RESULTS (TSV).
+# result STATUS NAME REASON [CONSUMER GEN LIB KIND FRONTEND]
+# Prints one PASS/FAIL/SKIP line and records it in $RESULTS (TSV; the
+# frontend column is "-" where no QEMU frontend is involved).
 result() {
-    local status=$1 name=$2 reason=${3:-} consumer=${4:--} gen=${5:--} lib=${6:--} kind=${7:-test}
+    local status=$1 name=$2 reason=${3:-} consumer=${4:--} gen=${5:--} lib=${6:--} kind=${7:-test} fe=${8:--}
     if [ -n "$reason" ]; then
         printf '%s %s: %s\n' "$status" "$name" "$reason"
     else
         printf '%s %s\n' "$status" "$name"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$status" "$name" "$consumer" "$gen" "$lib" "$kind" \
-        "$(printf '%s' "$reason" | tr '\t\n' '  ')" >> "$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$status" "$name" "$consumer" "$gen" "$lib" "$kind" \
+        "$(printf '%s' "$reason" | tr '\t\n' '  ')" "$fe" >> "$RESULTS"
 }
 
 # Processes started in the background, so that an interrupted run can end

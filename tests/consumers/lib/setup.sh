@@ -69,18 +69,38 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -q --no-install-recommends "$@"
 }
 
-# The frontend: Debian 12's qemu-system-x86 (7.2).  It is unpacked into the
-# cache rather than installed, because a machine may carry qemu-utils from
-# bookworm-backports, which Breaks qemu-system-common 7.2; its run-time
-# library dependencies are installed normally.
-QEMU_SYS_PKGS="qemu-system-x86 qemu-system-common qemu-system-data"
-qemu_sys_libdeps() {
-    local p
-    for p in $QEMU_SYS_PKGS; do
+# The frontends: Debian 12's qemu-system-x86 7.2 and bookworm-backports'
+# 10.0.2.  Both are unpacked into the cache rather than installed: only one
+# qemu-system-common can be installed at a time, and a machine may carry
+# qemu-utils from bookworm-backports, which Breaks qemu-system-common 7.2.
+# Their run-time library dependencies are installed normally.
+FRONTENDS_ALL="7.2 10.0"
+# frontend_suite FE: the apt suite FE's packages come from
+frontend_suite() {
+    case $1 in
+        7.2) echo bookworm ;;
+        10.0) echo bookworm-backports ;;
+        *) die "unknown frontend $1" ;;
+    esac
+}
+# frontend_pkgs FE: the packages unpacked for FE (10.0 wants seabios >= 1.16.3,
+# which only bookworm-backports has; it is data files only)
+frontend_pkgs() {
+    case $1 in
+        7.2) echo "qemu-system-x86 qemu-system-common qemu-system-data" ;;
+        10.0) echo "qemu-system-x86 qemu-system-common qemu-system-data seabios" ;;
+    esac
+}
+# missing_libdeps SUITE PKG...: the run-time dependencies of PKG (from
+# SUITE) that are not installed, without QEMU's own packages and firmware
+missing_libdeps() {
+    local suite=$1 p; shift
+    for p in "$@"; do
         apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks \
-            --no-replaces --no-enhances "$p/bookworm" 2>/dev/null |
+            --no-replaces --no-enhances "$p/$suite" 2>/dev/null |
             awk '$1 == "Depends:" { print $2 }'
-    done | grep -v -E '^(qemu-|<)' | sort -u | while read -r p; do
+    done | grep -v -E '^(qemu-|<|seabios$|ipxe-qemu$)' |
+        sort -u | while read -r p; do
         # only what is missing: never upgrade an installed library as a side effect
         dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"
     done
@@ -108,14 +128,18 @@ setup_host() {
         log "vhost-user-gpu build dependencies did not install; it will be reported as SKIP"
     fi
     if [ "${VU_NO_GUEST:-0}" != 1 ]; then
-        log "installing the frontend's run-time libraries, seabios, ipxe-qemu"
-        local deps
-        apt-cache show qemu-system-x86/bookworm > /dev/null 2>&1 ||
-            die "apt does not know qemu-system-x86/bookworm"
-        deps=$(qemu_sys_libdeps)
+        log "installing the frontends' run-time libraries, seabios, ipxe-qemu"
+        local deps="" fe suite
+        for fe in $FRONTENDS_ALL; do
+            suite=$(frontend_suite "$fe")
+            apt-cache show "qemu-system-x86/$suite" > /dev/null 2>&1 ||
+                die "apt does not know qemu-system-x86/$suite"
+            # shellcheck disable=SC2046
+            deps="$deps $(missing_libdeps "$suite" $(frontend_pkgs "$fe"))"
+        done
         # shellcheck disable=SC2086
-        apt_install $deps seabios ipxe-qemu >> "$LOGDIR/apt.log" 2>&1 ||
-            die "installing the frontend's libraries failed (see $LOGDIR/apt.log)"
+        apt_install $(echo $deps | tr ' ' '\n' | sort -u) seabios ipxe-qemu >> "$LOGDIR/apt.log" 2>&1 ||
+            die "installing the frontends' libraries failed (see $LOGDIR/apt.log)"
     fi
     touch "$stamp"
 }
@@ -191,23 +215,55 @@ fetch_guest_bits() {
     KERNEL=$KROOT/boot/vmlinuz-$KVER
     [ -f "$KERNEL" ] || die "no kernel image in $KROOT"
 
-    QROOT=$CACHE/guest/qemu-system
-    if [ ! -f "$QROOT/.vu-done" ]; then
-        log "downloading Debian 12 qemu-system-x86 (frontend)"
-        rm -rf "$QROOT"; mkdir -p "$QROOT"
-        local p
-        (cd "$CACHE/guest/debs" && rm -f qemu-system-*.deb &&
-            for p in $QEMU_SYS_PKGS; do timeout 900 apt-get download "$p/bookworm" || exit 1; done) \
-            >> "$LOGDIR/download.log" 2>&1 || die "apt-get download qemu-system-x86 failed"
-        for p in "$CACHE/guest/debs"/qemu-system-*.deb; do
-            dpkg-deb -x "$p" "$QROOT" || die "dpkg-deb -x $p failed"
+    local fe
+    for fe in $FRONTENDS; do fetch_frontend "$fe"; done
+    log "guest kernel $KVER"
+}
+
+# fetch_frontend FE: FE's qemu-system-x86 unpacked in $CACHE/guest; sets
+# QEMU_VERSION_<FE>.
+fetch_frontend() {
+    local fe=$1 suite root p
+    suite=$(frontend_suite "$fe")
+    root=$(frontend_root "$fe")
+    if [ ! -f "$root/.vu-done" ]; then
+        log "downloading qemu-system-x86 from $suite (frontend $fe)"
+        rm -rf "$root" "$CACHE/guest/debs/$fe"; mkdir -p "$root" "$CACHE/guest/debs/$fe"
+        (cd "$CACHE/guest/debs/$fe" &&
+            for p in $(frontend_pkgs "$fe"); do timeout 900 apt-get download "$p/$suite" || exit 1; done) \
+            >> "$LOGDIR/download.log" 2>&1 || die "apt-get download qemu-system-x86/$suite failed"
+        for p in "$CACHE/guest/debs/$fe"/*.deb; do
+            dpkg-deb -x "$p" "$root" || die "dpkg-deb -x $p failed"
         done
-        touch "$QROOT/.vu-done"
+        touch "$root/.vu-done"
     fi
-    QEMU_BIN=$QROOT/usr/bin/qemu-system-x86_64
-    [ -x "$QEMU_BIN" ] || die "no qemu-system-x86_64 in $QROOT"
-    # the bios symlinks of qemu-system-data point at ../seabios: give both dirs
-    QEMU_DATA_ARGS=(-L "$QROOT/usr/share/qemu" -L /usr/share/seabios -L /usr/share/qemu)
-    QEMU_VERSION=$("$QEMU_BIN" "${QEMU_DATA_ARGS[@]}" --version 2>&1 | head -1)
-    log "frontend: $QEMU_VERSION; guest kernel $KVER"
+    use_frontend "$fe"
+    [ -x "$QEMU_BIN" ] || die "no qemu-system-x86_64 in $root"
+    local v
+    v=$(QEMU_MODULE_DIR=$QEMU_MODULE_DIR "$QEMU_BIN" "${QEMU_DATA_ARGS[@]}" --version 2>&1 | head -1)
+    case $v in "QEMU emulator version $fe"*) ;; *) die "frontend $fe does not run: $v" ;; esac
+    printf -v "QEMU_VERSION_${fe/./_}" '%s' "$v"
+    log "frontend $fe: $v"
+}
+
+frontend_root() {
+    case $1 in
+        7.2) echo "$CACHE/guest/qemu-system" ;;
+        *) echo "$CACHE/guest/qemu-system-$1" ;;
+    esac
+}
+
+# use_frontend FE: QEMU_BIN, QEMU_DATA_ARGS and QEMU_MODULE_DIR for FE.
+use_frontend() {
+    local root
+    root=$(frontend_root "$1")
+    QEMU_FE=$1
+    QEMU_BIN=$root/usr/bin/qemu-system-x86_64
+    # qemu-system-data's bios symlinks point at ../seabios; 10.0 brings its
+    # own seabios; option ROMs come from the installed ipxe-qemu
+    QEMU_DATA_ARGS=(-L "$root/usr/share/qemu")
+    [ -d "$root/usr/share/seabios" ] && QEMU_DATA_ARGS+=(-L "$root/usr/share/seabios")
+    QEMU_DATA_ARGS+=(-L /usr/share/seabios -L /usr/share/qemu -L /usr/lib/ipxe/qemu)
+    # never the modules of an installed QEMU of another version
+    QEMU_MODULE_DIR=$root/usr/lib/x86_64-linux-gnu/qemu
 }

@@ -1,0 +1,69 @@
+//! Turning a chain's buffers into the element's iovecs, in one pass, for both ring layouts:
+//! each descriptor is translated once and its iovecs written straight into the element.
+
+use libc::iovec;
+
+use crate::abi::VuVirtqElement;
+use crate::memory::MemoryTable;
+use crate::queue::element::ElementBuilder;
+use crate::queue::Fault;
+
+pub struct ElementMapper<'m> {
+    mem: &'m MemoryTable<'m>,
+    elem: ElementBuilder,
+    out_num: usize,
+    writing: bool,
+    hint: usize,
+}
+
+impl<'m> ElementMapper<'m> {
+    /// A fresh element of `sz` bytes; `None` when `sz` is too small or memory is short.
+    #[inline]
+    pub fn new(mem: &'m MemoryTable<'m>, sz: usize) -> Option<ElementMapper<'m>> {
+        Some(ElementMapper {
+            mem,
+            elem: ElementBuilder::new(sz)?,
+            out_num: 0,
+            writing: false,
+            hint: 0,
+        })
+    }
+
+    /// Appends the buffer `[addr, addr+len)`, device-writable if `write`. Refuses readable
+    /// after writable buffers, empty buffers, addresses outside guest memory and more than
+    /// VIRTQUEUE_MAX_SIZE iovecs.
+    #[inline(always)]
+    pub fn add(&mut self, addr: u64, len: u32, write: bool) -> Result<(), Fault> {
+        if !write && self.writing {
+            return Err(Fault::Order);
+        }
+        if len == 0 {
+            return Err(Fault::ZeroSized);
+        }
+        let (mut addr, mut left) = (addr, u64::from(len));
+        loop {
+            let (p, n) =
+                self.mem.translate_cached(addr, left, &mut self.hint).ok_or(Fault::BadAddress)?;
+            if !self.elem.push(iovec { iov_base: p.cast(), iov_len: n as usize }) {
+                return Err(Fault::TooManySegments);
+            }
+            left -= n;
+            if left == 0 {
+                break;
+            }
+            addr = addr.checked_add(n).ok_or(Fault::BadAddress)?;
+        }
+        if write {
+            self.writing = true;
+        } else {
+            self.out_num = self.elem.len();
+        }
+        Ok(())
+    }
+
+    /// The finished element, with `index` as its head (split) or buffer id (packed).
+    #[inline]
+    pub fn finish(self, index: u32) -> *mut VuVirtqElement {
+        self.elem.finish(index, self.out_num)
+    }
+}

@@ -1,0 +1,590 @@
+//! The packed ring's implementation of the queue operations (virtio 1.1 §2.8).
+//!
+//! State: `VuVirtq.last_avail_idx` and `used_idx` are ring positions (`Pos`: slot and wrap
+//! counter), `shadow_avail_idx` the position after the last chain seen available, `inuse` the
+//! elements in flight, `signalled_used(_valid)` the used position last notified. Per buffer id
+//! the chain length and inflight entry live in the queue's [`QueueIds`].
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{fence, Ordering};
+
+use crate::abi::*;
+use crate::inflight::{self, PackedInflight};
+use crate::memory::MemoryTable;
+use crate::queue::chain::{
+    indirect_table, Table, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+};
+use crate::queue::ids::{IdState, QueueIds};
+use crate::queue::mapper::ElementMapper;
+use crate::queue::packed_ring::*;
+use crate::queue::split::{
+    log_write, logging, unmap_ring, valid_ring_size, VIRTIO_F_NOTIFY_ON_EMPTY,
+    VIRTIO_RING_F_EVENT_IDX,
+};
+use crate::queue::{Completed, Fault, Queue, RingOps};
+
+/// Points `vq.vring` at a packed ring: `desc` the descriptor ring, `avail` the driver event
+/// suppression area, `used` the device event suppression area (SET_VRING_ADDR's packed
+/// meaning), each checked to lie in one region and be aligned.
+pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str> {
+    unmap_ring(vq);
+    let num = vq.vring.num;
+    if !valid_ring_size(num) {
+        return Err("invalid ring size");
+    }
+    let part = |qva: u64, len: u64, align: usize| {
+        mem.qva_to_va(qva, len)
+            .filter(|p| (*p as usize).is_multiple_of(align))
+            .ok_or("ring address outside guest memory or misaligned")
+    };
+    let desc = part(vq.vra.desc_user_addr, desc_ring_size(u64::from(num)), 16)?;
+    let driver = part(vq.vra.avail_user_addr, EVENT_AREA_SIZE, 4)?;
+    let device = part(vq.vra.used_user_addr, EVENT_AREA_SIZE, 4)?;
+    vq.vring.desc = desc.cast();
+    vq.vring.avail = driver.cast();
+    vq.vring.used = device.cast();
+    Ok(())
+}
+
+/// Where the descriptors of a chain come from: the ring, or (resubmission after a reconnect)
+/// the copies in the inflight area.
+trait DescSource {
+    /// The `k`-th descriptor of the chain (`k` < the ring size).
+    fn get(&mut self, k: u16) -> Result<PackedDesc, Fault>;
+}
+
+struct RingSource<'r> {
+    ring: &'r PackedRing,
+    head: Pos,
+}
+
+impl DescSource for RingSource<'_> {
+    #[inline]
+    fn get(&mut self, k: u16) -> Result<PackedDesc, Fault> {
+        self.ring.read(self.head.advance(k, self.ring.num())).ok_or(Fault::BadPosition)
+    }
+}
+
+/// What a chain walk does with what it reads.
+trait ChainSink {
+    /// A ring descriptor of the chain (an indirect one included), before its buffers.
+    fn ring_desc(&mut self, _d: &PackedDesc, _first: bool, _last: bool) -> Result<(), Fault> {
+        Ok(())
+    }
+    /// A buffer (direct or from the indirect table); `Break` ends the walk early.
+    fn buffer(&mut self, addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault>;
+}
+
+/// Walks one chain of at most `num` ring descriptors; returns its buffer id and the ring slots
+/// it takes (`None` if the sink stopped early). Refuses chains longer than the ring, INDIRECT
+/// together with NEXT or inside a chain, nested indirect tables and bad indirect tables.
+#[inline]
+fn walk(
+    mem: &MemoryTable,
+    num: u16,
+    src: &mut impl DescSource,
+    sink: &mut impl ChainSink,
+) -> Result<Option<(u16, u16)>, Fault> {
+    let mut k = 0u16;
+    loop {
+        if k >= num {
+            return Err(Fault::ChainTooLong);
+        }
+        let d = src.get(k)?;
+        k += 1;
+        let last = d.flags & VRING_DESC_F_NEXT == 0;
+        sink.ring_desc(&d, k == 1, last)?;
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            if !last || k != 1 {
+                return Err(Fault::IndirectInChain);
+            }
+            let table = indirect_table(
+                mem,
+                &vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 },
+            )?;
+            if walk_table(&table, sink)?.is_break() {
+                return Ok(None);
+            }
+            return Ok(Some((d.id, 1)));
+        }
+        if sink.buffer(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?.is_break() {
+            return Ok(None);
+        }
+        if last {
+            return Ok(Some((d.id, k)));
+        }
+    }
+}
+
+/// Maps the chain whose head is at `head` into `elem`, in one pass over the ring slots (the
+/// hot path of `pop`; `walk` serves the rest): returns its buffer id and ring slots. Records
+/// each ring descriptor in the inflight area when tracking.
+#[inline(always)]
+fn map_chain(
+    mem: &MemoryTable,
+    ring: &PackedRing,
+    head: Pos,
+    elem: &mut ElementMapper,
+    mut inflight: Option<&mut PackedInflight>,
+) -> Result<(u16, u16), Fault> {
+    let num = ring.num();
+    // A plain slot index: the chain's wrap counters do not matter until it ends.
+    let mut slot = head.slot();
+    let mut k = 0u16;
+    loop {
+        let d = ring.read_slot(slot).ok_or(Fault::BadPosition)?;
+        k += 1;
+        let last = d.flags & VRING_DESC_F_NEXT == 0;
+        if let Some(a) = inflight.as_deref_mut() {
+            a.record(&d, k == 1, last)?;
+        }
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            if !last || k != 1 {
+                return Err(Fault::IndirectInChain);
+            }
+            map_indirect(mem, &d, elem)?;
+            return Ok((d.id, 1));
+        }
+        elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
+        if last {
+            return Ok((d.id, k));
+        }
+        if k >= num {
+            return Err(Fault::ChainTooLong);
+        }
+        slot += 1;
+        if slot == num {
+            slot = 0;
+        }
+    }
+}
+
+/// The indirect table of a packed chain into `elem` (out of line: chains are mostly direct).
+#[inline(never)]
+fn map_indirect(mem: &MemoryTable, d: &PackedDesc, elem: &mut ElementMapper) -> Result<(), Fault> {
+    let mut sink = MapSink { elem };
+    let table =
+        indirect_table(mem, &vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 })?;
+    walk_table(&table, &mut sink).map(|_| ())
+}
+
+struct MapSink<'e, 'm> {
+    elem: &'e mut ElementMapper<'m>,
+}
+
+impl ChainSink for MapSink<'_, '_> {
+    fn buffer(&mut self, addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault> {
+        self.elem.add(addr, len, write)?;
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// The buffers of a packed indirect table, in order; `Break` if the sink stopped early.
+fn walk_table(table: &Table, sink: &mut impl ChainSink) -> Result<ControlFlow<()>, Fault> {
+    for i in 0..table.len() {
+        let Some(e) = table.get(i) else { return Err(Fault::IndirectTable) };
+        // The table holds packed descriptors: `vring_desc.flags` read the id and
+        // `vring_desc.next` the flags.
+        let flags = e.next;
+        if flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(Fault::NestedIndirect);
+        }
+        if sink.buffer(e.addr, e.len, flags & VRING_DESC_F_WRITE != 0)?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+/// Builds the element; records the ring descriptors in the inflight area when tracking.
+struct PopSink<'m, 'i> {
+    elem: ElementMapper<'m>,
+    inflight: Option<&'i mut PackedInflight>,
+}
+
+impl ChainSink for PopSink<'_, '_> {
+    #[inline]
+    fn ring_desc(&mut self, d: &PackedDesc, first: bool, last: bool) -> Result<(), Fault> {
+        match self.inflight.as_deref_mut() {
+            Some(area) => area.record(d, first, last),
+            None => Ok(()),
+        }
+    }
+
+    #[inline]
+    fn buffer(&mut self, addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault> {
+        self.elem.add(addr, len, write)?;
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// Counts the bytes of a chain, up to the caller's maxima.
+struct BytesSink {
+    in_total: u32,
+    out_total: u32,
+    max_in: u32,
+    max_out: u32,
+}
+
+impl BytesSink {
+    fn done(&self) -> bool {
+        self.in_total >= self.max_in && self.out_total >= self.max_out
+    }
+}
+
+impl ChainSink for BytesSink {
+    fn buffer(&mut self, _addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault> {
+        if write {
+            self.in_total = self.in_total.saturating_add(len);
+        } else {
+            self.out_total = self.out_total.saturating_add(len);
+        }
+        Ok(if self.done() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+    }
+}
+
+/// `vring_need_event` on packed positions (QEMU's `vring_packed_need_event`).
+fn need_event(num: u16, off_wrap: u16, wrap: bool, new: u16, old: u16) -> bool {
+    let mut off = off_wrap & !Pos::WRAP;
+    if (off_wrap & Pos::WRAP != 0) != wrap {
+        off = off.wrapping_sub(num);
+    }
+    new.wrapping_sub(off).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// A packed queue for one call: its ring and its private per-id state.
+pub struct Packed<'a> {
+    pub ring: PackedRing,
+    pub ids: &'a mut QueueIds,
+}
+
+impl Packed<'_> {
+    /// The in-flight state of the caller's element `index`.
+    #[inline]
+    fn in_flight(&mut self, index: u32) -> Result<(u16, IdState), Fault> {
+        let id = u16::try_from(index).map_err(|_| Fault::BadElement)?;
+        match self.ids.get(id) {
+            Some(st) if st.ndescs != 0 => Ok((id, *st)),
+            _ => Err(Fault::BadElement),
+        }
+    }
+
+    /// Logs the buffers the device wrote for a completed element (up to `len` bytes, found
+    /// back from the element's iovecs).
+    #[cold]
+    #[inline(never)]
+    fn log_buffers(&self, q: &Queue, elem: Completed, mut len: u32) -> Result<(), Fault> {
+        if q.dev.log_table().is_null() {
+            return Ok(());
+        }
+        for iov in elem.in_sg {
+            if len == 0 {
+                break;
+            }
+            let n = (iov.iov_len as u64).min(u64::from(len));
+            let gpa = host_to_gpa(q.mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
+            log_write(q.dev, gpa, n)?;
+            len -= n as u32;
+        }
+        Ok(())
+    }
+
+    /// Logs the used descriptor written at `at` (the descriptor ring is guest memory).
+    #[cold]
+    #[inline(never)]
+    fn log_desc(&self, q: &Queue, at: Pos) -> Result<(), Fault> {
+        if q.dev.log_table().is_null() {
+            return Ok(());
+        }
+        let desc_gpa = qva_to_gpa(q.mem, q.vq.vra.desc_user_addr).ok_or(Fault::BadAddress)?;
+        log_write(q.dev, desc_gpa.wrapping_add(self.ring.desc_offset(at)), 16)
+    }
+
+    /// Marks the `batch` ids (with their lengths) used, from the used position on: every
+    /// descriptor but the first is published as it is written, the first one's flags last
+    /// (the spec's order); inflight entries are cleared after that.
+    #[inline(always)]
+    fn publish(&mut self, q: &mut Queue, batch: &[(u16, u32)]) -> Result<(), Fault> {
+        let num = self.ring.num();
+        let log = logging(q.dev);
+        let start = Pos(q.vq.used_idx);
+        let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
+        let mut at = start;
+        let mut head_flags = 0u16;
+        for (i, &(id, len)) in batch.iter().enumerate() {
+            let st = match self.ids.get(id) {
+                Some(st) if st.ndescs != 0 => st,
+                _ => return Err(Fault::BadElement),
+            };
+            let (ndescs, entry) = (st.ndescs, st.entry);
+            st.ndescs = 0;
+            if let Some(a) = area.as_mut() {
+                a.put(entry)?;
+            }
+            let flags = used_flags(at.wrap()) | if len > 0 { VRING_DESC_F_WRITE } else { 0 };
+            self.ring.write_used_body(at, id, len);
+            if i == 0 {
+                head_flags = flags;
+            } else {
+                self.ring.publish_used_flags(at, flags);
+            }
+            if log {
+                self.log_desc(q, at)?;
+            }
+            at = at.advance(ndescs, num);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(a) = area.as_mut() {
+            a.set_used(at);
+        }
+        self.ring.publish_used_flags(start, head_flags);
+        if let Some(a) = area.as_mut() {
+            for &(id, _) in batch {
+                if let Some(st) = self.ids.get(id) {
+                    a.clear(st.entry);
+                }
+            }
+            a.finish_batch();
+        }
+        let vq = &mut *q.vq;
+        if at.wrap() != start.wrap() {
+            vq.signalled_used_valid = false;
+        }
+        vq.used_idx = at.0;
+        vq.inuse = vq.inuse.saturating_sub(batch.len() as u32);
+        Ok(())
+    }
+
+    /// Pops the next element to resubmit after a reconnect, from the inflight area's copies.
+    #[cold]
+    fn pop_resubmit(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
+        let entry = inflight::next_resubmit(q.vq);
+        let area = inflight::packed(q.dev, q.vq, q.qidx)?.ok_or(Fault::InflightArea)?;
+        let Some(elem) = ElementMapper::new(q.mem, sz) else { return Ok(std::ptr::null_mut()) };
+        let mut sink = PopSink { elem, inflight: None };
+        let mut src = area.chain(entry);
+        let (id, _) =
+            walk(q.mem, self.ring.num(), &mut src, &mut sink)?.ok_or(Fault::InflightArea)?;
+        match self.ids.get(id) {
+            Some(st) if st.ndescs != 0 && st.entry == entry => {}
+            _ => return Err(Fault::InflightArea),
+        }
+        Ok(sink.elem.finish(u32::from(id)))
+    }
+}
+
+/// The guest physical address of host range `[host, host+len)` (an element's buffer).
+fn host_to_gpa(mem: &MemoryTable, host: u64, len: u64) -> Option<u64> {
+    mem.regions().iter().find_map(|r| {
+        let base = r.mmap_addr + r.mmap_offset;
+        let off = host.checked_sub(base)?;
+        (off.checked_add(len)? <= r.size).then(|| r.gpa + off)
+    })
+}
+
+/// The guest physical address of frontend virtual address `qva` (a ring address).
+fn qva_to_gpa(mem: &MemoryTable, qva: u64) -> Option<u64> {
+    mem.regions().iter().find_map(|r| {
+        let off = qva.checked_sub(r.qva)?;
+        (off < r.size).then(|| r.gpa + off)
+    })
+}
+
+impl DescSource for inflight::ChainCopies<'_> {
+    fn get(&mut self, k: u16) -> Result<PackedDesc, Fault> {
+        self.next_desc(k).ok_or(Fault::InflightArea)
+    }
+}
+
+impl RingOps for Packed<'_> {
+    #[inline]
+    fn pop(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
+        if !q.vq.resubmit_list.is_null() && q.vq.resubmit_num > 0 {
+            return self.pop_resubmit(q, sz);
+        }
+        let num = self.ring.num();
+        let head = Pos(q.vq.last_avail_idx);
+        let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
+        if !is_avail(flags, head.wrap()) {
+            return Ok(std::ptr::null_mut());
+        }
+        // Read the chain only after seeing its head available.
+        fence(Ordering::Acquire);
+        if q.vq.inuse >= u32::from(num) {
+            return Err(Fault::SizeExceeded);
+        }
+        let Some(mut elem) = ElementMapper::new(q.mem, sz) else {
+            return Ok(std::ptr::null_mut());
+        };
+        let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
+        let (id, ndescs) = map_chain(q.mem, &self.ring, head, &mut elem, area.as_mut())?;
+        let entry = match area.as_mut() {
+            Some(a) => {
+                q.vq.counter = a.counter();
+                a.commit_pop()?
+            }
+            None => 0,
+        };
+        let last_popped = self.ids.last_popped;
+        let st = self.ids.get(id).ok_or(Fault::BadId(id))?;
+        if st.ndescs != 0 {
+            return Err(Fault::IdInFlight(id));
+        }
+        st.ndescs = ndescs;
+        st.entry = entry;
+        st.prev = last_popped;
+        st.head = head.0;
+        self.ids.last_popped = id;
+        let next = head.advance(ndescs, num);
+        let vq = &mut *q.vq;
+        vq.last_avail_idx = next.0;
+        vq.shadow_avail_idx = next.0;
+        vq.inuse += 1;
+        if vq.notification && q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
+            self.ring.set_device_event_offset(next.0);
+        }
+        Ok(elem.finish(u32::from(id)))
+    }
+
+    /// Gives back the last `num` popped elements, if they are the newest in flight, in pop
+    /// order, and end at the avail position (nothing completed in between).
+    fn rewind(&mut self, q: &mut Queue, num: u32) -> bool {
+        if num > q.vq.inuse {
+            return false;
+        }
+        let ring_num = self.ring.num();
+        let mut end = Pos(q.vq.last_avail_idx);
+        let mut id = self.ids.last_popped;
+        let mut chain = Vec::new();
+        for _ in 0..num {
+            let Some(st) = self.ids.get(id).copied() else { return false };
+            if st.ndescs == 0 || Pos(st.head).advance(st.ndescs, ring_num) != end {
+                return false;
+            }
+            chain.push((id, st));
+            end = Pos(st.head);
+            id = st.prev;
+        }
+        let area = inflight::packed(q.dev, q.vq, q.qidx).ok().flatten();
+        let mut area = area;
+        for (id, st) in &chain {
+            if let Some(a) = area.as_mut() {
+                a.release(st.entry);
+            }
+            if let Some(s) = self.ids.get(*id) {
+                s.ndescs = 0;
+            }
+        }
+        self.ids.last_popped = id;
+        q.vq.last_avail_idx = end.0;
+        q.vq.shadow_avail_idx = end.0;
+        q.vq.inuse -= num;
+        true
+    }
+
+    fn fill(&mut self, q: &mut Queue, elem: Completed, len: u32, idx: u32) -> Result<(), Fault> {
+        let (id, _) = self.in_flight(elem.index)?;
+        let num = usize::from(self.ring.num());
+        let pos = usize::try_from(idx).ok().filter(|i| *i < num).ok_or(Fault::BadElement)?;
+        if logging(q.dev) {
+            self.log_buffers(q, elem, len)?;
+        }
+        self.ids.get(id).ok_or(Fault::BadElement)?.len = len;
+        self.ids.ids[pos].batch = id;
+        Ok(())
+    }
+
+    fn flush(&mut self, q: &mut Queue, count: u32) -> Result<(), Fault> {
+        let num = usize::from(self.ring.num());
+        let count = usize::try_from(count).ok().filter(|c| *c <= num).ok_or(Fault::BadElement)?;
+        let batch: Vec<(u16, u32)> = (0..count)
+            .map(|i| {
+                let id = self.ids.ids[i].batch;
+                (id, self.ids.get(id).map_or(0, |s| s.len))
+            })
+            .collect();
+        self.publish(q, &batch)
+    }
+
+    #[inline]
+    fn push(&mut self, q: &mut Queue, elem: Completed, len: u32) -> Result<(), Fault> {
+        let (id, _) = self.in_flight(elem.index)?;
+        if logging(q.dev) {
+            self.log_buffers(q, elem, len)?;
+        }
+        self.publish(q, &[(id, len)])
+    }
+
+    fn is_empty(&mut self, q: &mut Queue) -> Result<bool, Fault> {
+        let head = Pos(q.vq.last_avail_idx);
+        let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
+        Ok(!is_avail(flags, head.wrap()))
+    }
+
+    fn should_notify(&mut self, q: &mut Queue) -> Result<bool, Fault> {
+        // Expose the used descriptors before reading the driver's suppression state.
+        fence(Ordering::SeqCst);
+        if q.dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && q.vq.inuse == 0 && self.is_empty(q)? {
+            return Ok(true);
+        }
+        let e = self.ring.driver_event();
+        let vq = &mut *q.vq;
+        let old = Pos(vq.signalled_used);
+        let new = Pos(vq.used_idx);
+        vq.signalled_used = new.0;
+        let valid = vq.signalled_used_valid;
+        vq.signalled_used_valid = true;
+        Ok(match e.flags {
+            VRING_PACKED_EVENT_FLAG_DISABLE => false,
+            VRING_PACKED_EVENT_FLAG_ENABLE => true,
+            _ => {
+                !valid
+                    || need_event(self.ring.num(), e.off_wrap, new.wrap(), new.slot(), old.slot())
+            }
+        })
+    }
+
+    fn set_notification(&mut self, q: &mut Queue, enable: bool) -> Result<(), Fault> {
+        if !enable {
+            self.ring.set_device_flags(VRING_PACKED_EVENT_FLAG_DISABLE);
+        } else if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
+            self.ring.set_device_event_offset(q.vq.last_avail_idx);
+            // The offset before the flags that make the driver read it.
+            fence(Ordering::Release);
+            self.ring.set_device_flags(VRING_PACKED_EVENT_FLAG_DESC);
+        } else {
+            self.ring.set_device_flags(VRING_PACKED_EVENT_FLAG_ENABLE);
+        }
+        if enable {
+            // Expose the suppression state before the caller re-checks the ring.
+            fence(Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn avail_bytes(
+        &mut self,
+        q: &mut Queue,
+        max_in: u32,
+        max_out: u32,
+    ) -> Result<(u32, u32), Fault> {
+        let num = self.ring.num();
+        let mut sink = BytesSink { in_total: 0, out_total: 0, max_in, max_out };
+        let mut head = Pos(q.vq.last_avail_idx);
+        let mut seen = 0u16;
+        while seen < num {
+            let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
+            if !is_avail(flags, head.wrap()) {
+                break;
+            }
+            fence(Ordering::Acquire);
+            let mut src = RingSource { ring: &self.ring, head };
+            let Some((_, n)) = walk(q.mem, num - seen, &mut src, &mut sink)? else { break };
+            seen += n;
+            head = head.advance(n, num);
+        }
+        Ok((sink.in_total, sink.out_total))
+    }
+}
