@@ -13,7 +13,7 @@
 //!   methods. Signatures can keep writing `dev: Dev` (the lifetime is elided).
 //! - [`Vq`]: one of its queues (`Dev::queue(i)`, `Dev::queues()`), with the compound
 //!   operations the control plane needs: `replace_kick` (unwatch, close, store),
-//!   `watch_kick`, `replace_call`, `replace_err`, `set_started` (field and callback),
+//!   `watch_kick`, `set_started` (field and callback),
 //!   `run_handler`, `set_avail_base`.
 //!
 //! # The memory lock as a proof token
@@ -24,7 +24,10 @@
 //!   operation does (the C API gives a queue to one thread at a time).
 //! - [`MemWrite`] (`Dev::mem_mut()`, the control plane's): `table()` / `table_mut()` for the
 //!   regions, `with_queue(vq, ..)` to change a queue's ring or inflight pointers,
-//!   `forget_ring(vq)` (null the three ring pointers), `replace_log`, `replace_inflight_area`.
+//!   `forget_ring(vq)` (null the three ring pointers), `replace_log`, `replace_inflight_area`,
+//!   `replace_call`/`replace_err` (queue threads signal the call fd under the read lock),
+//!   `can_retire`/`retire` (removed guest mappings wait for the popped elements that may
+//!   point into them: `crate::retired`).
 //!   These exist only on the write guard, and take `&mut self`: holding the guard is the proof
 //!   that no queue thread is looking, and no two closures get the same queue.
 //!
@@ -43,6 +46,7 @@ use crate::abi::*;
 use crate::fd::close_fd;
 use crate::memory::{MemoryTable, MemoryTableMut};
 use crate::mmap::Mapping;
+use crate::retired::Retired;
 
 /// What `VuDev.regions` points to.
 #[repr(C)]
@@ -58,6 +62,8 @@ pub struct DeviceState {
     packed: UnsafeCell<Option<Box<crate::queue::ids::PackedQueues>>>,
     /// State beyond the C struct: device status, device-state transfer.
     ext: crate::device_ext::DeviceExt,
+    /// Removed guest mappings that popped elements may still point into.
+    retired: Retired,
 }
 
 // SAFETY: `c_regions` is written only under the write lock and read under the read lock.
@@ -65,8 +71,22 @@ unsafe impl Sync for DeviceState {}
 
 /// Shared memory, read-locked: guest memory stays mapped while this lives.
 pub struct MemRead<'a> {
-    _guard: RwLockReadGuard<'a, ()>,
+    /// Always `Some` until `drop`, which releases it before looking at the retired mappings.
+    guard: Option<RwLockReadGuard<'a, ()>>,
     table: MemoryTable<'a>,
+    state: &'a DeviceState,
+    dev: Dev<'a>,
+}
+
+impl Drop for MemRead<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // The data path's whole cost of deferred unmapping: one relaxed load.
+        if self.state.retired.pending() {
+            self.state.release_retired_if_unused(self.dev);
+        }
+    }
 }
 
 impl<'a> Deref for MemRead<'a> {
@@ -83,7 +103,61 @@ pub struct MemWrite<'a> {
     dev: Dev<'a>,
 }
 
+impl Drop for MemWrite<'_> {
+    fn drop(&mut self) {
+        // Still under the write lock: elements may have been handed back (or RESET_DEVICE
+        // forgot them) since the mappings were retired.
+        if self.state.retired.pending() && !elements_in_use(self.dev) {
+            self.state.retired.release();
+        }
+    }
+}
+
+/// Whether any queue has popped elements not handed back yet (call under the memory lock,
+/// for writing: queue operations change `inuse` under the read lock).
+fn elements_in_use(dev: Dev<'_>) -> bool {
+    dev.queues().any(|vq| vq.inuse() > 0)
+}
+
 impl MemWrite<'_> {
+    /// Whether `n` mappings may leave the memory table now: always when no element is in use
+    /// (they are unmapped at once), else while the retired list has room for them.
+    pub fn can_retire(&self, n: usize) -> bool {
+        !elements_in_use(self.dev) || self.state.retired.has_room(n)
+    }
+
+    /// Disposes of mappings that left the memory table: unmapped now if no popped element
+    /// can point into them, else kept until none can (see `crate::retired`). The caller
+    /// checked `can_retire` first; nothing here fails.
+    pub fn retire(&mut self, mappings: impl IntoIterator<Item = Mapping>) {
+        if elements_in_use(self.dev) {
+            self.state.retired.keep(mappings);
+        } else {
+            drop(mappings.into_iter().collect::<Vec<_>>());
+            self.state.retired.release();
+        }
+    }
+
+    /// Unmaps every removed mapping, in use or not (`vu_deinit`: the backend gives its
+    /// elements up with the device).
+    pub fn release_all_retired(&mut self) {
+        self.state.retired.release();
+    }
+
+    /// Replaces the call fd, closing the old one. Under the write lock because queue threads
+    /// signal the call fd under the read lock (`vu_queue_notify`): the fd is never closed,
+    /// and its number never reused by another file, while a signal may still be written to it.
+    pub fn replace_call(&mut self, vq: Vq<'_>, fd: Option<OwnedFd>) {
+        close_fd(vq.call_fd());
+        vq.set_call_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
+    }
+
+    /// Replaces the error fd, closing the old one (under the write lock, as `replace_call`).
+    pub fn replace_err(&mut self, vq: Vq<'_>, fd: Option<OwnedFd>) {
+        close_fd(vq.err_fd());
+        vq.set_err_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
+    }
+
     pub fn table(&self) -> MemoryTable<'_> {
         // SAFETY: we hold the write lock; nregions <= 509 (only MemoryTableMut changes it).
         let regions = unsafe { &*self.state.c_regions.get() };
@@ -185,6 +259,7 @@ impl DeviceState {
             lock: RwLock::new(()),
             packed: UnsafeCell::new(None),
             ext: Default::default(),
+            retired: Default::default(),
         })
     }
 
@@ -193,18 +268,32 @@ impl DeviceState {
     }
 
     #[inline]
-    pub fn read(&self, dev: Dev<'_>) -> MemRead<'_> {
+    pub fn read<'a>(&'a self, dev: Dev<'a>) -> MemRead<'a> {
         let guard = self.lock.read();
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
         let table =
             MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)]);
-        MemRead { _guard: guard, table }
+        MemRead { guard: Some(guard), table, state: self, dev }
     }
 
     pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
         MemWrite { _guard: self.lock.write(), state: self, dev }
+    }
+
+    /// Unmaps the retired mappings if no queue has elements in use, when the write lock is
+    /// free right now (a queue thread calls this after its operation: it must not wait here;
+    /// whoever releases the lock next tries again).
+    #[cold]
+    #[inline(never)]
+    fn release_retired_if_unused(&self, dev: Dev<'_>) {
+        if let Some(_guard) = self.lock.try_write() {
+            // Under the write lock no queue operation runs, so every `inuse` is stable.
+            if !elements_in_use(dev) {
+                self.retired.release();
+            }
+        }
     }
 }
 
@@ -537,6 +626,7 @@ impl Vq<'_> {
     vq_field!(kick_fd, set_kick_fd, kick_fd, libc::c_int);
     vq_field!(call_fd, set_call_fd, call_fd, libc::c_int);
     vq_field!(err_fd, set_err_fd, err_fd, libc::c_int);
+    vq_field!(inuse, set_inuse, inuse, u32);
 
     /// Sets `last_avail_idx` and `shadow_avail_idx` (where the next pop starts).
     pub fn set_avail_base(self, base: u16) {
@@ -565,18 +655,6 @@ impl Vq<'_> {
                 self.idx as *mut libc::c_void,
             );
         }
-    }
-
-    /// Replaces the call fd, closing the old one.
-    pub fn replace_call(self, fd: Option<OwnedFd>) {
-        close_fd(self.call_fd());
-        self.set_call_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
-    }
-
-    /// Replaces the error fd, closing the old one.
-    pub fn replace_err(self, fd: Option<OwnedFd>) {
-        close_fd(self.err_fd());
-        self.set_err_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
     }
 
     /// Sets `started` and tells the device (`queue_set_started`).

@@ -4,7 +4,8 @@
 //! - [`ffi`]: the exported `vu_*` functions; pointer checks, panic containment.
 //! - [`control`]: the frontend's requests, one per `vu_dispatch`.
 //! - [`queue`]: the split virtqueue data plane.
-//! - [`memory`], [`mmap`]: guest memory regions and their translation.
+//! - [`memory`], [`mmap`], [`retired`]: guest memory regions, their translation, and removed
+//!   mappings kept while popped elements may point into them.
 //! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`], [`state_transfer`]: the
 //!   protocol's optional parts; [`device_ext`]: library state beyond the C structs.
 //! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards.
@@ -35,5 +36,6 @@ pub(crate) mod message;
 pub(crate) mod mmap;
 pub(crate) mod queue;
 pub(crate) mod request;
+pub(crate) mod retired;
 pub(crate) mod state_transfer;
 pub(crate) mod userfaultfd;

@@ -130,11 +130,12 @@ pub struct MemoryTableMut<'a> {
     count: &'a mut u32,
 }
 
-/// Unmaps what `add` mapped for region `r`.
-fn unmap(r: &VuDevRegion) {
-    // SAFETY: `add` created this mapping with exactly this address and length and nothing
-    // refers to it once the region has left the table (the caller holds the write lock).
-    drop(unsafe { Mapping::from_raw(r.mmap_addr as *mut u8, (r.mmap_offset + r.size) as usize) });
+/// Takes back the mapping `add` made for region `r` (the caller unmaps it by dropping it, now
+/// or once no popped element can point into it any more: see `device::MemWrite::retire`).
+fn take_mapping(r: &VuDevRegion) -> Option<Mapping> {
+    // SAFETY: `add` created this mapping with exactly this address and length, and the region
+    // has just left the table, so this is the only owner.
+    unsafe { Mapping::from_raw(r.mmap_addr as *mut u8, (r.mmap_offset + r.size) as usize) }
 }
 
 impl<'a> MemoryTableMut<'a> {
@@ -219,9 +220,10 @@ impl<'a> MemoryTableMut<'a> {
         Ok(region)
     }
 
-    /// Removes (and unmaps) the region that exactly matches `desc` (gpa, size and userspace
-    /// address); returns its host range, or `None` if there is no such region.
-    pub fn remove_exact(&mut self, desc: &VhostUserMemoryRegion) -> Option<(usize, usize)> {
+    /// Removes the region that exactly matches `desc` (gpa, size and userspace address) and
+    /// returns its mapping (it spans the region's host range), or `None` if there is no such
+    /// region.
+    pub fn remove_exact(&mut self, desc: &VhostUserMemoryRegion) -> Option<Mapping> {
         let n = self.len();
         let idx = self.slots[..n].iter().position(|r| {
             r.gpa == desc.guest_phys_addr
@@ -231,17 +233,14 @@ impl<'a> MemoryTableMut<'a> {
         let r = self.slots[idx];
         self.slots.copy_within(idx + 1..n, idx);
         *self.count -= 1;
-        unmap(&r);
-        Some((r.mmap_addr as usize, (r.mmap_addr + r.mmap_offset + r.size) as usize))
+        take_mapping(&r)
     }
 
-    /// Removes and unmaps every region.
-    pub fn clear(&mut self) {
+    /// Removes every region and returns their mappings.
+    pub fn clear(&mut self) -> Vec<Mapping> {
         let n = self.len();
         *self.count = 0;
-        for r in &self.slots[..n] {
-            unmap(r);
-        }
+        self.slots[..n].iter().filter_map(take_mapping).collect()
     }
 }
 
@@ -369,7 +368,7 @@ mod tests {
             assert!(t.remove_exact(&desc(0, 0x1000, 0)).is_some());
             assert!(t.remove_exact(&desc(0, 0x1000, 0)).is_none());
             assert_eq!(t.len(), 1);
-            t.clear();
+            assert_eq!(t.clear().len(), 1);
             assert_eq!(t.len(), 0);
         }
         assert_eq!(count, 0);

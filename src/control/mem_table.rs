@@ -41,6 +41,12 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
         let got = fds.count();
         return refuse(dev, fds, &format!("SET_MEM_TABLE with {n} regions came with {got} fds"));
     }
+    // The regions being replaced may hold buffers of elements the backend still has: their
+    // mappings must be able to wait for them (see crate::retired).
+    let old = dev.nregions() as usize;
+    if !dev.mem_mut().can_retire(old) {
+        return refuse(dev, fds, &too_many_retired("SET_MEM_TABLE"));
+    }
     let postcopy = dev.postcopy_listening();
     let mut errors = Vec::new();
     let mut reply_regions = memory.regions;
@@ -49,8 +55,9 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
         for vq in dev.queues() {
             mem.forget_ring(vq);
         }
+        let old = mem.table_mut().clear();
+        mem.retire(old);
         let mut table = mem.table_mut();
-        table.clear();
         for (i, region) in memory.regions.iter().take(n).enumerate() {
             match add_region(&mut table, region, fds.take(i)) {
                 // In postcopy the frontend learns where we mapped each region.
@@ -72,6 +79,15 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
     } else {
         Outcome::Failed
     }
+}
+
+/// The refusal of a request that would retire more guest mappings than `crate::retired` keeps.
+fn too_many_retired(request: &str) -> String {
+    format!(
+        "{request} refused: the backend still holds popped elements and {} removed memory \
+         mappings already wait for them",
+        crate::retired::MAX_RETIRED_MAPPINGS
+    )
 }
 
 /// Maps again the rings that had addresses before a memory table change.
@@ -158,10 +174,14 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
         return Outcome::Failed;
     };
     let region = memreg.region;
+    if !dev.mem_mut().can_retire(1) {
+        return refuse(dev, fds, &too_many_retired("REM_MEM_REG"));
+    }
     let removed = {
         let mut mem = dev.mem_mut();
         let found = mem.table_mut().remove_exact(&region);
-        if let Some((lo, hi)) = found {
+        if let Some(mapping) = found {
+            let (lo, hi) = (mapping.as_ptr() as usize, mapping.as_ptr() as usize + mapping.len());
             // Rings inside the region lose their mapping; they are remapped on use if the
             // region comes back.
             let inside = |p: usize| p >= lo && p < hi;
@@ -175,8 +195,11 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
                     mem.forget_ring(vq);
                 }
             }
+            mem.retire([mapping]);
+            Some(())
+        } else {
+            None
         }
-        found
     };
     match removed {
         Some(_) => Outcome::Done,

@@ -20,13 +20,16 @@ pub fn reset_device(dev: Dev) -> Outcome {
             vq.set_started(false);
         }
         vq.replace_kick(None);
-        vq.replace_call(None);
-        vq.replace_err(None);
+        let mut mem = dev.mem_mut();
+        mem.replace_call(vq, None);
+        mem.replace_err(vq, None);
     }
     {
         // A queue thread the device did not stop is inside a queue operation or waits to
         // start one: either way it holds or waits for the read lock, and afterwards finds an
-        // unmapped ring (its operations then do nothing).
+        // unmapped ring (its operations then do nothing). With every `inuse` at 0, guest
+        // mappings retired for the elements of before the reset are unmapped as the guard
+        // goes.
         let mut mem = dev.mem_mut();
         for vq in dev.queues() {
             mem.with_queue(vq, forget_ring_state);

@@ -89,7 +89,7 @@ pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         dev.mem().with_queue(vq, |q, _| crate::queue::setup::vring_base(dev, q));
     vmsg.size = std::mem::size_of::<vhost_vring_state>() as u32;
     vq.set_started(false);
-    vq.replace_call(None);
+    dev.mem_mut().replace_call(vq, None);
     vq.replace_kick(None);
     Outcome::Reply
 }
@@ -141,9 +141,12 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
         Err(refused) => return refused,
     };
     let raw = fd.as_ref().map(|f| f.as_raw_fd());
-    vq.replace_call(fd);
+    // Non-blocking before queue threads can see it: they write it under the memory lock.
     if let Some(fd) = raw {
         crate::fd::set_nonblocking(fd);
+    }
+    dev.mem_mut().replace_call(vq, fd);
+    if let Some(fd) = raw {
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
         let _ = crate::queue::signal_eventfd(fd);
     }
@@ -153,7 +156,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
 pub fn set_vring_err(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Outcome {
     match queue_fd(dev, vmsg, fds) {
         Ok((vq, fd)) => {
-            vq.replace_err(fd);
+            dev.mem_mut().replace_err(vq, fd);
             Outcome::Done
         }
         Err(refused) => refused,

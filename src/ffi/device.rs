@@ -147,11 +147,12 @@ pub unsafe extern "C" fn vu_deinit(dev: *mut VuDev) {
             let mut mem = d.mem_mut();
             for vq in d.queues() {
                 mem.forget_ring(vq);
-                vq.replace_call(None);
-                vq.replace_err(None);
+                mem.replace_call(vq, None);
+                mem.replace_err(vq, None);
                 mem.with_queue(vq, |q, _| crate::inflight::free_resubmit_list(q));
             }
-            mem.table_mut().clear();
+            drop(mem.table_mut().clear());
+            mem.release_all_retired();
         }
         control::release_inflight(d);
         control::close_log(d);

@@ -118,13 +118,22 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
 }
 
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
-    // Decide under the memory lock; signal after it (an in-band call may wait on the frontend).
+    // Decide under the memory lock and write the call eventfd under it too: call fds are
+    // closed only under the write lock (MemWrite::replace_call), so the fd cannot be closed
+    // and its number given to another file before this write. The write does not block (the
+    // fd is non-blocking). An in-band call may wait on the frontend: it is made after.
     let action = with_queue(
         // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
         unsafe { Dev::from_raw(dev) },
         vq,
         Notify::None,
-        |q| q.notify_decision(sync),
+        |q| {
+            let action = q.notify_decision(sync)?;
+            if let Notify::Eventfd(fd) = action {
+                crate::queue::signal_eventfd(fd)?;
+            }
+            Ok(action)
+        },
     );
     if diagnostics::tracing() {
         // SAFETY: the C caller's pointers, as above.
@@ -135,11 +144,8 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     }
     // SAFETY: with_queue just accepted these pointers.
     with_dev(unsafe { Dev::from_raw(dev) }, (), |d| match action {
-        Notify::Eventfd(fd) => {
-            if let Err(f) = crate::queue::signal_eventfd(fd) {
-                d.panic(&f.to_string());
-            }
-        }
+        // Signalled above, under the lock.
+        Notify::Eventfd(_) => {}
         Notify::InBand { ack } => {
             if let Some(qidx) = d.queue_index(vq) {
                 backend_channel::vring_call(d, qidx, ack);
