@@ -6,6 +6,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use crate::abi::*;
 use crate::device::Dev;
+use crate::mmap::Mapping;
 use crate::queue::packed_ring::{is_avail, PackedDesc, PackedRing, Pos};
 use crate::queue::Fault;
 
@@ -660,4 +661,20 @@ pub fn check_packed_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(),
         crate::fd::eventfd_write(vq.kick_fd).map_err(|e| format!("kick eventfd write: {e}"))?;
     }
     Ok(())
+}
+
+/// Writes `queue_size` into `desc_num` of the queue region at `offset` of a fresh inflight
+/// `mapping` (GET_INFLIGHT_FD: we allocated the area). A region that does not fit the
+/// mapping is left alone (the caller sized the mapping for every region).
+pub fn init_desc_num(mapping: &Mapping, offset: usize, queue_size: u16) {
+    let fits = offset
+        .checked_add(std::mem::size_of::<VuVirtqInflight>())
+        .is_some_and(|end| end <= mapping.len());
+    if !fits || !offset.is_multiple_of(std::mem::align_of::<VuVirtqInflight>()) {
+        return;
+    }
+    let area = mapping.as_ptr().wrapping_add(offset).cast::<VuVirtqInflight>();
+    // SAFETY: the region lies inside the live, page-aligned mapping, at an aligned offset
+    // (both checked above); the frontend shares the memory, hence a volatile write.
+    unsafe { std::ptr::addr_of_mut!((*area).desc_num).write_volatile(queue_size) };
 }

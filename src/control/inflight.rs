@@ -33,13 +33,10 @@ fn install(
     for vq in dev.queues() {
         let i = vq.index();
         let area = if i < usize::from(num_queues) {
-            let area = mapping.as_ptr().wrapping_add(i * per_queue) as *mut VuVirtqInflight;
             if init_desc_num {
-                // SAFETY: the area of queue i < num_queues lies inside the mapping (its size
-                // was checked against num_queues * per_queue); the frontend shares it.
-                unsafe { std::ptr::addr_of_mut!((*area).desc_num).write_volatile(queue_size) };
+                crate::inflight::init_desc_num(&mapping, i * per_queue, queue_size);
             }
-            area
+            mapping.as_ptr().wrapping_add(i * per_queue) as *mut VuVirtqInflight
         } else {
             std::ptr::null_mut()
         };

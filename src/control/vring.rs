@@ -54,8 +54,7 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
             // A packed ring's used position came with SET_VRING_BASE.
             return Ok::<u16, &str>(q.used_idx);
         }
-        // SAFETY: just mapped and checked, under the write lock.
-        let used = unsafe { SplitRing::of(q) }.map(|r| r.used_idx()).unwrap_or(0);
+        let used = SplitRing::under(q, table).map(|r| r.used_idx()).unwrap_or(0);
         q.used_idx = used;
         Ok::<u16, &str>(used)
     });

@@ -6,6 +6,7 @@
 use std::sync::atomic::{fence, Ordering};
 
 use crate::abi::{vring_avail, vring_desc, vring_used, vring_used_elem, VuVirtq};
+use crate::memory::MemoryTable;
 
 /// Bytes of each ring part for a queue of `num` entries (with the event-index words).
 pub fn desc_table_size(num: u64) -> u64 {
@@ -28,6 +29,16 @@ pub struct SplitRing {
 }
 
 impl SplitRing {
+    /// The view of `vq`'s ring for code that holds the memory table: a `MemoryTable` is only
+    /// reachable through a memory guard, so holding one proves the lock that [`SplitRing::of`]
+    /// asks of its caller.
+    #[inline]
+    pub fn under(vq: &VuVirtq, _table: &MemoryTable) -> Option<SplitRing> {
+        // SAFETY: the caller holds a memory guard (`_table` exists only inside one); ring
+        // pointers are mapped only after they were checked (see `of`).
+        unsafe { SplitRing::of(vq) }
+    }
+
     /// The ring of `vq`, or `None` when it is not mapped.
     ///
     /// # Safety
