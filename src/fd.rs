@@ -21,7 +21,13 @@ pub fn close_fd(fd: libc::c_int) {
 }
 
 /// Adds 1 to an eventfd (a kick or a call); retries on EINTR.
+///
+/// The fd comes from the frontend and may be a pipe or a socket whose reader is gone: a plain
+/// write() would then raise SIGPIPE and kill the backend process. SIGPIPE is blocked in this
+/// thread for the write, and one it raised is taken back before the mask is restored, so such
+/// an fd fails with EPIPE like any other unwritable fd.
 pub fn eventfd_write(fd: libc::c_int) -> std::io::Result<()> {
+    let _guard = SigpipeBlocked::new();
     let one: u64 = 1;
     loop {
         // SAFETY: writing 8 bytes from a local to an fd.
@@ -34,5 +40,49 @@ pub fn eventfd_write(fd: libc::c_int) -> std::io::Result<()> {
             continue;
         }
         return Err(if rc < 0 { err } else { std::io::Error::from_raw_os_error(libc::EIO) });
+    }
+}
+
+/// SIGPIPE blocked in the calling thread while it lives; on drop, a SIGPIPE that became
+/// pending meanwhile (and was not pending before) is consumed, then the old mask restored.
+struct SigpipeBlocked {
+    old: libc::sigset_t,
+    was_pending: bool,
+}
+
+impl SigpipeBlocked {
+    fn new() -> SigpipeBlocked {
+        // SAFETY: local signal sets filled by sigemptyset/sigaddset/pthread_sigmask/sigpending.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut pending);
+            SigpipeBlocked { old, was_pending: libc::sigismember(&pending, libc::SIGPIPE) == 1 }
+        }
+    }
+}
+
+impl Drop for SigpipeBlocked {
+    fn drop(&mut self) {
+        // SAFETY: local signal sets; sigtimedwait with a zero timeout only takes a SIGPIPE
+        // that is already pending (ours); pthread_sigmask restores the caller's mask.
+        unsafe {
+            if !self.was_pending {
+                let mut pending: libc::sigset_t = std::mem::zeroed();
+                libc::sigpending(&mut pending);
+                if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGPIPE);
+                    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                    libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+                }
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
     }
 }
