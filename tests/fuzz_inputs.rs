@@ -29,8 +29,13 @@ mod targets;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The harness checks this process's fds and mappings around each input: one at a time.
+/// The harness checks this process's fds and mappings around each input: one at a time, and
+/// every test here that opens a file (even to read a seed) holds this lock, or the count races.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn inputs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
@@ -41,7 +46,7 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn replay(target: &str, kind: &str) -> usize {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind).join(target);
     let files = inputs(&dir);
     for f in &files {
@@ -87,6 +92,7 @@ fn regression_inputs_still_pass() {
 
 #[test]
 fn seed_corpora_are_up_to_date() {
+    let _g = serial();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     for t in &targets::TARGETS {
         for (name, bytes) in (t.seeds)() {
