@@ -40,11 +40,10 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{IntoRawFd, OwnedFd};
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-
 use crate::abi::*;
 use crate::fd::close_fd;
 use crate::memory::{MemoryTable, MemoryTableMut};
+use crate::memory_gate::MemoryGate;
 use crate::mmap::Mapping;
 use crate::retired::Retired;
 
@@ -56,7 +55,8 @@ pub struct DeviceState {
     /// Guards everything the frontend's shared memory consists of: the regions (and the ring
     /// pointers into them), the dirty log and the inflight area. Queue operations hold it for
     /// reading while they touch that memory; the control plane writes to change any of it.
-    lock: RwLock<()>,
+    /// (`crate::memory_gate`: one atomic add to enter and one to leave.)
+    lock: MemoryGate,
     /// Private state of packed queues (`queue::ids`), allocated only when a frontend acks
     /// packed rings; one pointer, so a split-only device costs what it did.
     packed: UnsafeCell<Option<Box<crate::queue::ids::PackedQueues>>>,
@@ -71,8 +71,6 @@ unsafe impl Sync for DeviceState {}
 
 /// Shared memory, read-locked: guest memory stays mapped while this lives.
 pub struct MemRead<'a> {
-    /// Always `Some` until `drop`, which releases it before looking at the retired mappings.
-    guard: Option<RwLockReadGuard<'a, ()>>,
     table: MemoryTable<'a>,
     state: &'a DeviceState,
     dev: Dev<'a>,
@@ -81,9 +79,8 @@ pub struct MemRead<'a> {
 impl Drop for MemRead<'_> {
     #[inline]
     fn drop(&mut self) {
-        drop(self.guard.take());
-        // The data path's whole cost of deferred unmapping: one relaxed load.
-        if self.state.retired.pending() {
+        // The data path's whole cost of deferred unmapping: a bit of the word it leaves.
+        if self.state.lock.leave_read() {
             self.state.release_retired_if_unused(self.dev);
         }
     }
@@ -98,7 +95,6 @@ impl<'a> Deref for MemRead<'a> {
 
 /// Shared memory, write-locked: no queue operation runs while this lives.
 pub struct MemWrite<'a> {
-    _guard: RwLockWriteGuard<'a, ()>,
     state: &'a DeviceState,
     dev: Dev<'a>,
 }
@@ -107,9 +103,10 @@ impl Drop for MemWrite<'_> {
     fn drop(&mut self) {
         // Still under the write lock: elements may have been handed back (or RESET_DEVICE
         // forgot them) since the mappings were retired.
-        if self.state.retired.pending() && !elements_in_use(self.dev) {
-            self.state.retired.release();
+        if self.state.lock.retired() && !elements_in_use(self.dev) {
+            self.state.release_retired();
         }
+        self.state.lock.leave_write();
     }
 }
 
@@ -132,16 +129,17 @@ impl MemWrite<'_> {
     pub fn retire(&mut self, mappings: impl IntoIterator<Item = Mapping>) {
         if elements_in_use(self.dev) {
             self.state.retired.keep(mappings);
+            self.state.lock.set_retired(self.state.retired.len() > 0);
         } else {
             drop(mappings.into_iter().collect::<Vec<_>>());
-            self.state.retired.release();
+            self.state.release_retired();
         }
     }
 
     /// Unmaps every removed mapping, in use or not (`vu_deinit`: the backend gives its
     /// elements up with the device).
     pub fn release_all_retired(&mut self) {
-        self.state.retired.release();
+        self.state.release_retired();
     }
 
     /// Replaces the call fd, closing the old one. Under the write lock because queue threads
@@ -256,7 +254,7 @@ impl DeviceState {
     pub fn new() -> Box<DeviceState> {
         Box::new(DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
-            lock: RwLock::new(()),
+            lock: MemoryGate::default(),
             packed: UnsafeCell::new(None),
             ext: Default::default(),
             retired: Default::default(),
@@ -269,17 +267,24 @@ impl DeviceState {
 
     #[inline]
     pub fn read<'a>(&'a self, dev: Dev<'a>) -> MemRead<'a> {
-        let guard = self.lock.read();
+        self.lock.enter_read();
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
         let table =
             MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)]);
-        MemRead { guard: Some(guard), table, state: self, dev }
+        MemRead { table, state: self, dev }
     }
 
     pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
-        MemWrite { _guard: self.lock.write(), state: self, dev }
+        self.lock.enter_write();
+        MemWrite { state: self, dev }
+    }
+
+    /// Unmaps every retired mapping (under the write lock).
+    fn release_retired(&self) {
+        self.retired.release();
+        self.lock.set_retired(false);
     }
 
     /// Unmaps the retired mappings if no queue has elements in use, when the write lock is
@@ -288,11 +293,12 @@ impl DeviceState {
     #[cold]
     #[inline(never)]
     fn release_retired_if_unused(&self, dev: Dev<'_>) {
-        if let Some(_guard) = self.lock.try_write() {
+        if self.lock.try_enter_write() {
             // Under the write lock no queue operation runs, so every `inuse` is stable.
             if !elements_in_use(dev) {
-                self.retired.release();
+                self.release_retired();
             }
+            self.lock.leave_write();
         }
     }
 }
