@@ -303,6 +303,17 @@ impl DeviceState {
     }
 }
 
+/// The inverse of odd `x` modulo 2^(word bits) (Newton's iteration: each step doubles the good bits).
+const fn inverse_mod_word(x: usize) -> usize {
+    let mut inv = x; // right to 3 bits for any odd x
+    let mut i = 0;
+    while i < 5 {
+        inv = inv.wrapping_mul(2usize.wrapping_sub(x.wrapping_mul(inv)));
+        i += 1;
+    }
+    inv
+}
+
 /// A handle on a C `VuDev` that the library initialised, valid for `'a`: the C call that
 /// handed us the pointer (`ffi::with_dev` gives the closure a `Dev` of a lifetime it cannot
 /// name, so no handle, guard or view made from it outlives the call). Field access goes
@@ -463,11 +474,18 @@ impl<'a> Dev<'a> {
     /// The index of `vq` in this device's queue array, if it is one of ours.
     #[inline]
     pub fn queue_index(self, vq: *const VuVirtq) -> Option<usize> {
+        // SIZE = 8 * ODD: `off` is a whole number of queues iff it is a multiple of 8 whose
+        // eighth times the inverse of ODD (mod the word) is small; that product is then the
+        // index (exact division by multiplication: one multiply, no division or check-back).
         const SIZE: usize = std::mem::size_of::<VuVirtq>();
+        const ODD: usize = SIZE >> SIZE.trailing_zeros();
+        const INV: usize = inverse_mod_word(ODD);
         let off = (vq as usize).wrapping_sub(self.vq_ptr() as usize);
-        // A constant divisor: the compiler multiplies instead of dividing.
-        let idx = off / SIZE;
-        (idx < usize::from(self.max_queues()) && idx * SIZE == off).then_some(idx)
+        if off & ((1 << SIZE.trailing_zeros()) - 1) != 0 {
+            return None;
+        }
+        let idx = (off >> SIZE.trailing_zeros()).wrapping_mul(INV);
+        (idx < usize::from(self.max_queues())).then_some(idx)
     }
 
     /// The device's `get_features` callback (0 without one).
@@ -678,5 +696,30 @@ impl Vq<'_> {
             // SAFETY: the device's C callback, with its own device and queue index.
             unsafe { handler(self.dev.raw, self.idx as libc::c_int) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_index_by_exact_division() {
+        const SIZE: usize = std::mem::size_of::<VuVirtq>();
+        let odd = SIZE >> SIZE.trailing_zeros();
+        assert_eq!(odd.wrapping_mul(inverse_mod_word(odd)), 1);
+        // SAFETY: all-zero is a valid VuDev; only `vq` and `max_queues` are read below.
+        let mut dev: VuDev = unsafe { std::mem::zeroed() };
+        let base = 0x10_0000usize;
+        dev.vq = base as *mut VuVirtq;
+        dev.max_queues = 4;
+        // SAFETY: a valid VuDev on the stack; queue_index only reads fields.
+        let d = unsafe { Dev::new_unchecked(&mut dev) };
+        for off in 0..6 * SIZE {
+            let want = (off % SIZE == 0 && off / SIZE < 4).then_some(off / SIZE);
+            assert_eq!(d.queue_index((base + off) as *const VuVirtq), want, "offset {off}");
+        }
+        assert_eq!(d.queue_index((base - SIZE) as *const VuVirtq), None);
+        assert_eq!(d.queue_index(std::ptr::null()), None);
     }
 }

@@ -26,7 +26,7 @@ fn with_queue<R: Copy>(
         let mem = d.mem();
         // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time,
         // as the C API requires.
-        let mut q = Queue { dev: d, mem: &mem, vq: unsafe { &mut *vq }, qidx };
+        let mut q = Queue { dev: d, mem: *mem, vq: unsafe { &mut *vq }, qidx };
         let result = f(&mut q);
         drop(mem);
         match result {

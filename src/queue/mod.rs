@@ -134,7 +134,8 @@ pub struct Completed<'e> {
 /// One queue call: the device, its memory (read-locked for the call), the queue.
 pub struct Queue<'a> {
     pub dev: Dev<'a>,
-    pub mem: &'a MemoryTable<'a>,
+    /// By value (two words): a reference to the caller's guard would keep it in memory.
+    pub mem: MemoryTable<'a>,
     pub vq: &'a mut VuVirtq,
     pub qidx: usize,
 }
@@ -243,7 +244,7 @@ impl<'a> Queue<'a> {
         if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
             return Ok(false);
         }
-        map_ring(self.dev, self.mem, self.vq).map_err(|_| Fault::Remap)?;
+        map_ring(self.dev, &self.mem, self.vq).map_err(|_| Fault::Remap)?;
         Ok(true)
     }
 
@@ -333,7 +334,7 @@ pub fn check_inflight(
     ) {
         return Ok(());
     }
-    let mut q = Queue { dev, mem, vq, qidx };
+    let mut q = Queue { dev, mem: *mem, vq, qidx };
     let ready = matches!(q.ring(), Ok(Some(_)));
     if is_packed(dev) {
         if !ready {

@@ -297,7 +297,7 @@ impl Packed<'_> {
                 break;
             }
             let n = (iov.iov_len as u64).min(u64::from(len));
-            let gpa = host_to_gpa(q.mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
+            let gpa = host_to_gpa(&q.mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
             log_write(q.dev, gpa, n)?;
             len -= n as u32;
         }
@@ -311,7 +311,7 @@ impl Packed<'_> {
         if q.dev.log_table().is_null() {
             return Ok(());
         }
-        let desc_gpa = qva_to_gpa(q.mem, q.vq.vra.desc_user_addr).ok_or(Fault::BadAddress)?;
+        let desc_gpa = qva_to_gpa(&q.mem, q.vq.vra.desc_user_addr).ok_or(Fault::BadAddress)?;
         log_write(q.dev, desc_gpa.wrapping_add(self.ring.desc_offset(at)), 16)
     }
 
@@ -377,11 +377,11 @@ impl Packed<'_> {
     fn pop_resubmit(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
         let entry = inflight::next_resubmit(q.vq);
         let area = inflight::packed(q.dev, q.vq, q.qidx)?.ok_or(Fault::InflightArea)?;
-        let Some(elem) = ElementMapper::new(q.mem, sz) else { return Ok(std::ptr::null_mut()) };
+        let Some(elem) = ElementMapper::new(&q.mem, sz) else { return Ok(std::ptr::null_mut()) };
         let mut sink = PopSink { elem, inflight: None };
         let mut src = area.chain(entry);
         let (id, _) =
-            walk(q.mem, self.ring.num(), &mut src, &mut sink)?.ok_or(Fault::InflightArea)?;
+            walk(&q.mem, self.ring.num(), &mut src, &mut sink)?.ok_or(Fault::InflightArea)?;
         match self.ids.get(id) {
             Some(st) if st.ndescs != 0 && st.entry == entry => {}
             _ => return Err(Fault::InflightArea),
@@ -430,11 +430,11 @@ impl RingOps for Packed<'_> {
         if q.vq.inuse >= u32::from(num) {
             return Err(Fault::SizeExceeded);
         }
-        let Some(mut elem) = ElementMapper::new(q.mem, sz) else {
+        let Some(mut elem) = ElementMapper::new(&q.mem, sz) else {
             return Ok(std::ptr::null_mut());
         };
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
-        let (id, ndescs) = map_chain(q.mem, &self.ring, head, &mut elem, area.as_mut())?;
+        let (id, ndescs) = map_chain(&q.mem, &self.ring, head, &mut elem, area.as_mut())?;
         let entry = match area.as_mut() {
             Some(a) => {
                 q.vq.counter = a.counter();
@@ -606,7 +606,7 @@ impl RingOps for Packed<'_> {
             }
             fence(Ordering::Acquire);
             let mut src = RingSource { ring: &self.ring, head };
-            let Some((_, n)) = walk(q.mem, num - seen, &mut src, &mut sink)? else { break };
+            let Some((_, n)) = walk(&q.mem, num - seen, &mut src, &mut sink)? else { break };
             seen += n;
             head = head.advance(n, num);
         }

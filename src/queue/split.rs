@@ -142,7 +142,7 @@ fn log_fill(q: &Queue, ring: &SplitRing, head: u32, mut len: u32, slot: u16) -> 
         return Ok(());
     }
     let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;
-    chain::walk(q.mem, ring, head, |d| {
+    chain::walk(&q.mem, ring, head, |d| {
         if d.flags & VRING_DESC_F_WRITE != 0 {
             let n = d.len.min(len);
             log_write(dev, d.addr, u64::from(n))?;
@@ -233,7 +233,7 @@ impl RingOps for SplitRing {
             if head >= self.num() {
                 return Err(Fault::BadHead(u32::from(head)));
             }
-            return map_element(q.mem, self, head, sz);
+            return map_element(&q.mem, self, head, sz);
         }
 
         if is_empty(self, vq)? {
@@ -253,7 +253,7 @@ impl RingOps for SplitRing {
         if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
             self.set_avail_event(vq.last_avail_idx);
         }
-        let elem = map_element(q.mem, self, head, sz)?;
+        let elem = map_element(&q.mem, self, head, sz)?;
         if elem.is_null() {
             return Ok(elem);
         }
@@ -349,7 +349,7 @@ impl RingOps for SplitRing {
                 return Err(Fault::BadHead(u32::from(head)));
             }
             let mut done = false;
-            chain::walk(q.mem, self, head, |d| {
+            chain::walk(&q.mem, self, head, |d| {
                 if d.flags & VRING_DESC_F_WRITE != 0 {
                     in_total = in_total.saturating_add(d.len);
                 } else {
