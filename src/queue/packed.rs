@@ -156,7 +156,18 @@ fn map_chain(
             if !last || k != 1 {
                 return Err(Fault::IndirectInChain);
             }
-            map_indirect(mem, &d, elem)?;
+            // An inline loop (see split's map_chain): `elem` stays in registers.
+            let desc = vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 };
+            let table = crate::queue::chain::indirect_table_cold(mem, &desc)?;
+            for i in 0..table.len() {
+                let Some(e) = table.get(i) else { return Err(Fault::IndirectTable) };
+                // Packed descriptors: `vring_desc.next` holds the flags (see walk_table).
+                let flags = e.next;
+                if flags & VRING_DESC_F_INDIRECT != 0 {
+                    return Err(Fault::NestedIndirect);
+                }
+                elem.add(e.addr, e.len, flags & VRING_DESC_F_WRITE != 0)?;
+            }
             return Ok((d.id, 1));
         }
         elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
@@ -171,26 +182,6 @@ fn map_chain(
             slot = 0;
             wrap = !wrap;
         }
-    }
-}
-
-/// The indirect table of a packed chain into `elem` (out of line: chains are mostly direct).
-#[inline(never)]
-fn map_indirect(mem: &MemoryTable, d: &PackedDesc, elem: &mut ElementMapper) -> Result<(), Fault> {
-    let mut sink = MapSink { elem };
-    let table =
-        indirect_table(mem, &vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 })?;
-    walk_table(&table, &mut sink).map(|_| ())
-}
-
-struct MapSink<'e, 'm> {
-    elem: &'e mut ElementMapper<'m>,
-}
-
-impl ChainSink for MapSink<'_, '_> {
-    fn buffer(&mut self, addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault> {
-        self.elem.add(addr, len, write)?;
-        Ok(ControlFlow::Continue(()))
     }
 }
 
