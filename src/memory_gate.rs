@@ -92,9 +92,7 @@ impl MemoryGate {
         self.word.fetch_and(!WRITER, Ordering::Release);
         // SAFETY: no park/unpark callback here; the key is this gate's address, which is
         // what `park_while_closed` parks on.
-        unsafe {
-            parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN)
-        };
+        unsafe { parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN) };
     }
 
     /// Records whether retired mappings wait (call with the gate held for writing).
