@@ -4,7 +4,7 @@
 use libc::iovec;
 
 use crate::abi::VuVirtqElement;
-use crate::memory::MemoryTable;
+use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::element::ElementBuilder;
 use crate::queue::Fault;
 
@@ -14,7 +14,7 @@ pub struct ElementMapper<'m> {
     elem: ElementBuilder,
     out_num: usize,
     writing: bool,
-    hint: usize,
+    hint: RegionHint,
 }
 
 impl<'m> ElementMapper<'m> {
@@ -26,7 +26,7 @@ impl<'m> ElementMapper<'m> {
             elem: ElementBuilder::new(sz)?,
             out_num: 0,
             writing: false,
-            hint: 0,
+            hint: mem.first_hint(),
         })
     }
 
