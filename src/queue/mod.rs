@@ -208,7 +208,7 @@ impl<'a> Queue<'a> {
             if let Some(r) = unsafe { SplitRing::of(self.vq) } {
                 return Ok(Some(Ring::Split(r)));
             }
-            if !self.remap()? {
+            if !remap(self.dev, self.mem, self.vq)? {
                 return Ok(None);
             }
             // SAFETY: as above (just mapped).
@@ -218,7 +218,7 @@ impl<'a> Queue<'a> {
         let ring = match unsafe { PackedRing::of(self.vq) } {
             Some(r) => r,
             None => {
-                if !self.remap()? {
+                if !remap(self.dev, self.mem, self.vq)? {
                     return Ok(None);
                 }
                 // SAFETY: as above (just mapped).
@@ -234,18 +234,6 @@ impl<'a> Queue<'a> {
             return Err(Fault::BadPosition);
         }
         Ok(Some(Ring::Packed(ring, ids)))
-    }
-
-    /// Maps the ring again after a memory change unmapped it; false if it has no addresses.
-    #[cold]
-    #[inline(never)]
-    fn remap(&mut self) -> Result<bool, Fault> {
-        let vra = &self.vq.vra;
-        if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
-            return Ok(false);
-        }
-        map_ring(self.dev, &self.mem, self.vq).map_err(|_| Fault::Remap)?;
-        Ok(true)
     }
 
     /// `vu_queue_pop`: the next request, or NULL when there is none (or no memory for it).
@@ -319,6 +307,20 @@ impl<'a> Queue<'a> {
         let notify = dispatch!(self, false, |r| r.should_notify(self))?;
         Ok(if notify { split::delivery(self.dev, self.vq, sync) } else { Notify::None })
     }
+}
+
+/// Maps the ring again after a memory change unmapped it; false if it has no addresses.
+/// Out of line, on values: a call taking the `Queue` context's address would keep it in
+/// memory on every call's path.
+#[cold]
+#[inline(never)]
+fn remap(dev: Dev, mem: MemoryTable, vq: &mut VuVirtq) -> Result<bool, Fault> {
+    let vra = &vq.vra;
+    if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
+        return Ok(false);
+    }
+    map_ring(dev, &mem, vq).map_err(|_| Fault::Remap)?;
+    Ok(true)
 }
 
 /// On queue start (SET_VRING_KICK): rebuild the in-flight state from the inflight area, for

@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{fence, Ordering};
 
 use crate::abi::*;
+use crate::device::Dev;
 use crate::inflight::{self, PackedInflight};
 use crate::memory::MemoryTable;
 use crate::queue::chain::{
@@ -277,10 +278,11 @@ impl Packed<'_> {
 
     /// Logs the buffers the device wrote for a completed element (up to `len` bytes, found
     /// back from the element's iovecs).
+    /// Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
-    fn log_buffers(&self, q: &Queue, elem: Completed, mut len: u32) -> Result<(), Fault> {
-        if q.dev.log_table().is_null() {
+    fn log_buffers(dev: Dev, mem: MemoryTable, elem: Completed, mut len: u32) -> Result<(), Fault> {
+        if dev.log_table().is_null() {
             return Ok(());
         }
         for iov in elem.in_sg {
@@ -288,22 +290,23 @@ impl Packed<'_> {
                 break;
             }
             let n = (iov.iov_len as u64).min(u64::from(len));
-            let gpa = host_to_gpa(&q.mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
-            log_write(q.dev, gpa, n)?;
+            let gpa = host_to_gpa(&mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
+            log_write(dev, gpa, n)?;
             len -= n as u32;
         }
         Ok(())
     }
 
     /// Logs the used descriptor written at `at` (the descriptor ring is guest memory).
+    /// Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
-    fn log_desc(&self, q: &Queue, at: Pos) -> Result<(), Fault> {
-        if q.dev.log_table().is_null() {
+    fn log_desc(dev: Dev, mem: MemoryTable, desc_qva: u64, desc_offset: u64) -> Result<(), Fault> {
+        if dev.log_table().is_null() {
             return Ok(());
         }
-        let desc_gpa = qva_to_gpa(&q.mem, q.vq.vra.desc_user_addr).ok_or(Fault::BadAddress)?;
-        log_write(q.dev, desc_gpa.wrapping_add(self.ring.desc_offset(at)), 16)
+        let desc_gpa = qva_to_gpa(&mem, desc_qva).ok_or(Fault::BadAddress)?;
+        log_write(dev, desc_gpa.wrapping_add(desc_offset), 16)
     }
 
     /// Marks the `batch` ids (with their lengths) used, from the used position on: every
@@ -335,7 +338,7 @@ impl Packed<'_> {
                 self.ring.publish_used_flags(at, flags);
             }
             if log {
-                self.log_desc(q, at)?;
+                Self::log_desc(q.dev, q.mem, q.vq.vra.desc_user_addr, self.ring.desc_offset(at))?;
             }
             at = at.advance(ndescs, num);
         }
@@ -495,7 +498,7 @@ impl RingOps for Packed<'_> {
         let num = usize::from(self.ring.num());
         let pos = usize::try_from(idx).ok().filter(|i| *i < num).ok_or(Fault::BadElement)?;
         if logging(q.dev) {
-            self.log_buffers(q, elem, len)?;
+            Self::log_buffers(q.dev, q.mem, elem, len)?;
         }
         self.ids.get(id).ok_or(Fault::BadElement)?.len = len;
         self.ids.ids[pos].batch = id;
@@ -518,7 +521,7 @@ impl RingOps for Packed<'_> {
     fn push(&mut self, q: &mut Queue, elem: Completed, len: u32) -> Result<(), Fault> {
         let (id, _) = self.in_flight(elem.index)?;
         if logging(q.dev) {
-            self.log_buffers(q, elem, len)?;
+            Self::log_buffers(q.dev, q.mem, elem, len)?;
         }
         self.publish(q, &[(id, len)])
     }
