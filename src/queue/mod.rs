@@ -124,11 +124,32 @@ impl fmt::Display for Fault {
 }
 
 /// A completed element as the caller hands it back: its index and its device-writable
-/// buffers (for dirty logging of what the device wrote).
+/// buffers (for dirty logging of what the device wrote; read only then, so a push without
+/// logging loads one field of the element).
 #[derive(Clone, Copy)]
 pub struct Completed<'e> {
     pub index: u32,
-    pub in_sg: &'e [iovec],
+    elem: &'e VuVirtqElement,
+}
+
+impl<'e> Completed<'e> {
+    /// # Safety
+    /// `elem` is an element from `vu_queue_pop` that the caller still owns: its `in_num`
+    /// iovecs at `in_sg` are readable for `'e`.
+    #[inline]
+    pub unsafe fn new(elem: &'e VuVirtqElement) -> Completed<'e> {
+        Completed { index: elem.index, elem }
+    }
+
+    /// The element's device-writable iovecs.
+    pub fn in_sg(&self) -> &'e [iovec] {
+        let (p, n) = (self.elem.in_sg, self.elem.in_num as usize);
+        if p.is_null() || n == 0 {
+            return &[];
+        }
+        // SAFETY: `new`'s contract: `in_num` readable iovecs at `in_sg`.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
 }
 
 /// One queue call: the device, its memory (read-locked for the call), the queue.

@@ -285,7 +285,7 @@ impl Packed<'_> {
         if dev.log_table().is_null() {
             return Ok(());
         }
-        for iov in elem.in_sg {
+        for iov in elem.in_sg() {
             if len == 0 {
                 break;
             }
