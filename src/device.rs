@@ -147,18 +147,13 @@ impl MemWrite<'_> {
     /// and its number never reused by another file, while a signal may still be written to it.
     pub fn replace_call(&mut self, vq: Vq<'_>, fd: Option<OwnedFd>) {
         close_fd(vq.call_fd());
-        let fd = fd.map_or(-1, IntoRawFd::into_raw_fd);
-        // Once here, not at every notification: whether it needs SIGPIPE blocked to write.
-        crate::fd::note_signal_fd(fd);
-        vq.set_call_fd(fd);
+        vq.set_call_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
     }
 
     /// Replaces the error fd, closing the old one (under the write lock, as `replace_call`).
     pub fn replace_err(&mut self, vq: Vq<'_>, fd: Option<OwnedFd>) {
         close_fd(vq.err_fd());
-        let fd = fd.map_or(-1, IntoRawFd::into_raw_fd);
-        crate::fd::note_signal_fd(fd);
-        vq.set_err_fd(fd);
+        vq.set_err_fd(fd.map_or(-1, IntoRawFd::into_raw_fd));
     }
 
     pub fn table(&self) -> MemoryTable<'_> {

@@ -1,7 +1,5 @@
 //! Small operations on file descriptors the library owns or signals.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// Makes writes to a notification fd non-blocking, so a frontend that hands us a pipe or a
 /// socket instead of an eventfd gets an error (and a `panic`) rather than a hung device.
 pub fn set_nonblocking(fd: libc::c_int) {
@@ -17,68 +15,34 @@ pub fn set_nonblocking(fd: libc::c_int) {
 /// Closes an fd we own, ignoring -1.
 pub fn close_fd(fd: libc::c_int) {
     if fd >= 0 {
-        forget_eventfd(fd);
         // SAFETY: the caller owns fd and forgets it.
         unsafe { libc::close(fd) };
     }
 }
 
-/// Fd numbers below this can be remembered as eventfds (one bit each: 8 KiB of static memory,
-/// nothing per device); larger ones are always written with SIGPIPE blocked.
-const KNOWN_FDS: usize = 65536;
-
-/// The fds the library stored as a queue's call or error fd after finding them to be eventfds
-/// (`note_signal_fd`), until it closes them (`close_fd`). A write to an eventfd cannot raise
-/// SIGPIPE, so `eventfd_write` skips the signal mask for these.
-static EVENTFDS: [AtomicU64; KNOWN_FDS / 64] = [const { AtomicU64::new(0) }; KNOWN_FDS / 64];
-
-fn eventfd_bit(fd: libc::c_int) -> Option<(&'static AtomicU64, u64)> {
-    let i = usize::try_from(fd).ok().filter(|i| *i < KNOWN_FDS)?;
-    Some((&EVENTFDS[i / 64], 1u64 << (i % 64)))
-}
-
-/// Decides once, as `fd` becomes a call or error fd, whether it is an eventfd (its
-/// /proc/self/fd link names `anon_inode:[eventfd]`); without /proc it counts as not one.
-pub fn note_signal_fd(fd: libc::c_int) {
-    let Some((word, bit)) = eventfd_bit(fd) else { return };
-    if is_eventfd(fd) {
-        word.fetch_or(bit, Ordering::Relaxed);
-    } else {
-        word.fetch_and(!bit, Ordering::Relaxed);
+/// Whether a write to `fd` can raise SIGPIPE: a pipe or a socket (whose reader may be gone)
+/// rather than the eventfd the protocol expects. Asked once, when the frontend hands the fd
+/// over; an fd that cannot be inspected counts as one that can.
+pub fn may_raise_sigpipe(fd: libc::c_int) -> bool {
+    // SAFETY: fstat into a local on an fd we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return true;
     }
-}
-
-fn forget_eventfd(fd: libc::c_int) {
-    if let Some((word, bit)) = eventfd_bit(fd) {
-        word.fetch_and(!bit, Ordering::Relaxed);
-    }
-}
-
-fn known_eventfd(fd: libc::c_int) -> bool {
-    eventfd_bit(fd).is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
-}
-
-fn is_eventfd(fd: libc::c_int) -> bool {
-    std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
+    matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
 }
 
 /// Adds 1 to an eventfd (a kick or a call); retries on EINTR.
 ///
 /// The fd comes from the frontend and may be a pipe or a socket whose reader is gone: a plain
-/// write() would then raise SIGPIPE and kill the backend process. Unless the fd was found to
-/// be an eventfd when it was stored (`note_signal_fd`), SIGPIPE is blocked in this thread for
+/// write() would then raise SIGPIPE and kill the backend process. With `guard_sigpipe` (the
+/// device was handed such an fd, see `may_raise_sigpipe`) SIGPIPE is blocked in this thread for
 /// the write, and one it raised is taken back before the mask is restored, so such an fd fails
-/// with EPIPE like any other unwritable fd.
-pub fn eventfd_write(fd: libc::c_int) -> std::io::Result<()> {
-    if known_eventfd(fd) {
-        return write_one(fd);
-    }
-    let _guard = SigpipeBlocked::new();
-    write_one(fd)
-}
-
-fn write_one(fd: libc::c_int) -> std::io::Result<()> {
+/// with EPIPE like any other unwritable fd. Without it the write is the one syscall the
+/// original makes: sandboxed backends (virtiofsd's seccomp list) allow no more.
+pub fn eventfd_write(fd: libc::c_int, guard_sigpipe: bool) -> std::io::Result<()> {
+    let _guard = guard_sigpipe.then(SigpipeBlocked::new);
     let one: u64 = 1;
     loop {
         // SAFETY: writing 8 bytes from a local to an fd.
@@ -135,34 +99,5 @@ impl Drop for SigpipeBlocked {
             }
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eventfds_are_told_from_pipes_and_forgotten_on_close() {
-        // SAFETY: plain syscalls creating fds we own.
-        let (efd, pipe) = unsafe {
-            let mut p = [0; 2];
-            assert_eq!(libc::pipe(p.as_mut_ptr()), 0);
-            (libc::eventfd(0, libc::EFD_NONBLOCK), p)
-        };
-        assert!(efd >= 0);
-        note_signal_fd(efd);
-        note_signal_fd(pipe[1]);
-        assert!(known_eventfd(efd));
-        assert!(!known_eventfd(pipe[1]));
-        eventfd_write(efd).unwrap();
-        close_fd(pipe[0]);
-        // The reader is gone: EPIPE, not SIGPIPE (the masked path).
-        assert_eq!(eventfd_write(pipe[1]).unwrap_err().raw_os_error(), Some(libc::EPIPE));
-        close_fd(pipe[1]);
-        close_fd(efd);
-        assert!(!known_eventfd(efd), "closing forgets it");
-        note_signal_fd(-1);
-        assert!(!known_eventfd(-1));
     }
 }
