@@ -37,6 +37,19 @@ impl MemoryGate {
         }
     }
 
+    /// Enters for reading unless a writer holds the gate (then nothing is entered and the
+    /// caller takes a path that waits, `enter_read`): a fast path that must not wait.
+    #[inline(always)]
+    pub fn try_enter_read(&self) -> bool {
+        let was = self.word.fetch_add(1, Ordering::Acquire);
+        if was & WRITER != 0 {
+            // Back out, as `enter_read_slow` does: the writer's wait for readers can end.
+            self.word.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     #[cold]
     #[inline(never)]
     fn enter_read_slow(&self) {
@@ -188,6 +201,22 @@ mod tests {
         assert_eq!(data.load(Ordering::Relaxed), 4000);
         assert!(gate.try_enter_write());
         assert!(!gate.try_enter_write(), "a second writer is refused");
+        gate.leave_write();
+    }
+
+    #[test]
+    fn try_enter_read_backs_out_while_a_writer_holds_the_gate() {
+        let gate = MemoryGate::default();
+        assert!(gate.try_enter_read());
+        assert!(!gate.try_enter_write(), "a reader is inside");
+        gate.leave_read();
+        gate.enter_write();
+        assert!(!gate.try_enter_read(), "the writer holds the gate");
+        assert_eq!(gate.word.load(Ordering::Relaxed) & READERS, 0, "nothing stays entered");
+        gate.leave_write();
+        assert!(gate.try_enter_read());
+        gate.leave_read();
+        assert!(gate.try_enter_write());
         gate.leave_write();
     }
 

@@ -259,6 +259,59 @@ fn need_event(num: u16, off_wrap: u16, wrap: bool, new: u16, old: u16) -> bool {
     new.wrapping_sub(off).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// The driver's event offset if its flags make us use it and it lies outside the ring.
+#[inline(always)]
+fn bad_event_offset(ring: &PackedRing, e: EventSuppress) -> Option<u16> {
+    let off = e.off_wrap & !Pos::WRAP;
+    let by_offset =
+        e.flags != VRING_PACKED_EVENT_FLAG_DISABLE && e.flags != VRING_PACKED_EVENT_FLAG_ENABLE;
+    (by_offset && off >= ring.num()).then_some(off)
+}
+
+/// The packed notify rule after the used descriptors were exposed, NOTIFY_ON_EMPTY was
+/// handled and the event offset checked (`bad_event_offset`): the driver's event flags or
+/// offset. Records what is now signalled.
+#[inline(always)]
+fn wants_interrupt(ring: &PackedRing, e: EventSuppress, vq: &mut VuVirtq) -> bool {
+    let old = Pos(vq.signalled_used);
+    let new = Pos(vq.used_idx);
+    vq.signalled_used = new.0;
+    let valid = vq.signalled_used_valid;
+    vq.signalled_used_valid = true;
+    match e.flags {
+        VRING_PACKED_EVENT_FLAG_DISABLE => false,
+        VRING_PACKED_EVENT_FLAG_ENABLE => true,
+        _ => {
+            let num = ring.num();
+            // Slots restart at 0 each lap: when the used index wrapped since the last
+            // signal, count the old slot from the previous lap (DPDK does the same), or
+            // every event offset would look passed.
+            let mut old_slot = old.slot();
+            if new.slot() <= old_slot {
+                old_slot = old_slot.wrapping_sub(num);
+            }
+            !valid || need_event(num, e.off_wrap, new.wrap(), new.slot(), old_slot)
+        }
+    }
+}
+
+/// `vu_queue_notify`'s common case for a mapped packed ring (see
+/// `queue::quick_should_notify`): `None`, with nothing changed, when the ring is not mapped
+/// or the driver's event offset is bad (the general path reports it).
+#[inline(always)]
+pub fn quick_should_notify(vq: &mut VuVirtq) -> Option<bool> {
+    // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
+    // the caller holds the memory lock.
+    let ring = unsafe { PackedRing::of(vq) }?;
+    // Expose the used descriptors before reading the driver's suppression state.
+    fence(Ordering::SeqCst);
+    let e = ring.driver_event();
+    if bad_event_offset(&ring, e).is_some() {
+        return None;
+    }
+    Some(wants_interrupt(&ring, e, vq))
+}
+
 /// A packed queue for one call: its ring and its private per-id state.
 pub struct Packed<'a> {
     pub ring: PackedRing,
@@ -539,30 +592,10 @@ impl RingOps for Packed<'_> {
             return Ok(true);
         }
         let e = self.ring.driver_event();
-        let vq = &mut *q.vq;
-        let old = Pos(vq.signalled_used);
-        let new = Pos(vq.used_idx);
-        vq.signalled_used = new.0;
-        let valid = vq.signalled_used_valid;
-        vq.signalled_used_valid = true;
-        Ok(match e.flags {
-            VRING_PACKED_EVENT_FLAG_DISABLE => false,
-            VRING_PACKED_EVENT_FLAG_ENABLE => true,
-            _ => {
-                let num = self.ring.num();
-                if e.off_wrap & !Pos::WRAP >= num {
-                    return Err(Fault::EventOffset(e.off_wrap & !Pos::WRAP));
-                }
-                // Slots restart at 0 each lap: when the used index wrapped since the last
-                // signal, count the old slot from the previous lap (DPDK does the same), or
-                // every event offset would look passed.
-                let mut old_slot = old.slot();
-                if new.slot() <= old_slot {
-                    old_slot = old_slot.wrapping_sub(num);
-                }
-                !valid || need_event(num, e.off_wrap, new.wrap(), new.slot(), old_slot)
-            }
-        })
+        if let Some(off) = bad_event_offset(&self.ring, e) {
+            return Err(Fault::EventOffset(off));
+        }
+        Ok(wants_interrupt(&self.ring, e, q.vq))
     }
 
     fn set_notification(&mut self, q: &mut Queue, enable: bool) -> Result<(), Fault> {

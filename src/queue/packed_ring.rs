@@ -129,7 +129,7 @@ impl PackedRing {
     /// As `SplitRing::of`: `vq.vring` pointers were set by `queue::map_ring` for a packed ring
     /// of `vq.vring.num` entries (`desc` 16-byte aligned, the event areas 4-byte aligned, each
     /// wholly in one mapped region), and the caller holds the memory read lock.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn of(vq: &VuVirtq) -> Option<PackedRing> {
         let r = &vq.vring;
         if r.desc.is_null() || r.avail.is_null() || r.used.is_null() {
