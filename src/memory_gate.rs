@@ -2,9 +2,10 @@
 //! with one atomic add each, and that the control plane closes to change guest memory.
 //!
 //! Queue operations are short and never block while inside (they call no C callback and wait
-//! for nothing), so the writer does not need to sleep on them: it closes the gate (`WRITER`),
-//! then yields until the readers inside have left. A reader that finds the gate closed backs
-//! out and parks until the writer opens it again. The word also carries whether removed guest
+//! for nothing), so the writer mostly spins on them: it closes the gate (`WRITER`), spins a
+//! little, then sleeps on a futex until the last reader inside leaves and wakes it. A reader
+//! that finds the gate closed backs out and parks until the writer opens it again. Nothing here
+//! calls sched_yield or a sleep: sandboxed backends (virtiofsd's seccomp list) allow futex only. The word also carries whether removed guest
 //! mappings wait to be unmapped (`RETIRED`, see `crate::retired`), so leaving tells a queue
 //! operation whether it has anything else to do without another load.
 //!
@@ -42,7 +43,8 @@ impl MemoryGate {
     fn enter_read_slow(&self) {
         loop {
             // Back out, so that the writer's wait for the readers inside can end.
-            self.word.fetch_sub(1, Ordering::Relaxed);
+            let was = self.word.fetch_sub(1, Ordering::Relaxed);
+            self.reader_left(was);
             self.park_while_closed();
             if self.word.fetch_add(1, Ordering::Acquire) & WRITER == 0 {
                 return;
@@ -54,7 +56,33 @@ impl MemoryGate {
     #[inline(always)]
     pub fn leave_read(&self) -> bool {
         // Release: our reads of guest memory happen before a writer changes it.
-        self.word.fetch_sub(1, Ordering::Release) & RETIRED != 0
+        let was = self.word.fetch_sub(1, Ordering::Release);
+        if was & (WRITER | RETIRED) != 0 {
+            return self.leave_read_slow(was);
+        }
+        false
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn leave_read_slow(&self, was: u32) -> bool {
+        self.reader_left(was);
+        was & RETIRED != 0
+    }
+
+    /// After a reader's decrement (`was` the word before it): the last reader out of a closed
+    /// gate wakes the writer waiting for it.
+    fn reader_left(&self, was: u32) {
+        if was & WRITER != 0 && was & READERS == 1 {
+            // SAFETY: no park/unpark callback here; the key is the one `wait_for_readers`
+            // parks on.
+            unsafe {
+                parking_lot_core::unpark_all(
+                    self.readers_key(),
+                    parking_lot_core::DEFAULT_UNPARK_TOKEN,
+                )
+            };
+        }
     }
 
     /// Closes the gate for writing (the control plane): waits for another writer, then for
@@ -113,17 +141,36 @@ impl MemoryGate {
         &self.word as *const AtomicU32 as usize
     }
 
-    /// Readers inside finish their operation without waiting for anything: yield until they
-    /// have left (those that find the gate closed back out at once).
+    /// The key the writer sleeps on while readers are inside (a second key in the same word's
+    /// bytes, distinct from `key`, which readers park on).
+    fn readers_key(&self) -> usize {
+        self.key() + 1
+    }
+
+    /// Readers inside finish their operation without waiting for anything (those that find the
+    /// gate closed back out at once): spin briefly, then sleep until the last one leaves.
     fn wait_for_readers(&self) {
-        let mut spins = 0u32;
-        while self.word.load(Ordering::Acquire) & READERS != 0 {
-            if spins < 64 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
+        for _ in 0..64 {
+            if self.word.load(Ordering::Acquire) & READERS == 0 {
+                return;
             }
+            std::hint::spin_loop();
+        }
+        while self.word.load(Ordering::Acquire) & READERS != 0 {
+            let validate = || self.word.load(Ordering::Acquire) & READERS != 0;
+            // SAFETY: the callbacks neither panic nor call into parking_lot; `reader_left`
+            // unparks this key after the last reader's decrement, and `validate` runs under the
+            // queue lock `unpark_all` also takes, so the wake-up cannot be missed.
+            unsafe {
+                parking_lot_core::park(
+                    self.readers_key(),
+                    validate,
+                    || {},
+                    |_, _| {},
+                    parking_lot_core::DEFAULT_PARK_TOKEN,
+                    None,
+                )
+            };
         }
     }
 
@@ -189,6 +236,31 @@ mod tests {
         assert!(gate.try_enter_write());
         assert!(!gate.try_enter_write(), "a second writer is refused");
         gate.leave_write();
+    }
+
+    #[test]
+    fn a_writer_sleeps_until_the_last_reader_leaves() {
+        let gate = Arc::new(MemoryGate::default());
+        gate.enter_read();
+        gate.enter_read();
+        let entered = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            std::thread::spawn(move || {
+                gate.enter_write();
+                entered.store(true, Ordering::SeqCst);
+                gate.leave_write();
+            })
+        };
+        // Long past the writer's spinning: it sleeps on the futex now.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!entered.load(Ordering::SeqCst), "the writer got in past two readers");
+        gate.leave_read();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!entered.load(Ordering::SeqCst), "the writer got in past one reader");
+        gate.leave_read();
+        writer.join().unwrap();
+        assert!(entered.load(Ordering::SeqCst));
     }
 
     #[test]
