@@ -250,13 +250,12 @@ impl ChainSink for BytesSink {
     }
 }
 
-/// `vring_need_event` on packed positions (QEMU's `vring_packed_need_event`).
-fn need_event(num: u16, off_wrap: u16, wrap: bool, new: u16, old: u16) -> bool {
-    let mut off = off_wrap & !Pos::WRAP;
-    if (off_wrap & Pos::WRAP != 0) != wrap {
-        off = off.wrapping_sub(num);
-    }
-    new.wrapping_sub(off).wrapping_sub(1) < new.wrapping_sub(old)
+/// Whether the device used the descriptor at `event` while its used position moved from `old`
+/// to `new` (`vring_need_event` on packed positions: `event` in `[old, new)`). Exact while
+/// `old` is less than a lap behind `new`, which `Packed::publish` keeps true by invalidating
+/// `signalled_used` otherwise.
+fn need_event(num: u16, event: Pos, new: Pos, old: Pos) -> bool {
+    old.distance_to(event, num) < old.distance_to(new, num)
 }
 
 /// The driver's event offset if its flags make us use it and it lies outside the ring.
@@ -281,17 +280,9 @@ fn wants_interrupt(ring: &PackedRing, e: EventSuppress, vq: &mut VuVirtq) -> boo
     match e.flags {
         VRING_PACKED_EVENT_FLAG_DISABLE => false,
         VRING_PACKED_EVENT_FLAG_ENABLE => true,
-        _ => {
-            let num = ring.num();
-            // Slots restart at 0 each lap: when the used index wrapped since the last
-            // signal, count the old slot from the previous lap (DPDK does the same), or
-            // every event offset would look passed.
-            let mut old_slot = old.slot();
-            if new.slot() <= old_slot {
-                old_slot = old_slot.wrapping_sub(num);
-            }
-            !valid || need_event(num, e.off_wrap, new.wrap(), new.slot(), old_slot)
-        }
+        // The event offset's bit 15 is the used wrap counter of the lap the driver means,
+        // so positions compare over two laps, across the end of the ring.
+        _ => !valid || need_event(ring.num(), Pos(e.off_wrap), new, old),
     }
 }
 
@@ -373,6 +364,7 @@ impl Packed<'_> {
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
         let mut at = start;
         let mut head_flags = 0u16;
+        let mut slots = 0u32;
         for (i, &(id, len)) in batch.iter().enumerate() {
             let st = match self.ids.get(id) {
                 Some(st) if st.ndescs != 0 => st,
@@ -394,6 +386,7 @@ impl Packed<'_> {
                 Self::log_desc(q.dev, q.mem, q.vq.vra.desc_user_addr, self.ring.desc_offset(at))?;
             }
             at = at.advance(ndescs, num);
+            slots += u32::from(ndescs);
         }
         if batch.is_empty() {
             return Ok(());
@@ -411,8 +404,15 @@ impl Packed<'_> {
             a.finish_batch();
         }
         let vq = &mut *q.vq;
-        if at.wrap() != start.wrap() {
-            vq.signalled_used_valid = false;
+        // The last signalled position says which used descriptors are new only while it is
+        // less than a lap behind (slot and wrap counter tell two laps apart): further behind,
+        // the next notify signals unconditionally. Invalidating on every wrap instead (as
+        // QEMU does) gives a call before the driver's event descriptor each lap.
+        if vq.signalled_used_valid {
+            let since = Pos(vq.signalled_used).distance_to(start, num) + slots;
+            if since >= u32::from(num) {
+                vq.signalled_used_valid = false;
+            }
         }
         vq.used_idx = at.0;
         vq.inuse = vq.inuse.saturating_sub(batch.len() as u32);
