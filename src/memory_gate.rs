@@ -178,32 +178,26 @@ impl MemoryGate {
             std::hint::spin_loop();
         }
         while self.word.load(Ordering::Acquire) & READERS != 0 {
-            let validate = || self.word.load(Ordering::Acquire) & READERS != 0;
-            // SAFETY: the callbacks neither panic nor call into parking_lot; `reader_left`
-            // unparks this key after the last reader's decrement, and `validate` runs under the
-            // queue lock `unpark_all` also takes, so the wake-up cannot be missed.
-            unsafe {
-                parking_lot_core::park(
-                    self.readers_key(),
-                    validate,
-                    || {},
-                    |_, _| {},
-                    parking_lot_core::DEFAULT_PARK_TOKEN,
-                    None,
-                )
-            };
+            // `reader_left` unparks this key after the last reader's decrement.
+            self.park_while(self.readers_key(), |w| w & READERS != 0);
         }
     }
 
-    /// Sleeps while a writer holds the gate (returns at once if none does).
+    /// Sleeps while a writer holds the gate (returns at once if none does); `leave_write`
+    /// unparks this key after opening the gate.
     fn park_while_closed(&self) {
-        let validate = || self.word.load(Ordering::Relaxed) & WRITER != 0;
-        // SAFETY: the callbacks neither panic nor call into parking_lot; the key is this
-        // gate's address, which `leave_write` unparks after opening the gate. `validate` runs
-        // under the queue lock `unpark_all` also takes, so a wake-up cannot be missed.
+        self.park_while(self.key(), |w| w & WRITER != 0);
+    }
+
+    /// Sleeps on `key` while `asleep(word)` holds (returns at once if it does not).
+    fn park_while(&self, key: usize, asleep: impl Fn(u32) -> bool) {
+        let validate = || asleep(self.word.load(Ordering::Acquire));
+        // SAFETY: the callbacks neither panic nor call into parking_lot. `validate` runs under
+        // the queue lock that the waker's `unpark_all` on the same key also takes, and the
+        // waker changes the word before unparking, so a wake-up cannot be missed.
         unsafe {
             parking_lot_core::park(
-                self.key(),
+                key,
                 validate,
                 || {},
                 |_, _| {},
