@@ -331,6 +331,11 @@ impl Device {
             let regions = self.regions();
             // SAFETY: just popped.
             unsafe { self.check_element(e, &regions) };
+            if std::env::var_os("VUFUZZ_VERBOSE").is_some() {
+                // SAFETY: checked just above.
+                let el = unsafe { &*e };
+                eprintln!("popped q{qidx}: head {} out {} in {}", el.index, el.out_num, el.in_num);
+            }
         }
         e
     }

@@ -6,7 +6,9 @@
 //! Each session's messages are all written to the socket before the first dispatch and the
 //! frontend's end is then shut for writing, so a device that reads more than one message per
 //! dispatch (the postcopy ack) or a message that lies about its size can never wait: it reads
-//! the next message or end of file. After a session the harness checks that no fd and no
+//! the next message or end of file. The one exception: a message carrying the fd of a
+//! GET_INFLIGHT_FD reply goes out once that reply came, if every message before it reads
+//! only itself (see [`barriers`]). After a session the harness checks that no fd and no
 //! memfd mapping outlives the device, and that no Rust panic happened inside the library
 //! (one caught at the C boundary would otherwise go unnoticed).
 
@@ -19,6 +21,7 @@ use crate::device::Device;
 use crate::sys;
 
 pub const GET_INFLIGHT_FD: u32 = 31;
+pub const POSTCOPY_LISTEN: u32 = 29;
 pub const VERSION: u32 = 1;
 pub const NEED_REPLY: u32 = 1 << 3;
 pub const HDR: usize = 12;
@@ -397,6 +400,75 @@ pub fn assert_no_library_panic(what: &str) {
     assert!(!p, "a Rust panic happened inside the library ({what})");
 }
 
+/// Whether dispatching this step reads exactly its own message off the socket (a size field
+/// that matches the payload, not cut short, not POSTCOPY_LISTEN, after which SET_MEM_TABLE
+/// reads the frontend's ack too).
+fn reads_only_itself(st: &Step) -> bool {
+    match st {
+        Step::Dispatch(m) => {
+            m.size.is_none_or(|s| s as usize == m.payload.len()) && m.req != POSTCOPY_LISTEN
+        }
+        Step::Truncated { .. } => false,
+        _ => true,
+    }
+}
+
+/// Messages that carry the fd of a GET_INFLIGHT_FD reply, which exists only once the earlier
+/// messages were dispatched: the harness sends such a message (and what follows it) only
+/// then, as long as every message before it reads only itself (otherwise a dispatch could
+/// wait for bytes not yet sent, and everything goes out at once as usual).
+fn barriers(steps: &[Step]) -> Vec<bool> {
+    let mut safe = true;
+    steps
+        .iter()
+        .map(|st| {
+            let wants_reply = matches!(st, Step::Dispatch(m)
+                if m.fds.iter().any(|f| matches!(f, FdSpec::LastInflight)));
+            let barrier = safe && wants_reply;
+            safe &= reads_only_itself(st);
+            barrier
+        })
+        .collect()
+}
+
+/// What has gone out on the frontend's socket.
+struct Outbox {
+    sent: Vec<bool>,
+    /// A message could not go out, or the cut last message went: nothing more is sent.
+    full: bool,
+    /// The first step not sent yet (a barrier), or the number of steps once all went.
+    next: usize,
+}
+
+impl Outbox {
+    /// Sends the messages from step `from` up to the next barrier; after the last one, shuts
+    /// the socket for writing (the device then reads end of file, never waits).
+    fn send_from(&mut self, fe: &Frontend, sock: RawFd, steps: &[Step], barrier: &[bool], from: usize) {
+        for (k, st) in steps.iter().enumerate().skip(from) {
+            if k > from && barrier[k] {
+                self.next = k;
+                return;
+            }
+            let ok = match st {
+                Step::Dispatch(m) if !self.full => fe.send(sock, m, None),
+                Step::Truncated { msg, keep } if !self.full => {
+                    let ok = fe.send(sock, msg, Some(*keep));
+                    self.full = true; // nothing may follow the cut message
+                    ok
+                }
+                _ => false,
+            };
+            if matches!(st, Step::Dispatch(_)) && !ok {
+                self.full = true;
+            }
+            self.sent[k] = ok;
+        }
+        self.next = steps.len();
+        // SAFETY: our socket end.
+        unsafe { libc::shutdown(sock, libc::SHUT_WR) };
+    }
+}
+
 /// Runs one session; returns at its end or when a dispatch fails (a real backend then drops
 /// the connection).
 fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
@@ -405,30 +477,18 @@ fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
         sys::close(ours);
         return;
     };
-    let mut sent = Vec::with_capacity(steps.len());
-    let mut full = false;
-    for st in steps {
-        let ok = match st {
-            Step::Dispatch(m) if !full => fe.send(ours, m, None),
-            Step::Truncated { msg, keep } if !full => {
-                let ok = fe.send(ours, msg, Some(*keep));
-                full = true; // nothing may follow the cut message
-                ok
-            }
-            _ => false,
-        };
-        if matches!(st, Step::Dispatch(_)) && !ok {
-            full = true;
-        }
-        sent.push(ok);
-    }
-    // SAFETY: our socket end.
-    unsafe { libc::shutdown(ours, libc::SHUT_WR) };
+    let barrier = barriers(steps);
+    let mut out = Outbox { sent: vec![false; steps.len()], full: false, next: 0 };
+    out.send_from(fe, ours, steps, &barrier, 0);
     let mut kept: Kept = vec![Vec::new(); dev.max_queues as usize + 1];
-    for (st, &was_sent) in steps.iter().zip(&sent) {
+    for (i, st) in steps.iter().enumerate() {
+        if i == out.next && i < steps.len() {
+            // A barrier: every step before it has run.
+            out.send_from(fe, ours, steps, &barrier, i);
+        }
         match st {
             Step::Dispatch(_) | Step::Truncated { .. } => {
-                if !was_sent {
+                if !out.sent[i] {
                     continue;
                 }
                 let ok = dev.dispatch();

@@ -36,6 +36,7 @@ pub const ADD_MEM_REG: u32 = 37;
 pub const REM_MEM_REG: u32 = 38;
 pub const GET_SHARED_OBJECT: u32 = 41;
 
+pub const F_RING_PACKED: u64 = 1 << 34;
 pub const F_VERSION_1: u64 = 1 << 32;
 pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const F_EVENT_IDX: u64 = 1 << 29;
@@ -140,6 +141,8 @@ pub struct Session {
     pub features: u64,
     pub protocol: u64,
     pub queue_size: u16,
+    /// SET_VRING_BASE: the avail index, or with packed rings the ring position (slot and
+    /// wrap counter) of both the avail and the used index.
     pub base: u16,
     /// Guest address of region 1 (region 0 is at 0).
     pub region1: u64,
@@ -176,12 +179,22 @@ impl Session {
         let base = if q == 0 { QVA_BASE } else { QVA_BASE + self.region1 };
         vec![
             msg(SET_VRING_NUM, state(q, self.queue_size as u32)),
-            msg(SET_VRING_BASE, state(q, self.base as u32)),
+            msg(SET_VRING_BASE, state(q, self.vring_base())),
             msg(
                 SET_VRING_ADDR,
                 vring_addr(q, 0, base + DESC_OFF, base + USED_OFF, base + AVAIL_OFF, 0),
             ),
         ]
+    }
+
+    /// SET_VRING_BASE's `num` for [`Session::base`].
+    pub fn vring_base(&self) -> u32 {
+        let b = u32::from(self.base);
+        if self.features & F_RING_PACKED != 0 {
+            b | b << 16
+        } else {
+            b
+        }
     }
 
     /// Call and kick eventfds (pool fds 2q and 2q+1) and enabling.
