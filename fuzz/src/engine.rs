@@ -22,6 +22,8 @@ use crate::sys;
 
 pub const GET_INFLIGHT_FD: u32 = 31;
 pub const POSTCOPY_LISTEN: u32 = 29;
+pub const SET_DEVICE_STATE_FD: u32 = 42;
+pub const CHECK_DEVICE_STATE: u32 = 43;
 pub const VERSION: u32 = 1;
 pub const NEED_REPLY: u32 = 1 << 3;
 pub const HDR: usize = 12;
@@ -41,6 +43,9 @@ pub enum FdSpec {
     LastInflight,
     /// A pipe's read end, its write end closed.
     Pipe,
+    /// A pipe's write end; the harness keeps the read end (never reading it) until the
+    /// session ends (a device-state save's destination).
+    PipeWriter,
 }
 
 #[derive(Clone, Debug)]
@@ -236,10 +241,25 @@ struct Frontend {
     events: Vec<RawFd>,
     inflight: Option<Inflight>,
     replies: Vec<u8>,
+    /// Our ends of pipes whose other end went to the device, closed when the session ends.
+    held: Vec<HeldPipe>,
 }
 
+/// The read end of a [`FdSpec::PipeWriter`] pipe.
+struct HeldPipe {
+    fd: RawFd,
+    /// Sent with SET_DEVICE_STATE_FD: the frontend reads the saved state before CHECK.
+    state: bool,
+    /// Read to its end (or given up on) already.
+    drained: bool,
+}
+
+/// How long the frontend reads a device-state pipe before CHECK_DEVICE_STATE at most (the
+/// transfer thread closes its end once done; this only bounds a device that never does).
+const STATE_READ_WAIT_MS: i32 = 100;
+
 impl Frontend {
-    fn fd_for(&self, spec: &FdSpec, temp: &mut Vec<RawFd>) -> Option<RawFd> {
+    fn fd_for(&mut self, spec: &FdSpec, temp: &mut Vec<RawFd>) -> Option<RawFd> {
         match spec {
             FdSpec::Guest(i) if !self.guest.fds.is_empty() => {
                 Some(self.guest.fds[*i as usize % self.guest.fds.len()])
@@ -266,13 +286,25 @@ impl Frontend {
                 temp.push(fd);
                 Some(fd)
             }
+            FdSpec::PipeWriter => {
+                let (r, w) = sys::pipe();
+                self.held.push(HeldPipe { fd: r, state: false, drained: false });
+                temp.push(w);
+                Some(w)
+            }
         }
     }
 
     /// Writes a message to the socket; false if it could not go out whole.
-    fn send(&self, sock: RawFd, msg: &Msg, keep: Option<usize>) -> bool {
+    fn send(&mut self, sock: RawFd, msg: &Msg, keep: Option<usize>) -> bool {
         let mut temp = Vec::new();
+        let first_pipe = self.held.len();
         let fds: Vec<RawFd> = msg.fds.iter().filter_map(|s| self.fd_for(s, &mut temp)).collect();
+        if msg.req == SET_DEVICE_STATE_FD {
+            for h in &mut self.held[first_pipe..] {
+                h.state = true;
+            }
+        }
         let mut bytes = msg.bytes();
         if let Some(k) = keep {
             bytes.truncate(k.max(1));
@@ -282,6 +314,21 @@ impl Frontend {
             sys::close(fd);
         }
         ok
+    }
+
+    /// What a frontend does before CHECK_DEVICE_STATE after a save: reads the state to its end
+    /// (end of file: the transfer thread is done and closed its end).
+    fn read_saved_states(&mut self) {
+        for h in self.held.iter_mut().filter(|h| h.state && !h.drained) {
+            h.drained = true;
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_millis(STATE_READ_WAIT_MS as u64);
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                if !sys::read_some(h.fd, left.as_millis() as i32 + 1) {
+                    break;
+                }
+            }
+        }
     }
 
     /// Reads the device's replies; keeps the area of a GET_INFLIGHT_FD reply, closes other fds.
@@ -443,7 +490,14 @@ struct Outbox {
 impl Outbox {
     /// Sends the messages from step `from` up to the next barrier; after the last one, shuts
     /// the socket for writing (the device then reads end of file, never waits).
-    fn send_from(&mut self, fe: &Frontend, sock: RawFd, steps: &[Step], barrier: &[bool], from: usize) {
+    fn send_from(
+        &mut self,
+        fe: &mut Frontend,
+        sock: RawFd,
+        steps: &[Step],
+        barrier: &[bool],
+        from: usize,
+    ) {
         for (k, st) in steps.iter().enumerate().skip(from) {
             if k > from && barrier[k] {
                 self.next = k;
@@ -491,6 +545,9 @@ fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
                 if !out.sent[i] {
                     continue;
                 }
+                if matches!(st, Step::Dispatch(m) if m.req == CHECK_DEVICE_STATE) {
+                    fe.read_saved_states();
+                }
                 let ok = dev.dispatch();
                 fe.drain(ours);
                 assert_no_library_panic("vu_dispatch");
@@ -531,6 +588,9 @@ fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
     assert_no_library_panic("vu_deinit");
     fe.drain(ours);
     sys::close(ours);
+    for h in fe.held.drain(..) {
+        sys::close(h.fd);
+    }
 }
 
 /// Runs a scenario and checks that it left nothing behind.
@@ -544,7 +604,8 @@ pub fn run(s: &Scenario) {
         let events = (0..s.eventfds.min(8))
             .map(|i| sys::eventfd(s.blocking_eventfds & (1 << i) == 0))
             .collect();
-        let mut fe = Frontend { guest, events, inflight: None, replies: Vec::new() };
+        let mut fe =
+            Frontend { guest, events, inflight: None, replies: Vec::new(), held: Vec::new() };
         for steps in s.steps.split(|st| matches!(st, Step::Reconnect)) {
             session(&mut fe, s, steps);
         }

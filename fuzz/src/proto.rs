@@ -35,6 +35,7 @@ pub const GET_MAX_MEM_SLOTS: u32 = 36;
 pub const ADD_MEM_REG: u32 = 37;
 pub const REM_MEM_REG: u32 = 38;
 pub const GET_SHARED_OBJECT: u32 = 41;
+pub use crate::engine::{CHECK_DEVICE_STATE, SET_DEVICE_STATE_FD};
 
 pub const F_RING_PACKED: u64 = 1 << 34;
 pub const F_VERSION_1: u64 = 1 << 32;
@@ -110,6 +111,20 @@ pub fn inflight(mmap_size: u64, mmap_offset: u64, num_queues: u16, queue_size: u
     v.extend_from_slice(&num_queues.to_le_bytes());
     v.extend_from_slice(&queue_size.to_le_bytes());
     v.extend_from_slice(&[0; 4]);
+    v
+}
+
+/// SET_DEVICE_STATE_FD's payload: direction (0 save, 1 load) and phase (0 stopped).
+pub fn device_state(direction: u32, phase: u32) -> Vec<u8> {
+    u64_payload(u64::from(direction) | u64::from(phase) << 32)
+}
+
+/// SET_CONFIG's payload: offset, size, flags, then the bytes.
+pub fn set_config(offset: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut v = offset.to_le_bytes().to_vec();
+    v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    v.extend_from_slice(&[0; 4]);
+    v.extend_from_slice(bytes);
     v
 }
 

@@ -387,8 +387,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "queue_size_1024_long_indirect",
             seed(Header { size_log2: 10, ..h }, false, |o| {
-                let t: Vec<_> =
-                    (0..16).map(|k| (A::Buf(0x100 + 16 * k), 16, W as u8, 0)).collect();
+                let t: Vec<_> = (0..16).map(|k| (A::Buf(0x100 + 16 * k), 16, W as u8, 0)).collect();
                 o.indirect(A::Buf(0x2000), &t, 0, Some(16 * 1025));
                 serve(o);
             }),
