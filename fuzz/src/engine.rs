@@ -8,9 +8,9 @@
 //! dispatch (the postcopy ack) or a message that lies about its size can never wait: it reads
 //! the next message or end of file. The one exception: a message carrying the fd of a
 //! GET_INFLIGHT_FD reply goes out once that reply came, if every message before it reads
-//! only itself (see [`barriers`]). After a session the harness checks that no fd and no
-//! memfd mapping outlives the device, and that no Rust panic happened inside the library
-//! (one caught at the C boundary would otherwise go unnoticed).
+//! only itself (see [`barriers`]). After a session the harness checks that no fd, no memfd
+//! mapping and no device-state transfer thread outlives the device, and that no Rust panic
+//! happened inside the library (one caught at the C boundary would otherwise go unnoticed).
 
 use std::cell::Cell;
 use std::os::unix::io::RawFd;
@@ -24,6 +24,8 @@ pub const GET_INFLIGHT_FD: u32 = 31;
 pub const POSTCOPY_LISTEN: u32 = 29;
 pub const SET_DEVICE_STATE_FD: u32 = 42;
 pub const CHECK_DEVICE_STATE: u32 = 43;
+/// The name of the library's device-state transfer thread.
+const DEVICE_STATE_THREAD: &str = "vu-device-state";
 pub const VERSION: u32 = 1;
 pub const NEED_REPLY: u32 = 1 << 3;
 pub const HDR: usize = 12;
@@ -620,4 +622,15 @@ pub fn run(s: &Scenario) {
         maps_before, maps_after,
         "memfd mappings leaked: {maps_before} before, {maps_after} after"
     );
+    // vu_deinit (or CHECK_DEVICE_STATE) joins the device-state transfer thread. A joined
+    // thread may still be listed for a moment while the kernel finishes its exit.
+    let mut transfers = sys::threads_named(DEVICE_STATE_THREAD);
+    for _ in 0..100 {
+        if transfers == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        transfers = sys::threads_named(DEVICE_STATE_THREAD);
+    }
+    assert_eq!(transfers, 0, "{transfers} device-state transfer threads outlive their device");
 }

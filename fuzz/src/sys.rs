@@ -192,3 +192,14 @@ pub fn memfd_mappings() -> usize {
         .map(|m| m.lines().filter(|l| l.contains("/memfd:")).count())
         .unwrap_or(0)
 }
+
+/// How many of this process's threads are named `name` (the kernel keeps 15 bytes of it).
+pub fn threads_named(name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
