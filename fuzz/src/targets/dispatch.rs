@@ -31,7 +31,7 @@ fn fd_spec(c: &mut Cursor) -> FdSpec {
         2 => FdSpec::Socket(c.blob(64)),
         3 => FdSpec::Scratch { size: u32::from(c.u16()) << (c.u8() % 8), fill: c.u8() },
         4 => FdSpec::LastInflight,
-        _ if (k / 6) % 2 == 0 => FdSpec::Pipe,
+        _ if (k / 6).is_multiple_of(2) => FdSpec::Pipe,
         _ => FdSpec::PipeWriter,
     }
 }

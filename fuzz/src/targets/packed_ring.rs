@@ -31,7 +31,7 @@ fn position(base: u16, queue_size: u16) -> u16 {
     if base & RAW_BASE != 0 {
         base
     } else {
-        (base & 0x8000) | (base & 0x3fff) % queue_size.max(1)
+        (base & 0x8000) | ((base & 0x3fff) % queue_size.max(1))
     }
 }
 
