@@ -130,7 +130,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         |q| {
             let action = q.notify_decision(sync)?;
             if let Notify::Eventfd(fd) = action {
-                crate::queue::signal_eventfd(fd)?;
+                crate::queue::signal_eventfd(q.dev, fd)?;
             }
             Ok(action)
         },

@@ -127,7 +127,7 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
     // The caller holds the memory lock: SET_LOG_FD replaces the fd under the write lock.
     let fd = dev.log_call_fd();
     if fd >= 0 {
-        signal_eventfd(fd)?;
+        signal_eventfd(dev, fd)?;
     }
     Ok(())
 }
@@ -190,8 +190,9 @@ pub fn delivery(dev: Dev, vq: &VuVirtq, sync: bool) -> Notify {
     Notify::None
 }
 
-pub fn signal_eventfd(fd: libc::c_int) -> Result<(), Fault> {
-    crate::fd::eventfd_write(fd).map_err(|e| Fault::EventfdWrite(e.raw_os_error().unwrap_or(0)))
+pub fn signal_eventfd(dev: Dev, fd: libc::c_int) -> Result<(), Fault> {
+    crate::fd::eventfd_write(fd, dev.ext().guard_sigpipe())
+        .map_err(|e| Fault::EventfdWrite(e.raw_os_error().unwrap_or(0)))
 }
 
 impl SplitRing {
