@@ -147,6 +147,12 @@ pub fn map_chain(
     }
 }
 
+/// `indirect_table`, out of line (for the packed ring's inline indirect loop).
+#[inline(never)]
+pub(crate) fn indirect_table_cold(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
+    indirect_table(mem, d)
+}
+
 /// The indirect case of `map_chain` (out of line: the common chain is direct).
 #[inline(never)]
 fn map_indirect(mem: &MemoryTable, d: &vring_desc, elem: &mut ElementMapper) -> Result<(), Fault> {

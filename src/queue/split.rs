@@ -134,15 +134,23 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
 
 /// Logs the device-writable buffers of a completed element, up to `len` bytes, and its used
 /// ring entry.
+/// Out of line, on values (see `queue::remap`).
 #[cold]
 #[inline(never)]
-fn log_fill(q: &Queue, ring: &SplitRing, head: u32, mut len: u32, slot: u16) -> Result<(), Fault> {
-    let dev = q.dev;
+fn log_fill(
+    dev: Dev,
+    mem: MemoryTable,
+    log_guest_addr: u64,
+    ring: SplitRing,
+    head: u32,
+    mut len: u32,
+    slot: u16,
+) -> Result<(), Fault> {
     if dev.log_table().is_null() {
         return Ok(());
     }
     let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;
-    chain::walk(q.mem, ring, head, |d| {
+    chain::walk(&mem, &ring, head, |d| {
         if d.flags & VRING_DESC_F_WRITE != 0 {
             let n = d.len.min(len);
             log_write(dev, d.addr, u64::from(n))?;
@@ -150,7 +158,7 @@ fn log_fill(q: &Queue, ring: &SplitRing, head: u32, mut len: u32, slot: u16) -> 
         }
         Ok(if len == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     })?;
-    log_write(dev, q.vq.vring.log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
+    log_write(dev, log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
 }
 
 /// Pushing with no ring mapped: nothing to publish, but the element is no longer in flight.
@@ -201,7 +209,7 @@ impl SplitRing {
         let slot = q.vq.used_idx.wrapping_add(idx as u16);
         self.write_used(slot, index, len);
         if logging(q.dev) {
-            log_fill(q, self, index, len, slot)?;
+            log_fill(q.dev, q.mem, q.vq.vring.log_guest_addr, *self, index, len, slot)?;
         }
         Ok(())
     }
@@ -234,7 +242,7 @@ impl RingOps for SplitRing {
             if head >= self.num() {
                 return Err(Fault::BadHead(u32::from(head)));
             }
-            return map_element(q.mem, self, head, sz);
+            return map_element(&q.mem, self, head, sz);
         }
 
         if is_empty(self, vq)? {
@@ -254,7 +262,7 @@ impl RingOps for SplitRing {
         if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
             self.set_avail_event(vq.last_avail_idx);
         }
-        let elem = map_element(q.mem, self, head, sz)?;
+        let elem = map_element(&q.mem, self, head, sz)?;
         if elem.is_null() {
             return Ok(elem);
         }
@@ -350,7 +358,7 @@ impl RingOps for SplitRing {
                 return Err(Fault::BadHead(u32::from(head)));
             }
             let mut done = false;
-            chain::walk(q.mem, self, head, |d| {
+            chain::walk(&q.mem, self, head, |d| {
                 if d.flags & VRING_DESC_F_WRITE != 0 {
                     in_total = in_total.saturating_add(d.len);
                 } else {
