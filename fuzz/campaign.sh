@@ -1,40 +1,58 @@
 #!/usr/bin/env bash
-# A long ASan campaign, two targets at a time at nice 19 (the machine is shared):
-#   fuzz/campaign.sh SECONDS [TARGET...]   (default: all four targets)
-# Each target fuzzes for SECONDS starting from the committed corpus and regression inputs;
-# new inputs go to $CAMPAIGN_DIR/<target>/corpus (default /tmp/vufuzz-campaign), crashes to
-# .../artifacts/ (fork mode: a crash does not end the campaign). The summary (CPU seconds, executions, cov/ft, crashes) is printed per target.
+# A long ASan campaign on a shared machine: ONE fuzzer process at a time at nice 19, the
+# targets in turn (slices of SLICE seconds of wall time), until each has GOAL CPU seconds or
+# the time END (seconds since the epoch) comes:
+#   fuzz/campaign.sh [TARGET...]        (default: all five targets)
+#   env: CAMPAIGN_DIR (default /tmp/vufuzz-campaign), SLICE (600), GOAL (1800), END (now + 3 h),
+#        FUZZ_BIN (default target/asan/x86_64-unknown-linux-gnu/release; build it with
+#        `RUSTC_BOOTSTRAP=1 cargo fuzz build --target-dir target/asan`).
+# Each target works on a scratch copy of its committed corpus and regression inputs in
+# $CAMPAIGN_DIR/<target>/corpus (never on corpus/); crashes go to .../artifacts/. CPU time is
+# the fuzzer's user+sys time from /usr/bin/time, summed per target in .../cpu; the summary
+# prints CPU seconds, executions, the last cov/ft/corpus line and the crash inputs per target.
 set -uo pipefail
 cd "$(dirname "$0")"
-secs=${1:?usage: campaign.sh SECONDS [TARGET...]}
-shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(dispatch split_ring mem_table inflight)
+[ ${#targets[@]} -gt 0 ] || targets=(dispatch split_ring mem_table inflight packed_ring)
 dir=${CAMPAIGN_DIR:-/tmp/vufuzz-campaign}
 bin=${FUZZ_BIN:-target/asan/x86_64-unknown-linux-gnu/release}
-run() {
-  local t=$1
-  mkdir -p "$dir/$t/corpus" "$dir/$t/artifacts"
-  /usr/bin/time -f "cpu_seconds %U user %S sys" -o "$dir/$t/time.txt" \
-    nice -n 19 "$bin/$t" "$dir/$t/corpus" "corpus/$t" "regressions/$t" \
+slice=${SLICE:-600}
+goal=${GOAL:-1800}
+end=${END:-$(($(date +%s) + 3 * 3600))}
+
+cpu() { awk '{s += $1} END {printf "%d", s + 0}' "$dir/$1/cpu" 2>/dev/null; }
+execs() { cat "$dir/$1"/logs/*.log 2>/dev/null | grep -oE 'number_of_executed_units: [0-9]+' | awk '{s += $2} END {print s + 0}'; }
+
+run_slice() {
+  local t=$1 secs=$2
+  mkdir -p "$dir/$t/corpus" "$dir/$t/artifacts" "$dir/$t/logs"
+  if [ ! -f "$dir/$t/seeded" ]; then
+    cp corpus/"$t"/* regressions/"$t"/* "$dir/$t/corpus/" 2>/dev/null
+    touch "$dir/$t/seeded"
+  fi
+  local n log
+  n=$(find "$dir/$t/logs" -name '*.log' | wc -l)
+  log="$dir/$t/logs/$n.log"
+  echo "$(date -u +%T) $t: slice $n, ${secs}s, $(cpu "$t") CPU s so far"
+  /usr/bin/time -f "%U %S" -o "$dir/$t/time.$n" nice -n 19 "$bin/$t" "$dir/$t/corpus" \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
-    -artifact_prefix="$dir/$t/artifacts/" > "$dir/$t/asan.log" 2>&1
+    -artifact_prefix="$dir/$t/artifacts/" > "$log" 2>&1
+  tail -1 "$dir/$t/time.$n" | awk '{printf "%.0f\n", $1 + $2}' >> "$dir/$t/cpu"
 }
-summary() {
-  local t=$1
-  echo "$t: $(cat "$dir/$t/time.txt" 2>/dev/null | tail -1);" \
-    "executions $(grep -oE '^#[0-9]+' "$dir/$t/asan.log" | tail -1 | tr -d '#');" \
-    "$(grep -E '^#[0-9]+' "$dir/$t/asan.log" | grep -oE 'cov: [0-9]+ ft: [0-9]+' | tail -1);" \
-    "crashes: $(find "$dir/$t/artifacts" -type f | wc -l)"
-}
-i=0
-while [ $i -lt ${#targets[@]} ]; do
-  run "${targets[$i]}" &
-  p1=$!
-  p2=""
-  if [ $((i + 1)) -lt ${#targets[@]} ]; then run "${targets[$((i + 1))]}" & p2=$!; fi
-  wait $p1 ${p2:+$p2}
-  i=$((i + 2))
+
+while :; do
+  ran=0
+  for t in "${targets[@]}"; do
+    left=$((end - $(date +%s)))
+    [ "$left" -ge 30 ] || break 2
+    [ "$(cpu "$t")" -lt "$goal" ] || continue
+    run_slice "$t" $((left < slice ? left : slice))
+    ran=1
+  done
+  [ $ran -eq 1 ] || break
 done
-for t in "${targets[@]}"; do summary "$t"; done
+for t in "${targets[@]}"; do
+  echo "$t: $(cpu "$t") CPU s; $(execs "$t") executions;" \
+    "$(ls -v "$dir/$t"/logs/*.log 2>/dev/null | tail -1 | xargs -r grep -E '^#[0-9]+' | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' | tail -1);" \
+    "crash inputs: $(find "$dir/$t/artifacts" -type f 2>/dev/null | wc -l)"
+done

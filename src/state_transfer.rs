@@ -33,8 +33,10 @@ pub const DEFAULT_MAX_STATE: usize = 16 << 20;
 const CHUNK: usize = 1 << 16;
 /// How long CHECK_DEVICE_STATE waits for a load to reach EOF. The frontend sends CHECK only
 /// after closing its end, so what is left is reading at most a pipe buffer; a frontend that
-/// sends CHECK with its end still open gets a failure after this, not a hung device.
-const LOAD_DRAIN_WAIT: Duration = Duration::from_secs(3);
+/// sends CHECK with its end still open gets a failure after this, not a hung device. Fuzz
+/// builds (`--cfg fuzzing`, set by cargo-fuzz) wait less: an input may hold many such CHECKs,
+/// and the wait is a timeout, not logic to explore.
+const LOAD_DRAIN_WAIT: Duration = Duration::from_millis(if cfg!(fuzzing) { 100 } else { 3000 });
 
 type SaveFn = unsafe extern "C" fn(*mut VuDev, *mut libc::c_void, *mut *mut u8, *mut usize) -> bool;
 type LoadFn = unsafe extern "C" fn(*mut VuDev, *mut libc::c_void, *const u8, usize) -> bool;

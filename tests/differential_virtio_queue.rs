@@ -247,7 +247,7 @@ fn write_case(l: &mut Live, c: &Case) {
         steps.extend(r.publish(h));
     }
     if let Some(v) = c.avail_idx {
-        steps.push(r.set_avail_idx(v));
+        steps.extend(r.set_avail_idx(v));
     }
     l.steps(&steps);
 }

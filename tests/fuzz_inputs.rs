@@ -84,6 +84,11 @@ fn corpus_inflight() {
 }
 
 #[test]
+fn corpus_packed_ring() {
+    corpus("packed_ring");
+}
+
+#[test]
 fn regression_inputs_still_pass() {
     for t in &targets::TARGETS {
         replay(t.name, "regressions");

@@ -4,8 +4,9 @@
 
 use libc::{c_int, c_uint, c_void};
 pub use vhost_user::abi::{
-    vu_panic_cb, vu_queue_handler_cb, vu_read_msg_cb, vu_remove_watch_cb, vu_set_watch_cb,
-    vu_watch_cb, VhostUserMsg, VuDev, VuDevIface, VuDevRegion, VuVirtq, VuVirtqElement,
+    vu_load_state_cb, vu_panic_cb, vu_queue_handler_cb, vu_read_msg_cb, vu_remove_watch_cb,
+    vu_save_state_cb, vu_set_watch_cb, vu_watch_cb, VhostUserMsg, VuDev, VuDevIface, VuDevRegion,
+    VuVirtq, VuVirtqElement,
 };
 
 extern "C" {
@@ -20,6 +21,13 @@ extern "C" {
         iface: *const VuDevIface,
     ) -> bool;
     pub fn vu_deinit(dev: *mut VuDev);
+    pub fn vu_set_device_state_handlers(
+        dev: *mut VuDev,
+        save: vu_save_state_cb,
+        load: vu_load_state_cb,
+        max_size: usize,
+        opaque: *mut c_void,
+    ) -> bool;
     pub fn vu_dispatch(dev: *mut VuDev) -> bool;
     pub fn vu_gpa_to_va(dev: *mut VuDev, plen: *mut u64, guest_addr: u64) -> *mut c_void;
     pub fn vu_get_queue(dev: *mut VuDev, qidx: c_int) -> *mut VuVirtq;

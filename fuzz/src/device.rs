@@ -3,7 +3,8 @@
 //! Rust, as a C backend would. The harness is its event loop (`set_watch`/`remove_watch` fill a
 //! table that [`Device::run_ready_watches`] polls) and its queue handler serves every kicked
 //! queue: pop everything, check each element against the memory table, write to its device-
-//! writable buffers, push, notify.
+//! writable buffers, push, notify. It registers device-state save/load handlers, so the
+//! library offers VHOST_USER_PROTOCOL_F_DEVICE_STATE.
 
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -24,6 +25,9 @@ pub struct Ctx {
     pub in_order: AtomicBool,
     pub kicks_served: AtomicU32,
     config: Mutex<[u8; 256]>,
+    /// Device states saved and loaded (SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE).
+    pub states_saved: AtomicU32,
+    pub states_loaded: AtomicU32,
 }
 
 #[derive(Clone, Copy)]
@@ -50,6 +54,12 @@ unsafe impl Sync for Device {}
 
 /// Element allocation size passed to `vu_queue_pop` (the C backends' usual sizeof(element)).
 pub const ELEM_SIZE: usize = std::mem::size_of::<VuVirtqElement>();
+
+/// The largest device state a load accepts (a frontend memfd can be larger).
+pub const MAX_STATE: usize = 256 << 10;
+/// The largest state the save handler makes (more than a pipe holds: the transfer thread
+/// then waits for a reader).
+const MAX_SAVED: usize = 1 << 20;
 
 /// VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD | INBAND_NOTIFICATIONS | SHARED_OBJECT: what a C
 /// device adds to the library's own protocol features when it supports them.
@@ -154,6 +164,68 @@ unsafe extern "C" fn set_config_cb(
     0
 }
 
+/// Saves the device state: as many bytes as config bytes 0-3 say (little endian, at most
+/// 1 MiB), so a frontend's SET_CONFIG chooses the size; config byte 4 = 0xff makes it fail.
+unsafe extern "C" fn save_state_cb(
+    dev: *mut VuDev,
+    _opaque: *mut c_void,
+    data: *mut *mut u8,
+    size: *mut usize,
+) -> bool {
+    let d = ctx(dev);
+    let c = *d.ctx.config.lock().unwrap();
+    if c[4] == 0xff {
+        return false;
+    }
+    let n = (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize).min(MAX_SAVED);
+    d.ctx.states_saved.fetch_add(1, Ordering::Relaxed);
+    if std::env::var_os("VUFUZZ_VERBOSE").is_some() {
+        eprintln!("device state saved: {n} bytes");
+    }
+    // SAFETY: the library takes the buffer and frees it with free(); NULL is allowed for 0.
+    unsafe {
+        if n == 0 {
+            *data = std::ptr::null_mut();
+            *size = 0;
+            return true;
+        }
+        let p = libc::malloc(n) as *mut u8;
+        if p.is_null() {
+            return false;
+        }
+        for k in 0..n {
+            p.add(k).write(c[k % c.len()]);
+        }
+        *data = p;
+        *size = n;
+    }
+    true
+}
+
+/// Loads a device state: reads every byte (what ASan checks), refuses one that starts with
+/// 0xff.
+unsafe extern "C" fn load_state_cb(
+    dev: *mut VuDev,
+    _opaque: *mut c_void,
+    data: *const u8,
+    size: usize,
+) -> bool {
+    assert!(size <= MAX_STATE, "load handler given {size} bytes, more than registered");
+    if std::env::var_os("VUFUZZ_VERBOSE").is_some() {
+        eprintln!("device state loaded: {size} bytes");
+    }
+    if size == 0 {
+        ctx(dev).ctx.states_loaded.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    // SAFETY: the library passes `size` readable bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(data, size) };
+    let sum = bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    std::hint::black_box(sum);
+    ctx(dev).ctx.states_loaded.fetch_add(1, Ordering::Relaxed);
+    bytes[0] != 0xff
+}
+
 /// The queue handler: serve everything that is available, as a real device would.
 unsafe extern "C" fn queue_handler(dev: *mut VuDev, qidx: c_int) {
     let d = ctx(dev);
@@ -187,6 +259,8 @@ impl Device {
                 in_order: AtomicBool::new(false),
                 kicks_served: AtomicU32::new(0),
                 config: Mutex::new([0; 256]),
+                states_saved: AtomicU32::new(0),
+                states_loaded: AtomicU32::new(0),
             },
             max_queues,
         });
@@ -205,6 +279,17 @@ impl Device {
             )
         };
         if ok {
+            // SAFETY: our initialised device; handlers that live as long as the process.
+            let registered = unsafe {
+                vu_set_device_state_handlers(
+                    &mut d.dev,
+                    Some(save_state_cb),
+                    Some(load_state_cb),
+                    MAX_STATE,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert!(registered, "vu_set_device_state_handlers refused");
             Some(d)
         } else {
             // SAFETY: vu_init refused; the socket is still ours.
@@ -331,6 +416,11 @@ impl Device {
             let regions = self.regions();
             // SAFETY: just popped.
             unsafe { self.check_element(e, &regions) };
+            if std::env::var_os("VUFUZZ_VERBOSE").is_some() {
+                // SAFETY: checked just above.
+                let el = unsafe { &*e };
+                eprintln!("popped q{qidx}: head {} out {} in {}", el.index, el.out_num, el.in_num);
+            }
         }
         e
     }

@@ -6,9 +6,11 @@
 //! Each session's messages are all written to the socket before the first dispatch and the
 //! frontend's end is then shut for writing, so a device that reads more than one message per
 //! dispatch (the postcopy ack) or a message that lies about its size can never wait: it reads
-//! the next message or end of file. After a session the harness checks that no fd and no
-//! memfd mapping outlives the device, and that no Rust panic happened inside the library
-//! (one caught at the C boundary would otherwise go unnoticed).
+//! the next message or end of file. The one exception: a message carrying the fd of a
+//! GET_INFLIGHT_FD reply goes out once that reply came, if every message before it reads
+//! only itself (see [`barriers`]). After a session the harness checks that no fd, no memfd
+//! mapping and no device-state transfer thread outlives the device, and that no Rust panic
+//! happened inside the library (one caught at the C boundary would otherwise go unnoticed).
 
 use std::cell::Cell;
 use std::os::unix::io::RawFd;
@@ -19,6 +21,11 @@ use crate::device::Device;
 use crate::sys;
 
 pub const GET_INFLIGHT_FD: u32 = 31;
+pub const POSTCOPY_LISTEN: u32 = 29;
+pub const SET_DEVICE_STATE_FD: u32 = 42;
+pub const CHECK_DEVICE_STATE: u32 = 43;
+/// The name of the library's device-state transfer thread.
+const DEVICE_STATE_THREAD: &str = "vu-device-state";
 pub const VERSION: u32 = 1;
 pub const NEED_REPLY: u32 = 1 << 3;
 pub const HDR: usize = 12;
@@ -38,6 +45,9 @@ pub enum FdSpec {
     LastInflight,
     /// A pipe's read end, its write end closed.
     Pipe,
+    /// A pipe's write end; the harness keeps the read end (never reading it) until the
+    /// session ends (a device-state save's destination).
+    PipeWriter,
 }
 
 #[derive(Clone, Debug)]
@@ -233,10 +243,25 @@ struct Frontend {
     events: Vec<RawFd>,
     inflight: Option<Inflight>,
     replies: Vec<u8>,
+    /// Our ends of pipes whose other end went to the device, closed when the session ends.
+    held: Vec<HeldPipe>,
 }
 
+/// The read end of a [`FdSpec::PipeWriter`] pipe.
+struct HeldPipe {
+    fd: RawFd,
+    /// Sent with SET_DEVICE_STATE_FD: the frontend reads the saved state before CHECK.
+    state: bool,
+    /// Read to its end (or given up on) already.
+    drained: bool,
+}
+
+/// How long the frontend reads a device-state pipe before CHECK_DEVICE_STATE at most (the
+/// transfer thread closes its end once done; this only bounds a device that never does).
+const STATE_READ_WAIT_MS: i32 = 100;
+
 impl Frontend {
-    fn fd_for(&self, spec: &FdSpec, temp: &mut Vec<RawFd>) -> Option<RawFd> {
+    fn fd_for(&mut self, spec: &FdSpec, temp: &mut Vec<RawFd>) -> Option<RawFd> {
         match spec {
             FdSpec::Guest(i) if !self.guest.fds.is_empty() => {
                 Some(self.guest.fds[*i as usize % self.guest.fds.len()])
@@ -263,13 +288,25 @@ impl Frontend {
                 temp.push(fd);
                 Some(fd)
             }
+            FdSpec::PipeWriter => {
+                let (r, w) = sys::pipe();
+                self.held.push(HeldPipe { fd: r, state: false, drained: false });
+                temp.push(w);
+                Some(w)
+            }
         }
     }
 
     /// Writes a message to the socket; false if it could not go out whole.
-    fn send(&self, sock: RawFd, msg: &Msg, keep: Option<usize>) -> bool {
+    fn send(&mut self, sock: RawFd, msg: &Msg, keep: Option<usize>) -> bool {
         let mut temp = Vec::new();
+        let first_pipe = self.held.len();
         let fds: Vec<RawFd> = msg.fds.iter().filter_map(|s| self.fd_for(s, &mut temp)).collect();
+        if msg.req == SET_DEVICE_STATE_FD {
+            for h in &mut self.held[first_pipe..] {
+                h.state = true;
+            }
+        }
         let mut bytes = msg.bytes();
         if let Some(k) = keep {
             bytes.truncate(k.max(1));
@@ -279,6 +316,21 @@ impl Frontend {
             sys::close(fd);
         }
         ok
+    }
+
+    /// What a frontend does before CHECK_DEVICE_STATE after a save: reads the state to its end
+    /// (end of file: the transfer thread is done and closed its end).
+    fn read_saved_states(&mut self) {
+        for h in self.held.iter_mut().filter(|h| h.state && !h.drained) {
+            h.drained = true;
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_millis(STATE_READ_WAIT_MS as u64);
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                if !sys::read_some(h.fd, left.as_millis() as i32 + 1) {
+                    break;
+                }
+            }
+        }
     }
 
     /// Reads the device's replies; keeps the area of a GET_INFLIGHT_FD reply, closes other fds.
@@ -397,6 +449,82 @@ pub fn assert_no_library_panic(what: &str) {
     assert!(!p, "a Rust panic happened inside the library ({what})");
 }
 
+/// Whether dispatching this step reads exactly its own message off the socket (a size field
+/// that matches the payload, not cut short, not POSTCOPY_LISTEN, after which SET_MEM_TABLE
+/// reads the frontend's ack too).
+fn reads_only_itself(st: &Step) -> bool {
+    match st {
+        Step::Dispatch(m) => {
+            m.size.is_none_or(|s| s as usize == m.payload.len()) && m.req != POSTCOPY_LISTEN
+        }
+        Step::Truncated { .. } => false,
+        _ => true,
+    }
+}
+
+/// Messages that carry the fd of a GET_INFLIGHT_FD reply, which exists only once the earlier
+/// messages were dispatched: the harness sends such a message (and what follows it) only
+/// then, as long as every message before it reads only itself (otherwise a dispatch could
+/// wait for bytes not yet sent, and everything goes out at once as usual).
+fn barriers(steps: &[Step]) -> Vec<bool> {
+    let mut safe = true;
+    steps
+        .iter()
+        .map(|st| {
+            let wants_reply = matches!(st, Step::Dispatch(m)
+                if m.fds.iter().any(|f| matches!(f, FdSpec::LastInflight)));
+            let barrier = safe && wants_reply;
+            safe &= reads_only_itself(st);
+            barrier
+        })
+        .collect()
+}
+
+/// What has gone out on the frontend's socket.
+struct Outbox {
+    sent: Vec<bool>,
+    /// A message could not go out, or the cut last message went: nothing more is sent.
+    full: bool,
+    /// The first step not sent yet (a barrier), or the number of steps once all went.
+    next: usize,
+}
+
+impl Outbox {
+    /// Sends the messages from step `from` up to the next barrier; after the last one, shuts
+    /// the socket for writing (the device then reads end of file, never waits).
+    fn send_from(
+        &mut self,
+        fe: &mut Frontend,
+        sock: RawFd,
+        steps: &[Step],
+        barrier: &[bool],
+        from: usize,
+    ) {
+        for (k, st) in steps.iter().enumerate().skip(from) {
+            if k > from && barrier[k] {
+                self.next = k;
+                return;
+            }
+            let ok = match st {
+                Step::Dispatch(m) if !self.full => fe.send(sock, m, None),
+                Step::Truncated { msg, keep } if !self.full => {
+                    let ok = fe.send(sock, msg, Some(*keep));
+                    self.full = true; // nothing may follow the cut message
+                    ok
+                }
+                _ => false,
+            };
+            if matches!(st, Step::Dispatch(_)) && !ok {
+                self.full = true;
+            }
+            self.sent[k] = ok;
+        }
+        self.next = steps.len();
+        // SAFETY: our socket end.
+        unsafe { libc::shutdown(sock, libc::SHUT_WR) };
+    }
+}
+
 /// Runs one session; returns at its end or when a dispatch fails (a real backend then drops
 /// the connection).
 fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
@@ -405,31 +533,22 @@ fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
         sys::close(ours);
         return;
     };
-    let mut sent = Vec::with_capacity(steps.len());
-    let mut full = false;
-    for st in steps {
-        let ok = match st {
-            Step::Dispatch(m) if !full => fe.send(ours, m, None),
-            Step::Truncated { msg, keep } if !full => {
-                let ok = fe.send(ours, msg, Some(*keep));
-                full = true; // nothing may follow the cut message
-                ok
-            }
-            _ => false,
-        };
-        if matches!(st, Step::Dispatch(_)) && !ok {
-            full = true;
-        }
-        sent.push(ok);
-    }
-    // SAFETY: our socket end.
-    unsafe { libc::shutdown(ours, libc::SHUT_WR) };
+    let barrier = barriers(steps);
+    let mut out = Outbox { sent: vec![false; steps.len()], full: false, next: 0 };
+    out.send_from(fe, ours, steps, &barrier, 0);
     let mut kept: Kept = vec![Vec::new(); dev.max_queues as usize + 1];
-    for (st, &was_sent) in steps.iter().zip(&sent) {
+    for (i, st) in steps.iter().enumerate() {
+        if i == out.next && i < steps.len() {
+            // A barrier: every step before it has run.
+            out.send_from(fe, ours, steps, &barrier, i);
+        }
         match st {
             Step::Dispatch(_) | Step::Truncated { .. } => {
-                if !was_sent {
+                if !out.sent[i] {
                     continue;
+                }
+                if matches!(st, Step::Dispatch(m) if m.req == CHECK_DEVICE_STATE) {
+                    fe.read_saved_states();
                 }
                 let ok = dev.dispatch();
                 fe.drain(ours);
@@ -471,6 +590,9 @@ fn session(fe: &mut Frontend, s: &Scenario, steps: &[Step]) {
     assert_no_library_panic("vu_deinit");
     fe.drain(ours);
     sys::close(ours);
+    for h in fe.held.drain(..) {
+        sys::close(h.fd);
+    }
 }
 
 /// Runs a scenario and checks that it left nothing behind.
@@ -484,7 +606,8 @@ pub fn run(s: &Scenario) {
         let events = (0..s.eventfds.min(8))
             .map(|i| sys::eventfd(s.blocking_eventfds & (1 << i) == 0))
             .collect();
-        let mut fe = Frontend { guest, events, inflight: None, replies: Vec::new() };
+        let mut fe =
+            Frontend { guest, events, inflight: None, replies: Vec::new(), held: Vec::new() };
         for steps in s.steps.split(|st| matches!(st, Step::Reconnect)) {
             session(&mut fe, s, steps);
         }
@@ -499,4 +622,15 @@ pub fn run(s: &Scenario) {
         maps_before, maps_after,
         "memfd mappings leaked: {maps_before} before, {maps_after} after"
     );
+    // vu_deinit (or CHECK_DEVICE_STATE) joins the device-state transfer thread. A joined
+    // thread may still be listed for a moment while the kernel finishes its exit.
+    let mut transfers = sys::threads_named(DEVICE_STATE_THREAD);
+    for _ in 0..100 {
+        if transfers == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        transfers = sys::threads_named(DEVICE_STATE_THREAD);
+    }
+    assert_eq!(transfers, 0, "{transfers} device-state transfer threads outlive their device");
 }

@@ -80,6 +80,7 @@ impl Live {
                 fd
             }
             FdSpec::LastInflight => panic!("Live: pass the inflight fd explicitly (send_raw_fds)"),
+            FdSpec::PipeWriter => panic!("Live: pass the pipe explicitly (send_raw_fds)"),
             FdSpec::Pipe => {
                 let fd = sys::dead_pipe();
                 temp.push(fd);

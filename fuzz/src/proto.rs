@@ -35,7 +35,9 @@ pub const GET_MAX_MEM_SLOTS: u32 = 36;
 pub const ADD_MEM_REG: u32 = 37;
 pub const REM_MEM_REG: u32 = 38;
 pub const GET_SHARED_OBJECT: u32 = 41;
+pub use crate::engine::{CHECK_DEVICE_STATE, SET_DEVICE_STATE_FD};
 
+pub const F_RING_PACKED: u64 = 1 << 34;
 pub const F_VERSION_1: u64 = 1 << 32;
 pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const F_EVENT_IDX: u64 = 1 << 29;
@@ -112,6 +114,20 @@ pub fn inflight(mmap_size: u64, mmap_offset: u64, num_queues: u16, queue_size: u
     v
 }
 
+/// SET_DEVICE_STATE_FD's payload: direction (0 save, 1 load) and phase (0 stopped).
+pub fn device_state(direction: u32, phase: u32) -> Vec<u8> {
+    u64_payload(u64::from(direction) | u64::from(phase) << 32)
+}
+
+/// SET_CONFIG's payload: offset, size, flags, then the bytes.
+pub fn set_config(offset: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut v = offset.to_le_bytes().to_vec();
+    v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    v.extend_from_slice(&[0; 4]);
+    v.extend_from_slice(bytes);
+    v
+}
+
 pub fn log_base(size: u64, offset: u64) -> Vec<u8> {
     let mut v = size.to_le_bytes().to_vec();
     v.extend_from_slice(&offset.to_le_bytes());
@@ -140,6 +156,8 @@ pub struct Session {
     pub features: u64,
     pub protocol: u64,
     pub queue_size: u16,
+    /// SET_VRING_BASE: the avail index, or with packed rings the ring position (slot and
+    /// wrap counter) of both the avail and the used index.
     pub base: u16,
     /// Guest address of region 1 (region 0 is at 0).
     pub region1: u64,
@@ -176,12 +194,22 @@ impl Session {
         let base = if q == 0 { QVA_BASE } else { QVA_BASE + self.region1 };
         vec![
             msg(SET_VRING_NUM, state(q, self.queue_size as u32)),
-            msg(SET_VRING_BASE, state(q, self.base as u32)),
+            msg(SET_VRING_BASE, state(q, self.vring_base())),
             msg(
                 SET_VRING_ADDR,
                 vring_addr(q, 0, base + DESC_OFF, base + USED_OFF, base + AVAIL_OFF, 0),
             ),
         ]
+    }
+
+    /// SET_VRING_BASE's `num` for [`Session::base`].
+    pub fn vring_base(&self) -> u32 {
+        let b = u32::from(self.base);
+        if self.features & F_RING_PACKED != 0 {
+            b | b << 16
+        } else {
+            b
+        }
     }
 
     /// Call and kick eventfds (pool fds 2q and 2q+1) and enabling.

@@ -94,6 +94,28 @@ pub fn dead_pipe() -> RawFd {
     p[0]
 }
 
+/// A pipe: (read end, write end).
+pub fn pipe() -> (RawFd, RawFd) {
+    let mut p = [-1; 2];
+    // SAFETY: plain syscall with a 2-int array.
+    check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2");
+    (p[0], p[1])
+}
+
+/// Waits up to `timeout_ms` for `fd` to be readable and reads what is there; false at end of
+/// file, on an error or when nothing came in time.
+pub fn read_some(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, timeout_ms) } <= 0 {
+        return false;
+    }
+    let mut buf = [0u8; 65536];
+    // SAFETY: reading into a local buffer of that size.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    n > 0
+}
+
 /// One sendmsg of `bytes` with `fds` attached, without blocking. False if it did not go out
 /// whole (the socket buffer is full, or the peer is gone).
 pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> bool {
@@ -169,4 +191,15 @@ pub fn memfd_mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .map(|m| m.lines().filter(|l| l.contains("/memfd:")).count())
         .unwrap_or(0)
+}
+
+/// How many of this process's threads are named `name` (the kernel keeps 15 bytes of it).
+pub fn threads_named(name: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
 }

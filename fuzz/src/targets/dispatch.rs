@@ -31,7 +31,8 @@ fn fd_spec(c: &mut Cursor) -> FdSpec {
         2 => FdSpec::Socket(c.blob(64)),
         3 => FdSpec::Scratch { size: u32::from(c.u16()) << (c.u8() % 8), fill: c.u8() },
         4 => FdSpec::LastInflight,
-        _ => FdSpec::Pipe,
+        _ if (k / 6).is_multiple_of(2) => FdSpec::Pipe,
+        _ => FdSpec::PipeWriter,
     }
 }
 
@@ -96,6 +97,7 @@ impl DispatchEnc {
             FdSpec::Scratch { size, fill } => self.e.u8(3).u16((*size >> 7) as u16).u8(7).u8(*fill),
             FdSpec::LastInflight => self.e.u8(4),
             FdSpec::Pipe => self.e.u8(5),
+            FdSpec::PipeWriter => self.e.u8(11),
         };
     }
     fn message(&mut self, m: &Msg) {
@@ -340,7 +342,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "add_mem_reg_without_fd",
             after_setup(vec![d(m(ADD_MEM_REG, mem_reg(&Region { gpa: 8 << 20, ..r1 })))]),
         ),
-        ("unknown_request_just_past_the_last", after_setup(vec![d(m(42, vec![]))])),
+        ("unknown_request_just_past_the_last", after_setup(vec![d(m(44, vec![]))])),
         ("unknown_request_huge", after_setup(vec![d(m(0x7fff_ffff, vec![]))])),
         ("queue_index_set_vring_num", after_setup(vec![d(m(SET_VRING_NUM, state(2, 16)))])),
         (
@@ -504,6 +506,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             ]),
         ),
     ];
+    v.extend(device_state_seeds());
     // A frontend that sends nothing valid: vu_init with zero queues, or an empty stream.
     v.push(("zero_queues", {
         let mut e = DispatchEnc::new(0, [1, 1], 0);
@@ -511,4 +514,104 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         e.e.finish()
     }));
     v
+}
+
+/// The device-state transfer (SET_DEVICE_STATE_FD / CHECK_DEVICE_STATE; the harness device
+/// registers save/load handlers, its config bytes 0-4 choose the saved size or a failure).
+fn device_state_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    const SAVE: u32 = 0;
+    const LOAD: u32 = 1;
+    let size = |n: u32, fail: bool| {
+        let mut b = n.to_le_bytes().to_vec();
+        b.push(if fail { 0xff } else { 0 });
+        proto::msg(SET_CONFIG, set_config(0, &b))
+    };
+    let start =
+        |dir, fd: FdSpec| proto::msg_fds(SET_DEVICE_STATE_FD, device_state(dir, 0), vec![fd]);
+    let check = || proto::msg(CHECK_DEVICE_STATE, vec![]);
+    let state = |first: u8| {
+        let mut b = vec![first; 8];
+        b.extend(0u8..56);
+        FdSpec::Socket(b)
+    };
+    vec![
+        (
+            "state_save",
+            after_rings(vec![size(1000, false), start(SAVE, FdSpec::PipeWriter), check()]),
+        ),
+        (
+            "state_save_larger_than_the_pipe",
+            after_setup(vec![size(200_000, false), start(SAVE, FdSpec::PipeWriter), check()]),
+        ),
+        (
+            "state_save_then_teardown",
+            after_setup(vec![size(1 << 20, false), start(SAVE, FdSpec::PipeWriter)]),
+        ),
+        (
+            "state_save_empty",
+            after_setup(vec![size(0, false), start(SAVE, FdSpec::PipeWriter), check()]),
+        ),
+        (
+            "state_save_fails",
+            after_setup(vec![size(16, true), start(SAVE, FdSpec::PipeWriter), check()]),
+        ),
+        (
+            "state_save_to_read_end_and_socket",
+            after_setup(vec![
+                size(100, false),
+                start(SAVE, FdSpec::Pipe),
+                check(),
+                start(SAVE, FdSpec::Socket(vec![])),
+                check(),
+                start(SAVE, FdSpec::Scratch { size: 4096, fill: 0 }),
+                check(),
+            ]),
+        ),
+        ("state_load", after_rings(vec![start(LOAD, state(1)), check()])),
+        ("state_load_refused", after_setup(vec![start(LOAD, state(0xff)), check()])),
+        (
+            "state_load_larger_than_allowed",
+            after_setup(vec![start(LOAD, FdSpec::Scratch { size: 512 << 10, fill: 7 }), check()]),
+        ),
+        ("state_load_never_ends", after_setup(vec![start(LOAD, FdSpec::Event(0)), check()])),
+        ("state_load_empty", after_setup(vec![start(LOAD, FdSpec::Pipe), check()])),
+        (
+            "state_transfer_replaced",
+            after_setup(vec![
+                size(300_000, false),
+                start(SAVE, FdSpec::PipeWriter),
+                start(LOAD, state(2)),
+                start(SAVE, FdSpec::PipeWriter),
+                check(),
+                check(),
+            ]),
+        ),
+        (
+            "state_transfer_bad_requests",
+            after_setup(vec![
+                check(),
+                proto::msg_fds(SET_DEVICE_STATE_FD, device_state(2, 0), vec![FdSpec::Pipe]),
+                proto::msg_fds(SET_DEVICE_STATE_FD, device_state(LOAD, 1), vec![FdSpec::Pipe]),
+                proto::msg(SET_DEVICE_STATE_FD, device_state(LOAD, 0)),
+                proto::msg_fds(
+                    SET_DEVICE_STATE_FD,
+                    device_state(LOAD, 0),
+                    vec![FdSpec::Pipe, FdSpec::Event(0)],
+                ),
+                d(sized(SET_DEVICE_STATE_FD, 4, vec![1, 0, 0, 0]).with_fds(vec![FdSpec::Pipe])),
+                d(m(CHECK_DEVICE_STATE, u64_payload(0))),
+            ]),
+        ),
+        (
+            "state_transfer_reconnect",
+            after_setup(vec![
+                size(500_000, false),
+                start(SAVE, FdSpec::PipeWriter),
+                Step::Reconnect,
+                start(LOAD, state(3)),
+                Step::Reconnect,
+                check(),
+            ]),
+        ),
+    ]
 }

@@ -22,12 +22,27 @@ pub const OP_RECONNECT: u8 = OP_COUNT + 3;
 pub const OP_STOP_QUEUE: u8 = OP_COUNT + 4;
 pub const OP_RESTART_QUEUE: u8 = OP_COUNT + 5;
 pub const OP_IN_ORDER: u8 = OP_COUNT + 6;
-const OPS: u8 = OP_COUNT + 7;
+pub const OPS: u8 = OP_COUNT + 7;
 
 /// Bytes of one queue's inflight region for `queue_size` descriptors, as QEMU computes it
 /// (16 bytes per descriptor plus 2, 64-byte aligned).
 pub fn queue_region_size(queue_size: u16) -> u64 {
     (16 * u64::from(queue_size) + 2).div_ceil(64) * 64
+}
+
+/// The same for a packed ring (the spec's packed layout: a 32-byte header, 32 bytes per
+/// descriptor, 64-byte aligned).
+pub fn packed_queue_region_size(queue_size: u16) -> u64 {
+    (32 * u64::from(queue_size) + 32).div_ceil(64) * 64
+}
+
+/// One queue's inflight region for the session's ring layout.
+pub fn region_size(s: &Session, queue_size: u16) -> u64 {
+    if s.features & F_RING_PACKED != 0 {
+        packed_queue_region_size(queue_size)
+    } else {
+        queue_region_size(queue_size)
+    }
 }
 
 fn geometry(c: &mut Cursor, s: &Session) -> (u16, u16) {
@@ -40,7 +55,7 @@ fn geometry(c: &mut Cursor, s: &Session) -> (u16, u16) {
 /// SET_INFLIGHT_FD with the latest area (or a fresh memfd) and its size/offset fields.
 fn set(c: &mut Cursor, s: &Session) -> Step {
     let (nq, qs) = geometry(c, s);
-    let needed = queue_region_size(qs) * u64::from(nq);
+    let needed = region_size(s, qs) * u64::from(nq);
     let m = c.u8();
     let size = match m % 4 {
         0 => needed,
@@ -77,43 +92,48 @@ pub fn decode(data: &[u8]) -> Scenario {
             break;
         }
         let op = c.u8() % OPS;
-        if ring_ops::decode(op, &mut c, &s, &mut ring as &mut dyn DriverRing, &mut steps).is_some()
+        if ring_ops::decode(op, &mut c, &s, &mut ring as &mut dyn DriverRing, &mut steps).is_none()
         {
-            continue;
-        }
-        match op {
-            OP_GET => {
-                let (nq, qs) = geometry(&mut c, &s);
-                let size = if c.bool() { 24 } else { u32::from(c.u8()) };
-                let mut m = crate::engine::Msg::new(GET_INFLIGHT_FD, inflight(0, 0, nq, qs));
-                m.size = Some(size);
-                m.payload.resize((size as usize).min(24), 0);
-                steps.push(Step::Dispatch(m));
-            }
-            OP_SET => steps.push(set(&mut c, &s)),
-            OP_WRITE_AREA => {
-                let off = u32::from(c.u16());
-                let bytes = c.blob(64);
-                steps.push(Step::InflightWrite { off, bytes });
-            }
-            OP_RECONNECT => {
-                // The backend restarts; the frontend hands the saved area to the new device.
-                steps.push(Step::Reconnect);
-                steps.extend(s.negotiate());
-                steps.push(set(&mut c, &s));
-                steps.extend(s.ring_steps(0));
-                steps.extend(s.start_steps(0));
-            }
-            OP_STOP_QUEUE => steps.push(msg(GET_VRING_BASE, state(0, 0))),
-            OP_RESTART_QUEUE => {
-                steps.extend(s.ring_steps(0));
-                steps.extend(s.start_steps(0));
-            }
-            OP_IN_ORDER => steps.push(Step::InOrder(c.bool())),
-            _ => {}
+            area_op(op, &mut c, &s, &mut steps);
         }
     }
     s.scenario(steps)
+}
+
+/// One inflight-area or queue-lifecycle operation (`op` from [`OP_GET`] on); the ring and
+/// queue operations are [`ring_ops::decode`]'s. Used by the packed ring target too.
+pub fn area_op(op: u8, c: &mut Cursor, s: &Session, steps: &mut Vec<Step>) {
+    match op % OPS {
+        OP_GET => {
+            let (nq, qs) = geometry(c, s);
+            let size = if c.bool() { 24 } else { u32::from(c.u8()) };
+            let mut m = crate::engine::Msg::new(GET_INFLIGHT_FD, inflight(0, 0, nq, qs));
+            m.size = Some(size);
+            m.payload.resize((size as usize).min(24), 0);
+            steps.push(Step::Dispatch(m));
+        }
+        OP_SET => steps.push(set(c, s)),
+        OP_WRITE_AREA => {
+            let off = u32::from(c.u16());
+            let bytes = c.blob(64);
+            steps.push(Step::InflightWrite { off, bytes });
+        }
+        OP_RECONNECT => {
+            // The backend restarts; the frontend hands the saved area to the new device.
+            steps.push(Step::Reconnect);
+            steps.extend(s.negotiate());
+            steps.push(set(c, s));
+            steps.extend(s.ring_steps(0));
+            steps.extend(s.start_steps(0));
+        }
+        OP_STOP_QUEUE => steps.push(msg(GET_VRING_BASE, state(0, 0))),
+        OP_RESTART_QUEUE => {
+            steps.extend(s.ring_steps(0));
+            steps.extend(s.start_steps(0));
+        }
+        OP_IN_ORDER => steps.push(Step::InOrder(c.bool())),
+        _ => {}
+    }
 }
 
 fn seed(h: Header, ops: impl FnOnce(&mut OpEnc)) -> Vec<u8> {

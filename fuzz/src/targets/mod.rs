@@ -8,10 +8,12 @@
 //!   interleaved with ring and queue operations.
 //! - [`inflight`]: inflight areas (GET/SET_INFLIGHT_FD, their contents, reconnects and
 //!   resubmission) with ring and queue operations.
+//! - [`packed_ring`]: the same ring, queue and inflight operations on a packed ring.
 
 pub mod dispatch;
 pub mod inflight;
 pub mod mem_table;
+pub mod packed_ring;
 pub mod ring_ops;
 pub mod split_ring;
 
@@ -95,11 +97,12 @@ pub struct Target {
     pub seeds: fn() -> Vec<(&'static str, Vec<u8>)>,
 }
 
-pub const TARGETS: [Target; 4] = [
+pub const TARGETS: [Target; 5] = [
     Target { name: "dispatch", decode: dispatch::decode, seeds: dispatch::seeds },
     Target { name: "split_ring", decode: split_ring::decode, seeds: split_ring::seeds },
     Target { name: "mem_table", decode: mem_table::decode, seeds: mem_table::seeds },
     Target { name: "inflight", decode: inflight::decode, seeds: inflight::seeds },
+    Target { name: "packed_ring", decode: packed_ring::decode, seeds: packed_ring::seeds },
 ];
 
 /// Runs one input of target `name`.

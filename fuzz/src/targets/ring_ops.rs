@@ -88,7 +88,7 @@ pub fn decode(
         }
         OP_CHAIN => {
             // A well-formed chain at consecutive slots, published.
-            let start = c.u16() % n;
+            let start = ring.chain_start(c.u16());
             let count = (c.u8() % 8 + 1).min(n as u8) as u16;
             for k in 0..count {
                 let (a, l, w) = (addr(c, s), len(c), c.bool());
@@ -118,9 +118,9 @@ pub fn decode(
                 } else {
                     d
                 };
-                bytes.extend_from_slice(&d.bytes());
+                bytes.extend_from_slice(&ring.table_entry(d));
             }
-            let slot = c.u16() % n;
+            let slot = ring.chain_start(c.u16());
             let tlen = if c.bool() { len(c) } else { 16 * u32::from(count) };
             let extra = c.u8() as u16 & (F_NEXT | F_WRITE);
             out.extend(guest_write(s, table, bytes));
@@ -134,7 +134,7 @@ pub fn decode(
         }
         OP_AVAIL_IDX => {
             let v = c.u16();
-            out.push(ring.set_avail_idx(v));
+            out.extend(ring.set_avail_idx(v));
         }
         OP_AVAIL_FLAGS => out.push(ring.set_avail_flags(c.u16())),
         OP_USED_EVENT => out.push(ring.set_used_event(c.u16())),
