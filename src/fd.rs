@@ -20,6 +20,14 @@ pub fn close_fd(fd: libc::c_int) {
     }
 }
 
+/// Whether a write to `fd` would not block right now (poll for POLLOUT, no wait).
+pub fn writable_now(fd: libc::c_int) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: poll on one pollfd of ours, timeout 0.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc == 1 && p.revents & libc::POLLOUT != 0 && p.revents & (libc::POLLERR | libc::POLLHUP) == 0
+}
+
 /// Adds 1 to an eventfd (a kick or a call); retries on EINTR.
 ///
 /// The fd comes from the frontend and may be a pipe or a socket whose reader is gone: a plain

@@ -253,6 +253,13 @@ fn install_resubmit_list(vq: &mut VuVirtq, list: &[VuVirtqInflightDesc]) -> Resu
 
 /// Takes the next descriptor to resubmit (the list is not empty), freeing the list after the
 /// last one.
+/// The head `next_resubmit` would return, without taking it.
+pub fn peek_resubmit(vq: &VuVirtq) -> u16 {
+    // SAFETY: the list holds resubmit_num > 0 entries (the caller checked), malloc'd by
+    // `check_queue`.
+    unsafe { (*vq.resubmit_list.add(usize::from(vq.resubmit_num) - 1)).index }
+}
+
 pub fn next_resubmit(vq: &mut VuVirtq) -> u16 {
     vq.resubmit_num -= 1;
     // SAFETY: the list holds the original resubmit_num entries (malloc'd by `check_queue`).
@@ -459,6 +466,13 @@ impl PackedInflight {
             self.set_old_free_head(next);
         }
         Ok(())
+    }
+
+    /// Takes back a chain `record` started but that was not popped (an IOTLB miss): its
+    /// entries go back to the free list and its head is not in flight.
+    pub fn abort_pop(&mut self) {
+        let _ = self.set_inflight(self.head, 0);
+        self.set_free_head(self.old_free_head());
     }
 
     /// The head entry of the chain just recorded.

@@ -96,9 +96,13 @@ fn remap_rings(dev: Dev) {
     {
         let mut mem = dev.mem_mut();
         for vq in dev.queues() {
-            if mem.with_queue(vq, |q, table| {
-                q.vra.desc_user_addr != 0 && map_ring(dev, table, q).is_err()
-            }) {
+            // With the IOMMU a ring the IOTLB cannot translate now is mapped on use.
+            let failed_now = mem.with_queue(vq, |q, table| {
+                q.vra.desc_user_addr != 0
+                    && map_ring(dev, table, q).is_err()
+                    && table.iotlb().is_none()
+            });
+            if failed_now {
                 failed.push(vq.index());
             }
         }

@@ -79,6 +79,19 @@ pub enum Fault {
     DescNotAvailable(u16),
     /// A packed driver event offset outside the ring.
     EventOffset(u16),
+    /// IOMMU: no IOTLB entry translates `iova` (asked for on the backend channel; the
+    /// operation is retried once the frontend's update arrives). Not a guest fault.
+    IotlbMiss { iova: u64, perm: u8 },
+    /// IOMMU: the entry for `iova` does not allow the access (`perm` is what it needs).
+    IotlbDenied { iova: u64, perm: u8 },
+}
+
+impl Fault {
+    /// Whether this is an IOTLB miss: the operation did nothing and is retried later.
+    #[inline]
+    pub fn is_miss(&self) -> bool {
+        matches!(self, Fault::IotlbMiss { .. })
+    }
 }
 
 impl fmt::Display for Fault {
@@ -119,6 +132,12 @@ impl fmt::Display for Fault {
                 write!(f, "Guest chains into descriptor {slot}, which is not available")
             }
             Fault::EventOffset(off) => write!(f, "Guest's event offset {off} is outside the ring"),
+            Fault::IotlbMiss { iova, perm } => {
+                write!(f, "IOTLB miss for iova {iova:#x} (perm {perm})")
+            }
+            Fault::IotlbDenied { iova, perm } => {
+                write!(f, "virtio: IOTLB entry for iova {iova:#x} does not allow access {perm}")
+            }
         }
     }
 }
@@ -185,7 +204,7 @@ pub fn is_packed(dev: Dev) -> bool {
 /// Points `vq.vring` at the ring parts for the negotiated layout, each checked to lie wholly
 /// in one region and be aligned as the virtio spec requires; on failure the ring is unmapped.
 /// The caller holds the memory lock (write, or read as the queue's own thread).
-pub fn map_ring(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str> {
+pub fn map_ring(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     if is_packed(dev) {
         packed::map_ring(mem, vq)
     } else {
@@ -243,7 +262,10 @@ impl<'a> Queue<'a> {
         if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
             return Ok(false);
         }
-        map_ring(self.dev, self.mem, self.vq).map_err(|_| Fault::Remap)?;
+        map_ring(self.dev, self.mem, self.vq)?;
+        if self.mem.iotlb().is_some() {
+            crate::iommu::ring_mapped(self.dev, self.vq, self.qidx);
+        }
         Ok(true)
     }
 
@@ -287,7 +309,16 @@ impl<'a> Queue<'a> {
     /// `vu_queue_push`: fill + flush of one element.
     #[inline(always)]
     pub fn push(&mut self, elem: Completed, len: u32) -> Result<(), Fault> {
-        match self.ring()? {
+        let ring = match self.ring() {
+            Err(f) if f.is_miss() => {
+                // The ring's IOTLB entries were invalidated under the backend: as without a
+                // ring, the element can only be forgotten.
+                split::forget(self, elem.index)?;
+                return Err(f);
+            }
+            r => r?,
+        };
+        match ring {
             // No ring: nothing to publish, but the element is no longer in flight.
             None => split::forget(self, elem.index),
             Some(Ring::Split(mut r)) => r.push(self, elem, len),
