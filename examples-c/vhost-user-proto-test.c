@@ -22,9 +22,10 @@
  *   -g        handle VHOST_USER_GPU_SET_SOCKET in process_msg
  *   -P HEX    protocol features the device adds (default: inflight,
  *             in-band notifications, shared objects, config, mq)
- *   -I        intercept RESET_DEVICE, SET/GET_STATUS, SET_DEVICE_STATE_FD and
- *             CHECK_DEVICE_STATE in process_msg (as a 10.0-era device would):
- *             GET_STATUS answers 0x77, SET_DEVICE_STATE_FD 0x101, CHECK 7
+ *   -I        intercept IOTLB_MSG, RESET_DEVICE, SET/GET_STATUS,
+ *             SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE in process_msg (as a
+ *             10.0-era device would): IOTLB_MSG acks 0, GET_STATUS answers 0x77,
+ *             SET_DEVICE_STATE_FD 0x101, CHECK 7
  *   -M BYTES  register device state handlers: save produces BYTES bytes of a
  *             fixed pattern (state_byte() below), load reports the size and
  *             FNV-1a hash of what it got on stderr and refuses a state that
@@ -545,6 +546,10 @@ static int process_msg(VuDev *d, VhostUserMsg *m, int *do_reply)
         int i;
 
         switch ((int)m->request) {
+        case 22: /* IOTLB_MSG: acked without looking, as a device keeping its own IOTLB */
+            say("intercepted %d\n", m->request);
+            reply_u64(m, 0, do_reply);
+            return 1;
         case 34: /* RESET_DEVICE */
         case 39: /* SET_STATUS */
             say("intercepted %d\n", m->request);
