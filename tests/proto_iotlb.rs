@@ -60,14 +60,19 @@ struct Setup<Q: Driver> {
 /// A backend negotiated with the IOMMU feature, REPLY_ACK and BACKEND_REQ, its memory table
 /// set and its backend channel connected; one queue of 64 allocated, not started.
 fn setup<Q: Driver>(args: &[&str]) -> Setup<Q> {
+    setup_with(args, 0, 0)
+}
+
+/// `setup` with more features and protocol features.
+fn setup_with<Q: Driver>(args: &[&str], features: u64, pf: u64) -> Setup<Q> {
     let (dir, sock, image) = workdir(1 << 20);
     let mut be = ProtoBackend::spawn_logging(&sock, &image, args, std::env::var("IOTLB_LOG").ok().as_deref());
     let mem = GuestMemory::new(&[(GPA0, MEM)]);
     let fe = Front::<Q>::new_as(
         be.connect(),
         mem,
-        F_VERSION_1 | F_PROTOCOL_FEATURES | F_IOMMU,
-        PF_REPLY_ACK | PF_BACKEND_REQ,
+        F_VERSION_1 | F_PROTOCOL_FEATURES | F_IOMMU | features,
+        PF_REPLY_ACK | PF_BACKEND_REQ | pf,
     );
     let (ours, theirs) = UnixStream::pair().unwrap();
     fe.req(SET_BACKEND_REQ_FD, &[], &[theirs.as_raw_fd()]);
@@ -135,16 +140,23 @@ impl<Q: Driver> Setup<Q> {
 
     /// Starts queue 0 as a frontend behind an IOMMU does: ring addresses are IOVAs.
     fn start(&mut self) {
+        let cfg = self.fe.qs[0].config(0);
+        let ring = [cfg.desc_table_addr, cfg.used_ring_addr, cfg.avail_ring_addr];
+        self.start_at(ring.map(|a| self.gpa(a)), None);
+    }
+
+    /// `start` with the ring at IOVAs `[desc, used, avail]` and dirty logging of the used
+    /// ring at `log` (an IOVA, as QEMU sends it).
+    fn start_at(&mut self, ring: [u64; 3], log: Option<u64>) {
         let q = &self.fe.qs[0];
-        let cfg = q.config(0);
         self.fe.req(SET_VRING_NUM, &state(0, q.size() as u32), &[]);
         self.fe.req(SET_VRING_BASE, &state(0, q.ring_state()), &[]);
         let mut addr = 0u32.to_le_bytes().to_vec();
-        addr.extend_from_slice(&0u32.to_le_bytes());
-        for a in [cfg.desc_table_addr, cfg.used_ring_addr, cfg.avail_ring_addr] {
-            addr.extend_from_slice(&self.gpa(a).to_le_bytes());
+        addr.extend_from_slice(&u32::from(log.is_some()).to_le_bytes());
+        for a in ring {
+            addr.extend_from_slice(&a.to_le_bytes());
         }
-        addr.extend_from_slice(&0u64.to_le_bytes());
+        addr.extend_from_slice(&log.unwrap_or(0).to_le_bytes());
         self.fe.req(SET_VRING_ADDR, &addr, &[]);
         self.fe.req(SET_VRING_CALL, &u64p(0), &[q.call_fd().as_raw_fd()]);
         self.fe.req(SET_VRING_KICK, &u64p(0), &[q.kick_fd().as_raw_fd()]);
@@ -621,5 +633,54 @@ fn a_backend_that_handles_iotlb_msg_itself_keeps_working() {
     s.fe.start_queue(0, s.fe.qs[0].ring_state(), None);
     s.round_trip(4, 0);
     assert!(!s.ch.readable(Duration::from_millis(50)), "the library sent a miss");
+    s.assert_no_panic();
+}
+
+/// Dirty logging with the IOMMU: the log is indexed by guest physical address, so what the
+/// device wrote is logged where it landed, not at its IOVA, and so is the used ring, whose
+/// log address QEMU sends as an IOVA.
+#[test]
+fn the_dirty_log_gets_guest_physical_pages() {
+    use std::os::unix::fs::FileExt;
+    const F_LOG_ALL: u64 = 1 << 26;
+    let mut s = setup_with::<SplitQueue>(&[], F_LOG_ALL, PF_LOG_SHMFD);
+    let mem = s.fe.mem.clone();
+    // The used ring at an IOVA far from its guest address; a data page mapped elsewhere.
+    let cfg = s.fe.qs[0].config(0);
+    let used_gpa = s.gpa(cfg.used_ring_addr);
+    let used_page = used_gpa / PAGE * PAGE;
+    const FAR: u64 = 0x200_0000_0000;
+    let iova_page = mem.alloc(PAGE, PAGE);
+    let real_page = mem.alloc(PAGE, PAGE);
+    s.map_all_but(&[iova_page]);
+    s.update(FAR + used_page, PAGE, mem.qva(used_page), RW);
+    s.update(iova_page, PAGE, mem.qva(real_page), RW);
+    let ring = [s.gpa(cfg.desc_table_addr), FAR + used_gpa, s.gpa(cfg.avail_ring_addr)];
+    s.start_at(ring, Some(FAR + used_gpa));
+    let log_size = ((GPA0 + MEM) / PAGE / 8).div_ceil(PAGE) * PAGE;
+    let log = memfd("dirty-log", log_size);
+    let mut p = u64p(log_size);
+    p.extend_from_slice(&u64p(0));
+    s.fe.c.call(SET_LOG_BASE, &p, &[log.as_raw_fd()]);
+    let r = prepare_at(
+        &mem,
+        VIRTIO_BLK_T_IN,
+        0,
+        &[],
+        1024,
+        mem.alloc(16, 16),
+        iova_page + 512,
+        mem.alloc(1, 1),
+        1024,
+    );
+    log.write_all_at(&vec![0u8; log_size as usize], 0).unwrap();
+    assert_eq!(s.fe.io(0, &r).0, VIRTIO_BLK_S_OK);
+    let mut bitmap = vec![0u8; log_size as usize];
+    log.read_exact_at(&mut bitmap, 0).unwrap();
+    let logged = |gpa: u64| bitmap[(gpa / PAGE / 8) as usize] & (1 << (gpa / PAGE % 8)) != 0;
+    assert!(logged(real_page), "the page the data landed in is not logged");
+    assert!(!logged(iova_page), "the data's IOVA was logged as a guest address");
+    assert!(logged(used_page), "the used ring is not logged");
+    assert!(logged(r.status_gpa), "the status byte is not logged");
     s.assert_no_panic();
 }
