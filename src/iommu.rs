@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use crate::abi::VuVirtq;
 use crate::device::Dev;
 use crate::queue::ring::SplitRing;
+use crate::queue::Fault;
 
 /// `VIRTIO_F_IOMMU_PLATFORM` (a.k.a. VIRTIO_F_ACCESS_PLATFORM).
 pub const VIRTIO_F_IOMMU_PLATFORM: u32 = 33;
@@ -48,6 +49,9 @@ pub struct IommuState {
     /// them in order: when the ring is mapped, the next avail index starts at the used one
     /// (what SET_VRING_ADDR does for them when it can map the ring).
     in_order_deferred: Mutex<Vec<usize>>,
+    /// Queues started (SET_VRING_KICK) before their ring could be translated, with inflight
+    /// tracking: the inflight area is checked against the ring when it is mapped.
+    inflight_deferred: Mutex<Vec<usize>>,
 }
 
 impl IommuState {
@@ -64,6 +68,15 @@ impl IommuState {
     pub fn reset(&self) {
         self.waiting.store(0, Ordering::Relaxed);
         self.in_order_deferred.lock().clear();
+        self.inflight_deferred.lock().clear();
+    }
+
+    /// Queue `qidx` started before its ring could be translated (see `inflight_deferred`).
+    pub fn defer_inflight_check(&self, qidx: usize) {
+        let mut list = self.inflight_deferred.lock();
+        if !list.contains(&qidx) {
+            list.push(qidx);
+        }
     }
 
     /// SET_VRING_ADDR could not translate queue `qidx`'s ring yet (`in_order`: the backend
@@ -143,24 +156,42 @@ pub fn ranges_intersect(ranges: &[(u64, u64)], addr: u64, len: u64) -> bool {
 
 /// A queue operation just mapped queue `qidx`'s ring through the IOTLB (it was not mapped:
 /// SET_VRING_ADDR could not translate it, or an invalidation or memory change unmapped it).
-/// A split ring's used index is read from the ring, as SET_VRING_ADDR does when it maps it
-/// (equal to ours unless SET_VRING_ADDR came before the ring could be translated).
+/// What SET_VRING_ADDR and SET_VRING_KICK do with a mapped ring happens now if they could not
+/// do it then: a split ring's used index is read from the ring (equal to ours otherwise),
+/// an in-order backend's next avail index starts there, and the inflight area is checked.
 #[cold]
-pub fn ring_mapped(dev: Dev, vq: &mut VuVirtq, qidx: usize) {
-    if crate::queue::is_packed(dev) {
-        return;
-    }
-    // SAFETY: the caller (a queue operation) holds the memory lock and just mapped the ring.
-    let Some(used) = (unsafe { SplitRing::of(vq) }).map(|r| r.used_idx()) else { return };
-    vq.used_idx = used;
-    let mut list = dev.ext().iommu.in_order_deferred.lock();
-    if let Some(i) = list.iter().position(|q| *q == qidx) {
-        list.swap_remove(i);
-        if vq.last_avail_idx != used {
-            vq.last_avail_idx = used;
-            vq.shadow_avail_idx = used;
+pub fn ring_mapped(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(), Fault> {
+    let state = &dev.ext().iommu;
+    if !crate::queue::is_packed(dev) {
+        // SAFETY: the caller (a queue operation) holds the memory lock and just mapped it.
+        if let Some(used) = (unsafe { SplitRing::of(vq) }).map(|r| r.used_idx()) {
+            vq.used_idx = used;
+            let mut list = state.in_order_deferred.lock();
+            if let Some(i) = list.iter().position(|q| *q == qidx) {
+                list.swap_remove(i);
+                vq.last_avail_idx = used;
+                vq.shadow_avail_idx = used;
+            }
         }
     }
+    let deferred = {
+        let mut list = state.inflight_deferred.lock();
+        list.iter().position(|q| *q == qidx).map(|i| list.swap_remove(i)).is_some()
+    };
+    if deferred {
+        let checked = if crate::queue::is_packed(dev) {
+            crate::inflight::check_packed_queue(dev, vq, qidx)
+        } else {
+            // SAFETY: as above.
+            let used = unsafe { SplitRing::of(vq) }.map(|r| r.used_idx());
+            crate::inflight::check_queue(dev, vq, qidx, used)
+        };
+        if let Err(why) = checked {
+            log::error!("inflight check of queue {qidx} once its ring was mapped: {why}");
+            return Err(Fault::InflightArea);
+        }
+    }
+    Ok(())
 }
 
 /// After a queue operation of queue `qidx` missed at `iova` (the memory lock released):

@@ -210,7 +210,13 @@ pub fn intersects(a: u64, alen: u64, b: u64, blen: u64) -> bool {
 mod tests {
     use super::*;
 
-    fn insert(t: &mut Iotlb, iova: u64, size: u64, uaddr: u64, perm: u8) -> Result<(), UpdateError> {
+    fn insert(
+        t: &mut Iotlb,
+        iova: u64,
+        size: u64,
+        uaddr: u64,
+        perm: u8,
+    ) -> Result<(), UpdateError> {
         t.insert(iova, size, uaddr, perm, |_| false)
     }
 

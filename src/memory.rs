@@ -120,7 +120,12 @@ impl<'a> MemoryTable<'a> {
     /// Translates `[addr, addr+len)` (guest physical, or an IOVA with the IOTLB) to one
     /// contiguous host range: IOTLB entries next to each other whose memory is next to each
     /// other in ours too count as one. For rings and in-place indirect tables.
-    pub fn translate_contiguous_dma(&self, addr: u64, len: u64, need: u8) -> Result<*mut u8, Fault> {
+    pub fn translate_contiguous_dma(
+        &self,
+        addr: u64,
+        len: u64,
+        need: u8,
+    ) -> Result<*mut u8, Fault> {
         let Some(iotlb) = self.iotlb else {
             return self.translate_exact(addr, len).ok_or(Fault::BadAddress);
         };

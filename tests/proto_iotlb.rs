@@ -66,7 +66,12 @@ fn setup<Q: Driver>(args: &[&str]) -> Setup<Q> {
 /// `setup` with more features and protocol features.
 fn setup_with<Q: Driver>(args: &[&str], features: u64, pf: u64) -> Setup<Q> {
     let (dir, sock, image) = workdir(1 << 20);
-    let mut be = ProtoBackend::spawn_logging(&sock, &image, args, std::env::var("IOTLB_LOG").ok().as_deref());
+    let mut be = ProtoBackend::spawn_logging(
+        &sock,
+        &image,
+        args,
+        std::env::var("IOTLB_LOG").ok().as_deref(),
+    );
     let mem = GuestMemory::new(&[(GPA0, MEM)]);
     let fe = Front::<Q>::new_as(
         be.connect(),

@@ -52,7 +52,13 @@ fn update(dev: Dev, msg: &IotlbMsg) -> Outcome {
         let rings: Vec<(u64, u64)> = dev
             .queues()
             .flat_map(|vq| {
-                mem.with_queue(vq, |q, _| if q.vring.desc.is_null() { [(0, 0); 3] } else { ring_ranges(dev, q) })
+                mem.with_queue(vq, |q, _| {
+                    if q.vring.desc.is_null() {
+                        [(0, 0); 3]
+                    } else {
+                        ring_ranges(dev, q)
+                    }
+                })
             })
             .collect();
         mem.iotlb_mut().insert(msg.iova, msg.size, msg.uaddr, msg.perm, |e| {

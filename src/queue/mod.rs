@@ -81,9 +81,15 @@ pub enum Fault {
     EventOffset(u16),
     /// IOMMU: no IOTLB entry translates `iova` (asked for on the backend channel; the
     /// operation is retried once the frontend's update arrives). Not a guest fault.
-    IotlbMiss { iova: u64, perm: u8 },
+    IotlbMiss {
+        iova: u64,
+        perm: u8,
+    },
     /// IOMMU: the entry for `iova` does not allow the access (`perm` is what it needs).
-    IotlbDenied { iova: u64, perm: u8 },
+    IotlbDenied {
+        iova: u64,
+        perm: u8,
+    },
 }
 
 impl Fault {
@@ -264,7 +270,7 @@ impl<'a> Queue<'a> {
         }
         map_ring(self.dev, self.mem, self.vq)?;
         if self.mem.iotlb().is_some() {
-            crate::iommu::ring_mapped(self.dev, self.vq, self.qidx);
+            crate::iommu::ring_mapped(self.dev, self.vq, self.qidx)?;
         }
         Ok(true)
     }
@@ -365,7 +371,14 @@ pub fn check_inflight(
         return Ok(());
     }
     let mut q = Queue { dev, mem, vq, qidx };
-    let ready = matches!(q.ring(), Ok(Some(_)));
+    let ring = q.ring();
+    if matches!(ring, Err(f) if f.is_miss()) {
+        // With the IOMMU the ring may not be translatable yet (its IOTLB updates come after
+        // the start): the area is checked once the ring is mapped (`iommu::ring_mapped`).
+        dev.ext().iommu.defer_inflight_check(qidx);
+        return Ok(());
+    }
+    let ready = matches!(ring, Ok(Some(_)));
     if is_packed(dev) {
         if !ready {
             return Err("rings not mapped".into());

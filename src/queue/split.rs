@@ -141,7 +141,13 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
 /// ring entry.
 #[cold]
 #[inline(never)]
-fn log_fill(q: &Queue, ring: &SplitRing, elem: Completed, len: u32, slot: u16) -> Result<(), Fault> {
+fn log_fill(
+    q: &Queue,
+    ring: &SplitRing,
+    elem: Completed,
+    len: u32,
+    slot: u16,
+) -> Result<(), Fault> {
     let dev = q.dev;
     if dev.log_table().is_null() {
         return Ok(());
