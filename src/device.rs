@@ -170,6 +170,23 @@ impl MemWrite<'_> {
             .with_iotlb(self.state.iotlb_if_translating(self.dev))
     }
 
+    /// Drops the IOTLB entries whose frontend addresses the memory table no longer maps
+    /// (after it changed): they are stale, and the frontend's new entries must not meet them.
+    pub fn prune_iotlb(&mut self) {
+        let stale: Vec<(u64, u64)> = {
+            let table = self.table();
+            let Some(iotlb) = table.iotlb() else { return };
+            iotlb
+                .entries()
+                .filter(|e| !table.qva_range_mapped(e.uaddr, e.size))
+                .map(|e| (e.iova, e.size))
+                .collect()
+        };
+        for (iova, size) in stale {
+            self.iotlb_mut().invalidate(iova, size);
+        }
+    }
+
     /// The device IOTLB, to change (IOTLB_MSG, resets).
     pub fn iotlb_mut(&mut self) -> &mut Iotlb {
         // SAFETY: we hold the write lock, so no reader looks at it; `&mut self` keeps a

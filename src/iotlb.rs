@@ -114,6 +114,11 @@ impl Iotlb {
         self.entries = Vec::new();
     }
 
+    /// The entries, in IOVA order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
     /// Where the first entry ending at or after `iova` is.
     #[inline]
     fn index_of(&self, iova: u64) -> usize {

@@ -689,3 +689,36 @@ fn the_dirty_log_gets_guest_physical_pages() {
     assert!(logged(r.status_gpa), "the status byte is not logged");
     s.assert_no_panic();
 }
+
+/// Entries go stale where the frontend's view changes: a memory table without their user
+/// addresses drops them, and so does stopping the device (QEMU forwards no guest unmaps
+/// while it is stopped). A new entry for the same IOVA is then taken.
+#[test]
+fn stale_entries_are_dropped_at_memory_changes_and_stops() {
+    let mut s = setup::<SplitQueue>(&[]);
+    let mem = s.fe.mem.clone();
+    let iova = 0x300_0000_0000u64;
+    let page = mem.alloc(PAGE, PAGE);
+    s.update(iova, PAGE, mem.qva(page), RW);
+    // The same table again: the entry stands (a different one for its IOVA is refused).
+    s.fe.set_mem_table();
+    assert_ne!(s.send(iova, PAGE, mem.qva(page + PAGE), RW, UPDATE), 0);
+    // A table whose frontend addresses moved (same memory): the entry is gone.
+    let moved = 1u64 << 44;
+    let r = &mem.regions[0];
+    let mut p = 1u32.to_le_bytes().to_vec();
+    p.extend_from_slice(&[0u8; 4]);
+    p.extend_from_slice(&region_bytes(r.gpa, r.size, r.host as u64 + moved, 0));
+    s.fe.req(SET_MEM_TABLE, &p, &[r.file.as_raw_fd()]);
+    assert_eq!(s.send(iova, PAGE, mem.qva(page + PAGE) + moved, RW, UPDATE), 0);
+    // Back to the frontend's real addresses, a started queue, then a stop.
+    s.fe.set_mem_table();
+    s.update(iova + PAGE, PAGE, mem.qva(page), RW);
+    s.map_all_but(&[]);
+    s.start();
+    s.round_trip(9, 0);
+    let base = s.fe.c.call(GET_VRING_BASE, &state(0, 0), &[]);
+    assert_eq!(base.u32_at(0), 0);
+    assert_eq!(s.send(iova + PAGE, PAGE, mem.qva(page + PAGE), RW, UPDATE), 0);
+    s.assert_no_panic();
+}

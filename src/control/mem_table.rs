@@ -65,6 +65,8 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
                 Err(e) => errors.push(e),
             }
         }
+        drop(table);
+        mem.prune_iotlb();
     }
     for e in &errors {
         dev.panic(&e.to_string());
@@ -200,6 +202,7 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
                 }
             }
             mem.retire([mapping]);
+            mem.prune_iotlb();
             Some(())
         } else {
             None

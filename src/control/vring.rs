@@ -101,7 +101,14 @@ pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         dev.mem().with_queue(vq, |q, _| crate::queue::setup::vring_base(dev, q));
     vmsg.size = std::mem::size_of::<vhost_vring_state>() as u32;
     vq.set_started(false);
-    dev.mem_mut().replace_call(vq, None);
+    let mut mem = dev.mem_mut();
+    mem.replace_call(vq, None);
+    if !dev.queues().any(|q| q.started()) {
+        // The device is stopped: QEMU stops telling us about the guest's unmaps until it
+        // starts it again, so what the IOTLB holds may go stale; the next start asks afresh.
+        mem.iotlb_mut().clear();
+    }
+    drop(mem);
     vq.replace_kick(None);
     Outcome::Reply
 }
