@@ -65,7 +65,6 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
                 Err(e) => errors.push(e),
             }
         }
-        drop(table);
         mem.prune_iotlb();
     }
     for e in &errors {
