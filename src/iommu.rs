@@ -13,6 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -52,7 +53,16 @@ pub struct IommuState {
     /// Queues started (SET_VRING_KICK) before their ring could be translated, with inflight
     /// tracking: the inflight area is checked against the ring when it is mapped.
     inflight_deferred: Mutex<Vec<usize>>,
+    /// Misses asked for since the last update (page, permission, when), at most
+    /// `MAX_PENDING_MISSES`: a queue polled while its buffer has no entry asks once per
+    /// `MISS_RETRY`, not at every poll (as DPDK's pending list). They expire, so a miss the
+    /// frontend could not answer then (the guest had not mapped the page yet) is asked again.
+    pending: Mutex<Vec<(u64, u8, Instant)>>,
 }
+
+const MAX_PENDING_MISSES: usize = 64;
+const MISS_PAGE: u64 = 4096;
+const MISS_RETRY: Duration = Duration::from_millis(20);
 
 impl IommuState {
     pub fn set_disabled(&self, disabled: bool) {
@@ -67,6 +77,7 @@ impl IommuState {
     /// RESET_DEVICE: no queue waits any more.
     pub fn reset(&self) {
         self.waiting.store(0, Ordering::Relaxed);
+        self.pending.lock().clear();
         self.in_order_deferred.lock().clear();
         self.inflight_deferred.lock().clear();
     }
@@ -89,13 +100,35 @@ impl IommuState {
         }
     }
 
+    /// Whether a miss for `iova` with `perm` is to be sent (not asked for since the last
+    /// update); records it.
+    fn first_miss(&self, iova: u64, perm: u8) -> bool {
+        let (page, now) = (iova / MISS_PAGE, Instant::now());
+        let mut pending = self.pending.lock();
+        pending.retain(|&(_, _, at)| now.duration_since(at) < MISS_RETRY);
+        if pending.iter().any(|&(p, q, _)| p == page && q == perm) {
+            return false;
+        }
+        if pending.len() < MAX_PENDING_MISSES {
+            pending.push((page, perm, now));
+        }
+        true
+    }
+
+    /// A miss that could not be sent is not pending.
+    fn unsent(&self, iova: u64, perm: u8) {
+        let page = iova / MISS_PAGE;
+        self.pending.lock().retain(|&(p, q, _)| p != page || q != perm);
+    }
+
     fn mark_waiting(&self, qidx: usize) {
         let bit = qidx.min(ALL_QUEUES_BIT);
         self.waiting.fetch_or(1 << bit, Ordering::AcqRel);
     }
 
-    /// Takes the set of waiting queues.
+    /// Takes the set of waiting queues (an update arrived: misses may be asked again).
     fn take_waiting(&self) -> u64 {
+        self.pending.lock().clear();
         self.waiting.swap(0, Ordering::AcqRel)
     }
 }
@@ -199,17 +232,23 @@ pub fn ring_mapped(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(), Fault>
 /// update may be handled before the send returns.
 pub fn report_miss(dev: Dev, qidx: usize, iova: u64, perm: u8) {
     dev.ext().iommu.mark_waiting(qidx);
-    crate::backend_channel::iotlb_msg(dev, crate::iotlb::IOTLB_MISS, iova, perm);
+    ask(dev, iova, perm);
 }
 
-/// A miss outside a queue operation (`vu_gpa_to_va`): asks, wakes nobody.
+/// Asks the frontend for the entry of `iova` (unless that was asked since the last update);
+/// on its own, a miss outside a queue operation (`vu_gpa_to_va`), which wakes nobody.
 pub fn ask(dev: Dev, iova: u64, perm: u8) {
-    crate::backend_channel::iotlb_msg(dev, crate::iotlb::IOTLB_MISS, iova, perm);
+    let state = &dev.ext().iommu;
+    if state.first_miss(iova, perm)
+        && !crate::backend_channel::iotlb_msg(dev, crate::iotlb::IOTLB_MISS, iova, perm)
+    {
+        state.unsent(iova, perm);
+    }
 }
 
 /// After a denied access (the memory lock released): tells the frontend, as the spec says.
 pub fn report_access_fail(dev: Dev, iova: u64, perm: u8) {
-    crate::backend_channel::iotlb_msg(dev, crate::iotlb::IOTLB_ACCESS_FAIL, iova, perm);
+    let _ = crate::backend_channel::iotlb_msg(dev, crate::iotlb::IOTLB_ACCESS_FAIL, iova, perm);
 }
 
 /// After an update (the memory lock released): wakes every queue that missed. The kick
