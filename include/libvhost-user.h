@@ -62,10 +62,12 @@ typedef struct VuDev VuDev;
 
 /*
  * Additions of this library beyond QEMU 10.0's (code that also builds against the original
- * tests these): vu_get_status() exists, and so does vu_set_device_state_handlers().
+ * tests these): vu_get_status() exists, and so do vu_set_device_state_handlers() and
+ * vu_set_iommu_platform_enabled().
  */
 #define LIBVHOST_USER_HAS_GET_STATUS 1
 #define LIBVHOST_USER_HAS_DEVICE_STATE 1
+#define LIBVHOST_USER_HAS_IOMMU_PLATFORM 1
 
 /**
  * Feature bit of the vhost-user protocol features extension.

@@ -221,6 +221,18 @@ fn iommu_platform_is_offered_with_reply_ack_and_backend_req() {
 }
 
 #[test]
+fn iommu_platform_can_be_turned_off_by_the_backend() {
+    let (_dir, sock, image) = workdir(1 << 20);
+    let mut be = ProtoBackend::spawn(&sock, &image, &["-U"]);
+    let c = be.connect();
+    c.send(SET_OWNER, FLAG_VERSION, &[], &[]);
+    let features = c.call(GET_FEATURES, &[], &[]).u64();
+    assert_eq!(features & F_IOMMU, 0, "features {features:#x}");
+    assert_ne!(c.ack(SET_FEATURES, &u64p(F_VERSION_1 | F_IOMMU), &[]), 0);
+    be.assert_alive();
+}
+
+#[test]
 fn iommu_platform_can_be_turned_off_by_the_environment() {
     let (_dir, sock, image) = workdir(1 << 20);
     // SAFETY-free: the variable only goes to the child's environment.
