@@ -471,8 +471,12 @@ impl PackedInflight {
     /// Takes back a chain `record` started but that was not popped (an IOTLB miss): its
     /// entries go back to the free list and its head is not in flight.
     pub fn abort_pop(&mut self) {
+        // `record` only wrote entries and moved the heads (never a `next` link), so the free
+        // list is whole again from the chain's head, which was the old free head (`record`
+        // moved that too if it saw the chain's last descriptor).
         let _ = self.set_inflight(self.head, 0);
-        self.set_free_head(self.old_free_head());
+        self.set_free_head(self.head);
+        self.set_old_free_head(self.head);
     }
 
     /// The head entry of the chain just recorded.
