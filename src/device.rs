@@ -40,12 +40,11 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{IntoRawFd, OwnedFd};
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-
 use crate::abi::*;
 use crate::fd::close_fd;
 use crate::iotlb::Iotlb;
 use crate::memory::{MemoryTable, MemoryTableMut};
+use crate::memory_gate::MemoryGate;
 use crate::mmap::Mapping;
 use crate::retired::Retired;
 
@@ -57,7 +56,8 @@ pub struct DeviceState {
     /// Guards everything the frontend's shared memory consists of: the regions (and the ring
     /// pointers into them), the dirty log and the inflight area. Queue operations hold it for
     /// reading while they touch that memory; the control plane writes to change any of it.
-    lock: RwLock<()>,
+    /// (`crate::memory_gate`: one atomic add to enter and one to leave.)
+    lock: MemoryGate,
     /// Private state of packed queues (`queue::ids`), allocated only when a frontend acks
     /// packed rings; one pointer, so a split-only device costs what it did.
     packed: UnsafeCell<Option<Box<crate::queue::ids::PackedQueues>>>,
@@ -76,8 +76,6 @@ unsafe impl Sync for DeviceState {}
 
 /// Shared memory, read-locked: guest memory stays mapped while this lives.
 pub struct MemRead<'a> {
-    /// Always `Some` until `drop`, which releases it before looking at the retired mappings.
-    guard: Option<RwLockReadGuard<'a, ()>>,
     table: MemoryTable<'a>,
     state: &'a DeviceState,
     dev: Dev<'a>,
@@ -86,9 +84,8 @@ pub struct MemRead<'a> {
 impl Drop for MemRead<'_> {
     #[inline]
     fn drop(&mut self) {
-        drop(self.guard.take());
-        // The data path's whole cost of deferred unmapping: one relaxed load.
-        if self.state.retired.pending() {
+        // The data path's whole cost of deferred unmapping: a bit of the word it leaves.
+        if self.state.lock.leave_read() {
             self.state.release_retired_if_unused(self.dev);
         }
     }
@@ -103,7 +100,6 @@ impl<'a> Deref for MemRead<'a> {
 
 /// Shared memory, write-locked: no queue operation runs while this lives.
 pub struct MemWrite<'a> {
-    _guard: RwLockWriteGuard<'a, ()>,
     state: &'a DeviceState,
     dev: Dev<'a>,
 }
@@ -112,9 +108,10 @@ impl Drop for MemWrite<'_> {
     fn drop(&mut self) {
         // Still under the write lock: elements may have been handed back (or RESET_DEVICE
         // forgot them) since the mappings were retired.
-        if self.state.retired.pending() && !elements_in_use(self.dev) {
-            self.state.retired.release();
+        if self.state.lock.retired() && !elements_in_use(self.dev) {
+            self.state.release_retired();
         }
+        self.state.lock.leave_write();
     }
 }
 
@@ -137,16 +134,17 @@ impl MemWrite<'_> {
     pub fn retire(&mut self, mappings: impl IntoIterator<Item = Mapping>) {
         if elements_in_use(self.dev) {
             self.state.retired.keep(mappings);
+            self.state.lock.set_retired(self.state.retired.len() > 0);
         } else {
             drop(mappings.into_iter().collect::<Vec<_>>());
-            self.state.retired.release();
+            self.state.release_retired();
         }
     }
 
     /// Unmaps every removed mapping, in use or not (`vu_deinit`: the backend gives its
     /// elements up with the device).
     pub fn release_all_retired(&mut self) {
-        self.state.retired.release();
+        self.state.release_retired();
     }
 
     /// Replaces the call fd, closing the old one. Under the write lock because queue threads
@@ -286,7 +284,7 @@ impl DeviceState {
     pub fn new() -> Box<DeviceState> {
         Box::new(DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
-            lock: RwLock::new(()),
+            lock: MemoryGate::default(),
             packed: UnsafeCell::new(None),
             ext: Default::default(),
             retired: Default::default(),
@@ -313,18 +311,25 @@ impl DeviceState {
 
     #[inline]
     pub fn read<'a>(&'a self, dev: Dev<'a>) -> MemRead<'a> {
-        let guard = self.lock.read();
+        self.lock.enter_read();
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
         let table =
             MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
                 .with_iotlb(self.iotlb_if_translating(dev));
-        MemRead { guard: Some(guard), table, state: self, dev }
+        MemRead { table, state: self, dev }
     }
 
     pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
-        MemWrite { _guard: self.lock.write(), state: self, dev }
+        self.lock.enter_write();
+        MemWrite { state: self, dev }
+    }
+
+    /// Unmaps every retired mapping (under the write lock).
+    fn release_retired(&self) {
+        self.retired.release();
+        self.lock.set_retired(false);
     }
 
     /// Unmaps the retired mappings if no queue has elements in use, when the write lock is
@@ -333,13 +338,25 @@ impl DeviceState {
     #[cold]
     #[inline(never)]
     fn release_retired_if_unused(&self, dev: Dev<'_>) {
-        if let Some(_guard) = self.lock.try_write() {
+        if self.lock.try_enter_write() {
             // Under the write lock no queue operation runs, so every `inuse` is stable.
             if !elements_in_use(dev) {
-                self.retired.release();
+                self.release_retired();
             }
+            self.lock.leave_write();
         }
     }
+}
+
+/// The inverse of odd `x` modulo 2^(word bits) (Newton's iteration: each step doubles the good bits).
+const fn inverse_mod_word(x: usize) -> usize {
+    let mut inv = x; // right to 3 bits for any odd x
+    let mut i = 0;
+    while i < 5 {
+        inv = inv.wrapping_mul(2usize.wrapping_sub(x.wrapping_mul(inv)));
+        i += 1;
+    }
+    inv
 }
 
 /// A handle on a C `VuDev` that the library initialised, valid for `'a`: the C call that
@@ -502,11 +519,18 @@ impl<'a> Dev<'a> {
     /// The index of `vq` in this device's queue array, if it is one of ours.
     #[inline]
     pub fn queue_index(self, vq: *const VuVirtq) -> Option<usize> {
+        // SIZE = 8 * ODD: `off` is a whole number of queues iff it is a multiple of 8 whose
+        // eighth times the inverse of ODD (mod the word) is small; that product is then the
+        // index (exact division by multiplication: one multiply, no division or check-back).
         const SIZE: usize = std::mem::size_of::<VuVirtq>();
+        const ODD: usize = SIZE >> SIZE.trailing_zeros();
+        const INV: usize = inverse_mod_word(ODD);
         let off = (vq as usize).wrapping_sub(self.vq_ptr() as usize);
-        // A constant divisor: the compiler multiplies instead of dividing.
-        let idx = off / SIZE;
-        (idx < usize::from(self.max_queues()) && idx * SIZE == off).then_some(idx)
+        if off & ((1 << SIZE.trailing_zeros()) - 1) != 0 {
+            return None;
+        }
+        let idx = (off >> SIZE.trailing_zeros()).wrapping_mul(INV);
+        (idx < usize::from(self.max_queues())).then_some(idx)
     }
 
     /// The device's `get_features` callback (0 without one).
@@ -717,5 +741,30 @@ impl Vq<'_> {
             // SAFETY: the device's C callback, with its own device and queue index.
             unsafe { handler(self.dev.raw, self.idx as libc::c_int) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_index_by_exact_division() {
+        const SIZE: usize = std::mem::size_of::<VuVirtq>();
+        let odd = SIZE >> SIZE.trailing_zeros();
+        assert_eq!(odd.wrapping_mul(inverse_mod_word(odd)), 1);
+        // SAFETY: all-zero is a valid VuDev; only `vq` and `max_queues` are read below.
+        let mut dev: VuDev = unsafe { std::mem::zeroed() };
+        let base = 0x10_0000usize;
+        dev.vq = base as *mut VuVirtq;
+        dev.max_queues = 4;
+        // SAFETY: a valid VuDev on the stack; queue_index only reads fields.
+        let d = unsafe { Dev::new_unchecked(&mut dev) };
+        for off in 0..6 * SIZE {
+            let want = (off % SIZE == 0 && off / SIZE < 4).then_some(off / SIZE);
+            assert_eq!(d.queue_index((base + off) as *const VuVirtq), want, "offset {off}");
+        }
+        assert_eq!(d.queue_index((base - SIZE) as *const VuVirtq), None);
+        assert_eq!(d.queue_index(std::ptr::null()), None);
     }
 }

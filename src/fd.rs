@@ -28,14 +28,29 @@ pub fn writable_now(fd: libc::c_int) -> bool {
     rc == 1 && p.revents & libc::POLLOUT != 0 && p.revents & (libc::POLLERR | libc::POLLHUP) == 0
 }
 
+/// Whether a write to `fd` can raise SIGPIPE: a pipe or a socket (whose reader may be gone)
+/// rather than the eventfd the protocol expects. Asked once, when the frontend hands the fd
+/// over; an fd that cannot be inspected counts as one that can.
+pub fn may_raise_sigpipe(fd: libc::c_int) -> bool {
+    // SAFETY: fstat into a local on an fd we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return true;
+    }
+    matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
+}
+
 /// Adds 1 to an eventfd (a kick or a call); retries on EINTR.
 ///
 /// The fd comes from the frontend and may be a pipe or a socket whose reader is gone: a plain
-/// write() would then raise SIGPIPE and kill the backend process. SIGPIPE is blocked in this
-/// thread for the write, and one it raised is taken back before the mask is restored, so such
-/// an fd fails with EPIPE like any other unwritable fd.
-pub fn eventfd_write(fd: libc::c_int) -> std::io::Result<()> {
-    let _guard = SigpipeBlocked::new();
+/// write() would then raise SIGPIPE and kill the backend process. With `guard_sigpipe` (the
+/// device was handed such an fd, see `may_raise_sigpipe`) SIGPIPE is blocked in this thread for
+/// the write, and one it raised is taken back before the mask is restored, so such an fd fails
+/// with EPIPE like any other unwritable fd. Without it the write is the one syscall the
+/// original makes: sandboxed backends (virtiofsd's seccomp list) allow no more.
+pub fn eventfd_write(fd: libc::c_int, guard_sigpipe: bool) -> std::io::Result<()> {
+    let _guard = guard_sigpipe.then(SigpipeBlocked::new);
     let one: u64 = 1;
     loop {
         // SAFETY: writing 8 bytes from a local to an fd.

@@ -269,7 +269,7 @@ pub fn wake_waiting(dev: Dev) {
             // A kick fd that is not an eventfd could be full: never block the dispatch thread
             // on it (a full one has a kick pending anyway).
             if crate::fd::writable_now(kick) {
-                let _ = crate::fd::eventfd_write(kick);
+                let _ = crate::fd::eventfd_write(kick, dev.ext().guard_sigpipe());
             }
         } else {
             vq.run_handler();

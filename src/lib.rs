@@ -9,7 +9,8 @@
 //! - [`iotlb`], [`iommu`]: the device IOTLB of VIRTIO_F_IOMMU_PLATFORM and its misses.
 //! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`], [`state_transfer`]: the
 //!   protocol's optional parts; [`device_ext`]: library state beyond the C structs.
-//! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards.
+//! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards;
+//!   [`memory_gate`]: that lock (one atomic add per queue operation).
 //! - [`message`], [`request`]: reading and writing messages, request codes and names.
 //! - [`diagnostics`]: the LIBVHOST_USER_LOG logger and what it reports.
 //! - [`abi`]: the C-visible types, from which the header is generated.
@@ -35,6 +36,7 @@ pub(crate) mod inflight;
 pub(crate) mod iommu;
 pub(crate) mod iotlb;
 pub(crate) mod memory;
+pub(crate) mod memory_gate;
 pub(crate) mod message;
 pub(crate) mod mmap;
 pub(crate) mod queue;

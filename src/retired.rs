@@ -15,8 +15,6 @@
 //! while the backend holds an element gets its request refused (`panic`, error reply) instead
 //! of making us keep its memory mapped without end.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use parking_lot::Mutex;
 
 use crate::abi::VHOST_USER_MAX_RAM_SLOTS;
@@ -27,19 +25,13 @@ pub const MAX_RETIRED_MAPPINGS: usize = VHOST_USER_MAX_RAM_SLOTS;
 
 #[derive(Default)]
 pub struct Retired {
-    /// Whether `mappings` is not empty: the one thing the data path looks at (a relaxed load
-    /// per memory-lock release).
-    pending: AtomicBool,
-    /// Changed only under the memory write lock (so never contended).
+    /// Changed only under the memory write lock (so never contended). Whether it is empty is
+    /// mirrored in the memory lock's word (`MemoryGate::set_retired`), which the data path
+    /// sees as it leaves.
     mappings: Mutex<Vec<Mapping>>,
 }
 
 impl Retired {
-    #[inline]
-    pub fn pending(&self) -> bool {
-        self.pending.load(Ordering::Relaxed)
-    }
-
     pub fn len(&self) -> usize {
         self.mappings.lock().len()
     }
@@ -51,15 +43,12 @@ impl Retired {
 
     /// Keeps `mappings` until `release`.
     pub fn keep(&self, mappings: impl IntoIterator<Item = Mapping>) {
-        let mut list = self.mappings.lock();
-        list.extend(mappings);
-        self.pending.store(!list.is_empty(), Ordering::Relaxed);
+        self.mappings.lock().extend(mappings);
     }
 
     /// Unmaps every kept mapping.
     pub fn release(&self) {
         let list = std::mem::take(&mut *self.mappings.lock());
-        self.pending.store(false, Ordering::Relaxed);
         drop(list);
     }
 }

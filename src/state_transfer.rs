@@ -85,7 +85,7 @@ struct Transfer {
 impl Transfer {
     fn stop(&mut self) {
         if let Some(t) = self.thread.take() {
-            let _ = crate::fd::eventfd_write(self.cancel.as_raw_fd());
+            let _ = crate::fd::eventfd_write(self.cancel.as_raw_fd(), false);
             let _ = t.join();
         }
     }

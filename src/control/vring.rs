@@ -142,6 +142,10 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
         Ok(v) => v,
         Err(refused) => return refused,
     };
+    if let Some(fd) = &fd {
+        // The library writes the kick fd itself after an inflight resubmission.
+        dev.ext().note_notify_fd(fd.as_raw_fd());
+    }
     vq.replace_kick(fd);
     vq.set_started(true);
     vq.watch_kick();
@@ -163,11 +167,12 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     // Non-blocking before queue threads can see it: they write it under the memory lock.
     if let Some(fd) = raw {
         crate::fd::set_nonblocking(fd);
+        dev.ext().note_notify_fd(fd);
     }
     dev.mem_mut().replace_call(vq, fd);
     if let Some(fd) = raw {
         // In case of an I/O hang after reconnecting: let the driver look at the used ring.
-        let _ = crate::queue::signal_eventfd(fd);
+        let _ = crate::queue::signal_eventfd(dev, fd);
     }
     Outcome::Done
 }

@@ -209,7 +209,8 @@ pub unsafe extern "C" fn vu_gpa_to_va(
         let len = unsafe { *plen };
         let mem = d.mem();
         // An IOVA with the IOMMU (any permission: the caller does not say what it does).
-        let result = mem.translate_dma(guest_addr, len, 0, &mut 0);
+        let result =
+            mem.translate_dma(guest_addr, len, 0, &mut crate::memory::RegionHint::default());
         drop(mem);
         match result {
             Ok((p, n)) => {

@@ -2,7 +2,7 @@
 //! read lock for the call (guest memory cannot be unmapped under it), runs the operation on
 //! one `Queue` context and reports guest faults through `panic` after the lock is released.
 
-use libc::{c_int, c_uint, c_void, iovec};
+use libc::{c_int, c_uint, c_void};
 
 use super::with_dev;
 use crate::abi::*;
@@ -26,7 +26,7 @@ fn with_queue<R: Copy>(
         let mem = d.mem();
         // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time,
         // as the C API requires.
-        let mut q = Queue { dev: d, mem: &mem, vq: unsafe { &mut *vq }, qidx };
+        let mut q = Queue { dev: d, mem: *mem, vq: unsafe { &mut *vq }, qidx };
         let result = f(&mut q);
         drop(mem);
         match result {
@@ -81,15 +81,7 @@ unsafe fn completed<'e>(elem: *const VuVirtqElement) -> Option<Completed<'e>> {
         return None;
     }
     // SAFETY: a caller's element (see above): its header, and `in_num` iovecs at `in_sg`.
-    unsafe {
-        let e = elem.read();
-        let in_sg: &[iovec] = if e.in_sg.is_null() || e.in_num == 0 {
-            &[]
-        } else {
-            std::slice::from_raw_parts(e.in_sg, e.in_num as usize)
-        };
-        Some(Completed { index: e.index, in_sg })
-    }
+    Some(unsafe { Completed::new(&*elem) })
 }
 
 /// Sets whether the queue notifies (via event index or interrupt).
@@ -147,7 +139,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         |q| {
             let action = q.notify_decision(sync)?;
             if let Notify::Eventfd(fd) = action {
-                crate::queue::signal_eventfd(fd)?;
+                crate::queue::signal_eventfd(q.dev, fd)?;
             }
             Ok(action)
         },

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use crate::abi::{vring_desc, VIRTQUEUE_MAX_SIZE};
 use crate::iotlb::PERM_RO;
-use crate::memory::MemoryTable;
+use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::mapper::ElementMapper;
 use crate::queue::ring::{read_desc, SplitRing};
 use crate::queue::Fault;
@@ -59,7 +59,7 @@ pub(crate) fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table,
     let mut table = vec![vring_desc::default(); count];
     let dst = table.as_mut_ptr() as *mut u8;
     let (mut addr, mut done, total) = (d.addr, 0u64, u64::from(d.len));
-    let mut hint = 0usize;
+    let mut hint = RegionHint::default();
     while done < total {
         let (src, n) =
             mem.translate_dma(addr, total - done, PERM_RO, &mut hint).map_err(|f| match f {
@@ -151,6 +151,12 @@ pub fn map_chain(
             return Err(Fault::IndirectInChain);
         }
     }
+}
+
+/// `indirect_table`, out of line (for the packed ring's inline indirect loop).
+#[inline(never)]
+pub(crate) fn indirect_table_cold(mem: &MemoryTable, d: &vring_desc) -> Result<Table, Fault> {
+    indirect_table(mem, d)
 }
 
 /// The indirect case of `map_chain` (out of line: the common chain is direct).

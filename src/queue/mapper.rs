@@ -5,28 +5,29 @@ use libc::iovec;
 
 use crate::abi::VuVirtqElement;
 use crate::iotlb::{PERM_RO, PERM_WO};
-use crate::memory::MemoryTable;
+use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::element::ElementBuilder;
 use crate::queue::Fault;
 
 pub struct ElementMapper<'m> {
-    mem: &'m MemoryTable<'m>,
+    /// By value: the table is two words, and a copy stays in registers across the chain.
+    mem: MemoryTable<'m>,
     elem: ElementBuilder,
     out_num: usize,
     writing: bool,
-    hint: usize,
+    hint: RegionHint,
 }
 
 impl<'m> ElementMapper<'m> {
     /// A fresh element of `sz` bytes; `None` when `sz` is too small or memory is short.
     #[inline]
-    pub fn new(mem: &'m MemoryTable<'m>, sz: usize) -> Option<ElementMapper<'m>> {
+    pub fn new(mem: &MemoryTable<'m>, sz: usize) -> Option<ElementMapper<'m>> {
         Some(ElementMapper {
-            mem,
+            mem: *mem,
             elem: ElementBuilder::new(sz)?,
             out_num: 0,
             writing: false,
-            hint: 0,
+            hint: mem.first_hint(),
         })
     }
 

@@ -149,17 +149,39 @@ impl fmt::Display for Fault {
 }
 
 /// A completed element as the caller hands it back: its index and its device-writable
-/// buffers (for dirty logging of what the device wrote).
+/// buffers (for dirty logging of what the device wrote; read only then, so a push without
+/// logging loads one field of the element).
 #[derive(Clone, Copy)]
 pub struct Completed<'e> {
     pub index: u32,
-    pub in_sg: &'e [iovec],
+    elem: &'e VuVirtqElement,
+}
+
+impl<'e> Completed<'e> {
+    /// # Safety
+    /// `elem` is an element from `vu_queue_pop` that the caller still owns: its `in_num`
+    /// iovecs at `in_sg` are readable for `'e`.
+    #[inline]
+    pub unsafe fn new(elem: &'e VuVirtqElement) -> Completed<'e> {
+        Completed { index: elem.index, elem }
+    }
+
+    /// The element's device-writable iovecs.
+    pub fn in_sg(&self) -> &'e [iovec] {
+        let (p, n) = (self.elem.in_sg, self.elem.in_num as usize);
+        if p.is_null() || n == 0 {
+            return &[];
+        }
+        // SAFETY: `new`'s contract: `in_num` readable iovecs at `in_sg`.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
 }
 
 /// One queue call: the device, its memory (read-locked for the call), the queue.
 pub struct Queue<'a> {
     pub dev: Dev<'a>,
-    pub mem: &'a MemoryTable<'a>,
+    /// By value (two words): a reference to the caller's guard would keep it in memory.
+    pub mem: MemoryTable<'a>,
     pub vq: &'a mut VuVirtq,
     pub qidx: usize,
 }
@@ -232,7 +254,7 @@ impl<'a> Queue<'a> {
             if let Some(r) = unsafe { SplitRing::of(self.vq) } {
                 return Ok(Some(Ring::Split(r)));
             }
-            if !self.remap()? {
+            if !remap(self.dev, self.mem, self.vq, self.qidx)? {
                 return Ok(None);
             }
             // SAFETY: as above (just mapped).
@@ -242,7 +264,7 @@ impl<'a> Queue<'a> {
         let ring = match unsafe { PackedRing::of(self.vq) } {
             Some(r) => r,
             None => {
-                if !self.remap()? {
+                if !remap(self.dev, self.mem, self.vq, self.qidx)? {
                     return Ok(None);
                 }
                 // SAFETY: as above (just mapped).
@@ -258,21 +280,6 @@ impl<'a> Queue<'a> {
             return Err(Fault::BadPosition);
         }
         Ok(Some(Ring::Packed(ring, ids)))
-    }
-
-    /// Maps the ring again after a memory change unmapped it; false if it has no addresses.
-    #[cold]
-    #[inline(never)]
-    fn remap(&mut self) -> Result<bool, Fault> {
-        let vra = &self.vq.vra;
-        if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
-            return Ok(false);
-        }
-        map_ring(self.dev, self.mem, self.vq)?;
-        if self.mem.iotlb().is_some() {
-            crate::iommu::ring_mapped(self.dev, self.vq, self.qidx)?;
-        }
-        Ok(true)
     }
 
     /// `vu_queue_pop`: the next request, or NULL when there is none (or no memory for it).
@@ -357,6 +364,23 @@ impl<'a> Queue<'a> {
     }
 }
 
+/// Maps the ring again after a memory change unmapped it; false if it has no addresses.
+/// Out of line, on values: a call taking the `Queue` context's address would keep it in
+/// memory on every call's path.
+#[cold]
+#[inline(never)]
+fn remap(dev: Dev, mem: MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Result<bool, Fault> {
+    let vra = &vq.vra;
+    if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
+        return Ok(false);
+    }
+    map_ring(dev, &mem, vq)?;
+    if mem.iotlb().is_some() {
+        crate::iommu::ring_mapped(dev, vq, qidx)?;
+    }
+    Ok(true)
+}
+
 /// On queue start (SET_VRING_KICK): rebuild the in-flight state from the inflight area, for
 /// the ring's layout (the original's `vu_check_queue_inflights`).
 pub fn check_inflight(
@@ -370,7 +394,7 @@ pub fn check_inflight(
     ) {
         return Ok(());
     }
-    let mut q = Queue { dev, mem, vq, qidx };
+    let mut q = Queue { dev, mem: *mem, vq, qidx };
     let ring = q.ring();
     if matches!(ring, Err(f) if f.is_miss()) {
         // With the IOMMU the ring may not be translatable yet (its IOTLB updates come after

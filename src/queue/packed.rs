@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{fence, Ordering};
 
 use crate::abi::*;
+use crate::device::Dev;
 use crate::inflight::{self, PackedInflight};
 use crate::iotlb::{PERM_RO, PERM_RW, PERM_WO};
 use crate::memory::MemoryTable;
@@ -162,7 +163,18 @@ fn map_chain(
             if !last || k != 1 {
                 return Err(Fault::IndirectInChain);
             }
-            map_indirect(mem, &d, elem)?;
+            // An inline loop (see split's map_chain): `elem` stays in registers.
+            let desc = vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 };
+            let table = crate::queue::chain::indirect_table_cold(mem, &desc)?;
+            for i in 0..table.len() {
+                let Some(e) = table.get(i) else { return Err(Fault::IndirectTable) };
+                // Packed descriptors: `vring_desc.next` holds the flags (see walk_table).
+                let flags = e.next;
+                if flags & VRING_DESC_F_INDIRECT != 0 {
+                    return Err(Fault::NestedIndirect);
+                }
+                elem.add(e.addr, e.len, flags & VRING_DESC_F_WRITE != 0)?;
+            }
             return Ok((d.id, 1));
         }
         elem.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE != 0)?;
@@ -177,26 +189,6 @@ fn map_chain(
             slot = 0;
             wrap = !wrap;
         }
-    }
-}
-
-/// The indirect table of a packed chain into `elem` (out of line: chains are mostly direct).
-#[inline(never)]
-fn map_indirect(mem: &MemoryTable, d: &PackedDesc, elem: &mut ElementMapper) -> Result<(), Fault> {
-    let mut sink = MapSink { elem };
-    let table =
-        indirect_table(mem, &vring_desc { addr: d.addr, len: d.len, flags: d.flags, next: 0 })?;
-    walk_table(&table, &mut sink).map(|_| ())
-}
-
-struct MapSink<'e, 'm> {
-    elem: &'e mut ElementMapper<'m>,
-}
-
-impl ChainSink for MapSink<'_, '_> {
-    fn buffer(&mut self, addr: u64, len: u32, write: bool) -> Result<ControlFlow<()>, Fault> {
-        self.elem.add(addr, len, write)?;
-        Ok(ControlFlow::Continue(()))
     }
 }
 
@@ -292,38 +284,40 @@ impl Packed<'_> {
 
     /// Logs the buffers the device wrote for a completed element (up to `len` bytes, found
     /// back from the element's iovecs).
+    /// Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
-    fn log_buffers(&self, q: &Queue, elem: Completed, mut len: u32) -> Result<(), Fault> {
-        if q.dev.log_table().is_null() {
+    fn log_buffers(dev: Dev, mem: MemoryTable, elem: Completed, mut len: u32) -> Result<(), Fault> {
+        if dev.log_table().is_null() {
             return Ok(());
         }
-        for iov in elem.in_sg {
+        for iov in elem.in_sg() {
             if len == 0 {
                 break;
             }
             let n = (iov.iov_len as u64).min(u64::from(len));
-            let gpa = host_to_gpa(q.mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
-            log_write(q.dev, gpa, n)?;
+            let gpa = host_to_gpa(&mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
+            log_write(dev, gpa, n)?;
             len -= n as u32;
         }
         Ok(())
     }
 
     /// Logs the used descriptor written at `at` (the descriptor ring is guest memory).
+    /// Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
-    fn log_desc(&self, q: &Queue, at: Pos) -> Result<(), Fault> {
-        if q.dev.log_table().is_null() {
+    fn log_desc(dev: Dev, mem: MemoryTable, vq: &VuVirtq, desc_offset: u64) -> Result<(), Fault> {
+        if dev.log_table().is_null() {
             return Ok(());
         }
         // With the IOMMU the ring address is an IOVA: the log knows the ring by where it is.
-        let desc_gpa = match q.mem.iotlb() {
-            None => qva_to_gpa(q.mem, q.vq.vra.desc_user_addr),
-            Some(_) => q.mem.host_to_gpa(q.vq.vring.desc as u64, 16),
+        let desc_gpa = match mem.iotlb() {
+            None => qva_to_gpa(&mem, vq.vra.desc_user_addr),
+            Some(_) => mem.host_to_gpa(vq.vring.desc as u64, 16),
         }
         .ok_or(Fault::BadAddress)?;
-        log_write(q.dev, desc_gpa.wrapping_add(self.ring.desc_offset(at)), 16)
+        log_write(dev, desc_gpa.wrapping_add(desc_offset), 16)
     }
 
     /// Marks the `batch` ids (with their lengths) used, from the used position on: every
@@ -355,7 +349,7 @@ impl Packed<'_> {
                 self.ring.publish_used_flags(at, flags);
             }
             if log {
-                self.log_desc(q, at)?;
+                Self::log_desc(q.dev, q.mem, q.vq, self.ring.desc_offset(at))?;
             }
             at = at.advance(ndescs, num);
         }
@@ -388,13 +382,13 @@ impl Packed<'_> {
     fn pop_resubmit(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
         let entry = inflight::peek_resubmit(q.vq);
         let area = inflight::packed(q.dev, q.vq, q.qidx)?.ok_or(Fault::InflightArea)?;
-        let Some(elem) = ElementMapper::new(q.mem, sz) else {
+        let Some(elem) = ElementMapper::new(&q.mem, sz) else {
             inflight::next_resubmit(q.vq);
             return Ok(std::ptr::null_mut());
         };
         let mut sink = PopSink { elem, inflight: None };
         let mut src = area.chain(entry);
-        let walked = walk(q.mem, self.ring.num(), &mut src, &mut sink);
+        let walked = walk(&q.mem, self.ring.num(), &mut src, &mut sink);
         // An IOTLB miss keeps the request for the retry.
         if let Err(f) = walked {
             if f.is_miss() {
@@ -451,11 +445,11 @@ impl RingOps for Packed<'_> {
         if q.vq.inuse >= u32::from(num) {
             return Err(Fault::SizeExceeded);
         }
-        let Some(mut elem) = ElementMapper::new(q.mem, sz) else {
+        let Some(mut elem) = ElementMapper::new(&q.mem, sz) else {
             return Ok(std::ptr::null_mut());
         };
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
-        let (id, ndescs) = match map_chain(q.mem, &self.ring, head, &mut elem, area.as_mut()) {
+        let (id, ndescs) = match map_chain(&q.mem, &self.ring, head, &mut elem, area.as_mut()) {
             Err(f) if f.is_miss() => {
                 // Nothing popped: the retry after the IOTLB update starts from this head.
                 if let Some(a) = area.as_mut() {
@@ -534,7 +528,7 @@ impl RingOps for Packed<'_> {
         let num = usize::from(self.ring.num());
         let pos = usize::try_from(idx).ok().filter(|i| *i < num).ok_or(Fault::BadElement)?;
         if logging(q.dev) {
-            self.log_buffers(q, elem, len)?;
+            Self::log_buffers(q.dev, q.mem, elem, len)?;
         }
         self.ids.get(id).ok_or(Fault::BadElement)?.len = len;
         self.ids.ids[pos].batch = id;
@@ -557,7 +551,7 @@ impl RingOps for Packed<'_> {
     fn push(&mut self, q: &mut Queue, elem: Completed, len: u32) -> Result<(), Fault> {
         let (id, _) = self.in_flight(elem.index)?;
         if logging(q.dev) {
-            self.log_buffers(q, elem, len)?;
+            Self::log_buffers(q.dev, q.mem, elem, len)?;
         }
         self.publish(q, &[(id, len)])
     }
@@ -636,7 +630,7 @@ impl RingOps for Packed<'_> {
             }
             fence(Ordering::Acquire);
             let mut src = RingSource { ring: &self.ring, head };
-            let Some((_, n)) = walk(q.mem, num - seen, &mut src, &mut sink)? else { break };
+            let Some((_, n)) = walk(&q.mem, num - seen, &mut src, &mut sink)? else { break };
             seen += n;
             head = head.advance(n, num);
         }

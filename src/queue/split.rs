@@ -132,32 +132,35 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
     // The caller holds the memory lock: SET_LOG_FD replaces the fd under the write lock.
     let fd = dev.log_call_fd();
     if fd >= 0 {
-        signal_eventfd(fd)?;
+        signal_eventfd(dev, fd)?;
     }
     Ok(())
 }
 
 /// Logs the device-writable buffers of a completed element, up to `len` bytes, and its used
 /// ring entry.
+/// Out of line, on values (see `queue::remap`).
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn log_fill(
-    q: &Queue,
-    ring: &SplitRing,
+    dev: Dev,
+    mem: MemoryTable,
+    log_guest_addr: u64,
+    ring: SplitRing,
     elem: Completed,
-    len: u32,
+    mut len: u32,
     slot: u16,
 ) -> Result<(), Fault> {
-    let dev = q.dev;
     if dev.log_table().is_null() {
         return Ok(());
     }
-    if q.mem.iotlb().is_some() {
-        return log_fill_host(q, ring, elem, len, slot);
+    if mem.iotlb().is_some() {
+        return log_fill_host(dev, mem, ring, elem, len, slot);
     }
-    let (head, mut len) = (elem.index, len);
+    let head = elem.index;
     let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;
-    chain::walk(q.mem, ring, head, |d| {
+    chain::walk(&mem, &ring, head, |d| {
         if d.flags & VRING_DESC_F_WRITE != 0 {
             let n = d.len.min(len);
             log_write(dev, d.addr, u64::from(n))?;
@@ -165,42 +168,46 @@ fn log_fill(
         }
         Ok(if len == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     })?;
-    log_used(q, ring, ring.used_entry_offset(slot), 8)
+    log_write(dev, log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
 }
 
 /// `log_fill` with the IOMMU: guest addresses are IOVAs, and the dirty log wants guest
 /// physical ones, so the element's buffers and the used entry are logged by where they are
 /// in our mappings (never a miss: they are mapped).
 fn log_fill_host(
-    q: &Queue,
-    ring: &SplitRing,
+    dev: Dev,
+    mem: MemoryTable,
+    ring: SplitRing,
     elem: Completed,
     mut len: u32,
     slot: u16,
 ) -> Result<(), Fault> {
-    for iov in elem.in_sg {
+    for iov in elem.in_sg() {
         if len == 0 {
             break;
         }
         let n = (iov.iov_len as u64).min(u64::from(len));
-        let gpa = q.mem.host_to_gpa(iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
-        log_write(q.dev, gpa, n)?;
+        let gpa = mem.host_to_gpa(iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
+        log_write(dev, gpa, n)?;
         len -= n as u32;
     }
-    log_used(q, ring, ring.used_entry_offset(slot), 8)
+    log_used_host(dev, mem, ring, ring.used_entry_offset(slot), 8)
 }
 
-/// Logs `len` bytes at `offset` in the used ring: by `log_guest_addr`, or with the IOMMU
-/// (where that is an IOVA) by where the ring is mapped.
-fn log_used(q: &Queue, ring: &SplitRing, offset: u64, len: u64) -> Result<(), Fault> {
-    let gpa = match q.mem.iotlb() {
-        None => q.vq.vring.log_guest_addr.wrapping_add(offset),
-        Some(_) => {
-            let host = ring.used_host().wrapping_add(offset);
-            q.mem.host_to_gpa(host, len).ok_or(Fault::BadAddress)?
-        }
-    };
-    log_write(q.dev, gpa, len)
+/// Logs `len` bytes at `offset` in the used ring by where the ring is mapped (with the
+/// IOMMU, where `log_guest_addr` is an IOVA).
+#[cold]
+#[inline(never)]
+fn log_used_host(
+    dev: Dev,
+    mem: MemoryTable,
+    ring: SplitRing,
+    offset: u64,
+    len: u64,
+) -> Result<(), Fault> {
+    let host = ring.used_host().wrapping_add(offset);
+    let gpa = mem.host_to_gpa(host, len).ok_or(Fault::BadAddress)?;
+    log_write(dev, gpa, len)
 }
 
 /// Pushing with no ring mapped: nothing to publish, but the element is no longer in flight.
@@ -240,8 +247,9 @@ pub fn delivery(dev: Dev, vq: &VuVirtq, sync: bool) -> Notify {
     Notify::None
 }
 
-pub fn signal_eventfd(fd: libc::c_int) -> Result<(), Fault> {
-    crate::fd::eventfd_write(fd).map_err(|e| Fault::EventfdWrite(e.raw_os_error().unwrap_or(0)))
+pub fn signal_eventfd(dev: Dev, fd: libc::c_int) -> Result<(), Fault> {
+    crate::fd::eventfd_write(fd, dev.ext().guard_sigpipe())
+        .map_err(|e| Fault::EventfdWrite(e.raw_os_error().unwrap_or(0)))
 }
 
 impl SplitRing {
@@ -250,7 +258,7 @@ impl SplitRing {
         let slot = q.vq.used_idx.wrapping_add(idx as u16);
         self.write_used(slot, elem.index, len);
         if logging(q.dev) {
-            log_fill(q, self, elem, len, slot)?;
+            log_fill(q.dev, q.mem, q.vq.vring.log_guest_addr, *self, elem, len, slot)?;
         }
         Ok(())
     }
@@ -268,7 +276,11 @@ impl SplitRing {
             vq.signalled_used_valid = false;
         }
         if logging(q.dev) {
-            log_used(q, self, 2, 2)?;
+            if q.mem.iotlb().is_some() {
+                log_used_host(q.dev, q.mem, *self, 2, 2)?;
+            } else {
+                log_write(q.dev, vq.vring.log_guest_addr.wrapping_add(2), 2)?;
+            }
         }
         Ok(())
     }
@@ -284,7 +296,7 @@ impl RingOps for SplitRing {
                 inflight::next_resubmit(vq);
                 return Err(Fault::BadHead(u32::from(head)));
             }
-            let elem = map_element(q.mem, self, head, sz);
+            let elem = map_element(&q.mem, self, head, sz);
             // An IOTLB miss keeps the request for the retry.
             if !matches!(elem, Err(f) if f.is_miss()) {
                 inflight::next_resubmit(q.vq);
@@ -309,7 +321,7 @@ impl RingOps for SplitRing {
         if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
             self.set_avail_event(vq.last_avail_idx);
         }
-        let elem = match map_element(q.mem, self, head, sz) {
+        let elem = match map_element(&q.mem, self, head, sz) {
             Err(f) if f.is_miss() => {
                 // Nothing popped: the retry after the IOTLB update starts from this head.
                 q.vq.last_avail_idx = q.vq.last_avail_idx.wrapping_sub(1);
@@ -412,7 +424,7 @@ impl RingOps for SplitRing {
                 return Err(Fault::BadHead(u32::from(head)));
             }
             let mut done = false;
-            chain::walk(q.mem, self, head, |d| {
+            chain::walk(&q.mem, self, head, |d| {
                 if d.flags & VRING_DESC_F_WRITE != 0 {
                     in_total = in_total.saturating_add(d.len);
                 } else {

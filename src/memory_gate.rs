@@ -1,0 +1,281 @@
+//! The memory lock's implementation: one 32-bit word that queue operations enter and leave
+//! with one atomic add each, and that the control plane closes to change guest memory.
+//!
+//! Queue operations are short and never block while inside (they call no C callback and wait
+//! for nothing), so the writer mostly spins on them: it closes the gate (`WRITER`), spins a
+//! little, then sleeps on a futex until the last reader inside leaves and wakes it. A reader
+//! that finds the gate closed backs out and parks until the writer opens it again. Nothing here
+//! calls sched_yield or a sleep: sandboxed backends (virtiofsd's seccomp list) allow futex only. The word also carries whether removed guest
+//! mappings wait to be unmapped (`RETIRED`, see `crate::retired`), so leaving tells a queue
+//! operation whether it has anything else to do without another load.
+//!
+//! A reader's `fetch_add` and the writer's closing are read-modify-writes of the same word, so
+//! one of them sees the other: either the writer sees the reader counted (and waits) or the
+//! reader sees the gate closed (and backs out).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The gate is closed: a writer holds it or waits for the readers inside to leave.
+const WRITER: u32 = 1 << 31;
+/// Removed guest mappings wait for their elements (`crate::retired`).
+const RETIRED: u32 = 1 << 30;
+/// The count of readers inside (entering ones included).
+const READERS: u32 = RETIRED - 1;
+
+#[derive(Default)]
+pub struct MemoryGate {
+    word: AtomicU32,
+}
+
+impl MemoryGate {
+    /// Enters for reading (a queue operation): waits while a writer holds the gate.
+    #[inline(always)]
+    pub fn enter_read(&self) {
+        // Acquire: what the last writer changed is visible once we are in.
+        let was = self.word.fetch_add(1, Ordering::Acquire);
+        if was & WRITER != 0 {
+            self.enter_read_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_read_slow(&self) {
+        loop {
+            // Back out, so that the writer's wait for the readers inside can end.
+            let was = self.word.fetch_sub(1, Ordering::Relaxed);
+            self.reader_left(was);
+            self.park_while_closed();
+            if self.word.fetch_add(1, Ordering::Acquire) & WRITER == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Leaves after reading; true if retired mappings wait (the caller may unmap them).
+    #[inline(always)]
+    pub fn leave_read(&self) -> bool {
+        // Release: our reads of guest memory happen before a writer changes it.
+        let was = self.word.fetch_sub(1, Ordering::Release);
+        if was & (WRITER | RETIRED) != 0 {
+            return self.leave_read_slow(was);
+        }
+        false
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn leave_read_slow(&self, was: u32) -> bool {
+        self.reader_left(was);
+        was & RETIRED != 0
+    }
+
+    /// After a reader's decrement (`was` the word before it): the last reader out of a closed
+    /// gate wakes the writer waiting for it.
+    fn reader_left(&self, was: u32) {
+        if was & WRITER != 0 && was & READERS == 1 {
+            // SAFETY: no park/unpark callback here; the key is the one `wait_for_readers`
+            // parks on.
+            unsafe {
+                parking_lot_core::unpark_all(
+                    self.readers_key(),
+                    parking_lot_core::DEFAULT_UNPARK_TOKEN,
+                )
+            };
+        }
+    }
+
+    /// Closes the gate for writing (the control plane): waits for another writer, then for
+    /// the readers inside to leave.
+    pub fn enter_write(&self) {
+        loop {
+            let v = self.word.load(Ordering::Relaxed);
+            if v & WRITER != 0 {
+                self.park_while_closed();
+                continue;
+            }
+            if self
+                .word
+                .compare_exchange_weak(v, v | WRITER, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        self.wait_for_readers();
+    }
+
+    /// Closes the gate only if no reader is inside and no writer holds it (never waits).
+    pub fn try_enter_write(&self) -> bool {
+        let v = self.word.load(Ordering::Relaxed);
+        v & (WRITER | READERS) == 0
+            && self
+                .word
+                .compare_exchange(v, v | WRITER, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Opens the gate again and wakes whoever parked on it.
+    pub fn leave_write(&self) {
+        self.word.fetch_and(!WRITER, Ordering::Release);
+        // SAFETY: no park/unpark callback here; the key is this gate's address, which is
+        // what `park_while_closed` parks on.
+        unsafe { parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN) };
+    }
+
+    /// Records whether retired mappings wait (call with the gate held for writing).
+    pub fn set_retired(&self, pending: bool) {
+        if pending {
+            self.word.fetch_or(RETIRED, Ordering::Relaxed);
+        } else {
+            self.word.fetch_and(!RETIRED, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether retired mappings wait.
+    pub fn retired(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & RETIRED != 0
+    }
+
+    fn key(&self) -> usize {
+        &self.word as *const AtomicU32 as usize
+    }
+
+    /// The key the writer sleeps on while readers are inside (a second key in the same word's
+    /// bytes, distinct from `key`, which readers park on).
+    fn readers_key(&self) -> usize {
+        self.key() + 1
+    }
+
+    /// Readers inside finish their operation without waiting for anything (those that find the
+    /// gate closed back out at once): spin briefly, then sleep until the last one leaves.
+    fn wait_for_readers(&self) {
+        for _ in 0..64 {
+            if self.word.load(Ordering::Acquire) & READERS == 0 {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        while self.word.load(Ordering::Acquire) & READERS != 0 {
+            let validate = || self.word.load(Ordering::Acquire) & READERS != 0;
+            // SAFETY: the callbacks neither panic nor call into parking_lot; `reader_left`
+            // unparks this key after the last reader's decrement, and `validate` runs under the
+            // queue lock `unpark_all` also takes, so the wake-up cannot be missed.
+            unsafe {
+                parking_lot_core::park(
+                    self.readers_key(),
+                    validate,
+                    || {},
+                    |_, _| {},
+                    parking_lot_core::DEFAULT_PARK_TOKEN,
+                    None,
+                )
+            };
+        }
+    }
+
+    /// Sleeps while a writer holds the gate (returns at once if none does).
+    fn park_while_closed(&self) {
+        let validate = || self.word.load(Ordering::Relaxed) & WRITER != 0;
+        // SAFETY: the callbacks neither panic nor call into parking_lot; the key is this
+        // gate's address, which `leave_write` unparks after opening the gate. `validate` runs
+        // under the queue lock `unpark_all` also takes, so a wake-up cannot be missed.
+        unsafe {
+            parking_lot_core::park(
+                self.key(),
+                validate,
+                || {},
+                |_, _| {},
+                parking_lot_core::DEFAULT_PARK_TOKEN,
+                None,
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn readers_and_writers_exclude_each_other() {
+        let gate = Arc::new(MemoryGate::default());
+        let data = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (gate, data, stop) = (gate.clone(), data.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        gate.enter_read();
+                        // A writer makes the value odd while it holds the gate.
+                        assert_eq!(data.load(Ordering::Relaxed) % 2, 0, "read under a writer");
+                        gate.leave_read();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        for _ in 0..2000 {
+            gate.enter_write();
+            data.fetch_add(1, Ordering::Relaxed);
+            std::hint::spin_loop();
+            data.fetch_add(1, Ordering::Relaxed);
+            gate.leave_write();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert_eq!(data.load(Ordering::Relaxed), 4000);
+        assert!(gate.try_enter_write());
+        assert!(!gate.try_enter_write(), "a second writer is refused");
+        gate.leave_write();
+    }
+
+    #[test]
+    fn a_writer_sleeps_until_the_last_reader_leaves() {
+        let gate = Arc::new(MemoryGate::default());
+        gate.enter_read();
+        gate.enter_read();
+        let entered = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            std::thread::spawn(move || {
+                gate.enter_write();
+                entered.store(true, Ordering::SeqCst);
+                gate.leave_write();
+            })
+        };
+        // Long past the writer's spinning: it sleeps on the futex now.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!entered.load(Ordering::SeqCst), "the writer got in past two readers");
+        gate.leave_read();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!entered.load(Ordering::SeqCst), "the writer got in past one reader");
+        gate.leave_read();
+        writer.join().unwrap();
+        assert!(entered.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_retired_flag_survives_readers_and_writers() {
+        let gate = MemoryGate::default();
+        gate.enter_write();
+        gate.set_retired(true);
+        gate.leave_write();
+        gate.enter_read();
+        assert!(gate.leave_read());
+        gate.enter_write();
+        gate.set_retired(false);
+        gate.leave_write();
+        gate.enter_read();
+        assert!(!gate.leave_read());
+        assert!(!gate.retired());
+    }
+}
