@@ -455,6 +455,27 @@ impl<'a> Dev<'a> {
         self.state().read(self)
     }
 
+    /// Enters the memory lock for a fast path that reads no region table and must not wait
+    /// (`vu_queue_notify`'s): false, with nothing entered, while a writer holds it. Leave
+    /// with [`Dev::leave_mem`].
+    #[inline(always)]
+    pub fn try_enter_mem(self) -> bool {
+        self.state().lock.try_enter_read()
+    }
+
+    /// Leaves what [`Dev::try_enter_mem`] entered; true if retired mappings wait (the caller
+    /// then calls [`Dev::release_retired_if_unused`]).
+    #[inline(always)]
+    pub fn leave_mem(self) -> bool {
+        self.state().lock.leave_read()
+    }
+
+    /// Unmaps the retired mappings if no element uses them and no writer is in (never waits).
+    #[inline]
+    pub fn release_retired_if_unused(self) {
+        self.state().release_retired_if_unused(self)
+    }
+
     /// Where the device's packed-queue tables live (see `queue::ids` for who may use them).
     #[inline]
     pub fn packed_queues(self) -> *mut Option<Box<crate::queue::ids::PackedQueues>> {

@@ -38,6 +38,27 @@ impl MemoryGate {
         }
     }
 
+    /// Enters for reading unless a writer holds the gate (then nothing is entered and the
+    /// caller takes a path that waits, `enter_read`): a fast path that must not wait.
+    #[inline(always)]
+    pub fn try_enter_read(&self) -> bool {
+        let was = self.word.fetch_add(1, Ordering::Acquire);
+        if was & WRITER != 0 {
+            self.back_out();
+            return false;
+        }
+        true
+    }
+
+    /// Undoes an entry that found the gate closed, as `enter_read_slow` does: the writer's
+    /// wait for the readers inside can end (the last one out wakes it).
+    #[cold]
+    #[inline(never)]
+    fn back_out(&self) {
+        let was = self.word.fetch_sub(1, Ordering::Relaxed);
+        self.reader_left(was);
+    }
+
     #[cold]
     #[inline(never)]
     fn enter_read_slow(&self) {
@@ -235,6 +256,22 @@ mod tests {
         assert_eq!(data.load(Ordering::Relaxed), 4000);
         assert!(gate.try_enter_write());
         assert!(!gate.try_enter_write(), "a second writer is refused");
+        gate.leave_write();
+    }
+
+    #[test]
+    fn try_enter_read_backs_out_while_a_writer_holds_the_gate() {
+        let gate = MemoryGate::default();
+        assert!(gate.try_enter_read());
+        assert!(!gate.try_enter_write(), "a reader is inside");
+        gate.leave_read();
+        gate.enter_write();
+        assert!(!gate.try_enter_read(), "the writer holds the gate");
+        assert_eq!(gate.word.load(Ordering::Relaxed) & READERS, 0, "nothing stays entered");
+        gate.leave_write();
+        assert!(gate.try_enter_read());
+        gate.leave_read();
+        assert!(gate.try_enter_write());
         gate.leave_write();
     }
 

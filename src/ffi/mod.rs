@@ -25,7 +25,7 @@ pub(crate) use watch::kick_watch_cb;
 /// device `vu_init` set up. A panic in `f` (a bug in this library) never unwinds into C: the
 /// device is marked broken and its `panic` callback told, as for any other fatal error (see
 /// [`caught_panic`]), and `fallback` is returned.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_dev<R>(dev: Option<Dev<'_>>, fallback: R, f: impl FnOnce(Dev<'_>) -> R) -> R {
     let Some(d) = dev else { return fallback };
     match catch_unwind(AssertUnwindSafe(|| f(d))) {

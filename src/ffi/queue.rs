@@ -126,7 +126,81 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
     )
 }
 
+/// `vu_queue_notify(_sync)`: the common case (a working device's mapped ring, the
+/// memory lock free) decided inline with one lock round trip, no general prologue and no
+/// call; anything else goes to `notify_general`. Nothing here can panic: every call it
+/// makes is to a function with its own panic guard.
+#[inline(always)]
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+    // SAFETY: the C caller's pointers (this function's contract); checked here.
+    let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
+    let Some(qidx) = d.queue_index(vq) else { return };
+    if diagnostics::tracing() || !d.try_enter_mem() {
+        // SAFETY: as above.
+        return unsafe { notify_general(dev, vq, sync) };
+    }
+    // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the
+    // C API requires.
+    let q = unsafe { &mut *vq };
+    match crate::queue::quick_should_notify(d, q) {
+        Some(false) => leave_mem(d),
+        Some(true) => signal_and_leave(d, q, qidx, sync),
+        None => {
+            leave_mem(d);
+            // SAFETY: as above.
+            unsafe { notify_general(dev, vq, sync) }
+        }
+    }
+}
+
+/// Leaves what `Dev::try_enter_mem` entered, unmapping retired mappings if they wait.
+#[inline(always)]
+fn leave_mem(d: Dev) {
+    if d.leave_mem() {
+        release_retired(d);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn release_retired(d: Dev) {
+    with_dev(Some(d), (), |d| d.release_retired_if_unused())
+}
+
+/// Signals the driver once the ring's rule said it wants a notification, still inside the
+/// memory lock `notify` entered (it leaves it): the call eventfd under the lock (see
+/// `notify_general`), an in-band call after it.
+#[cold]
+#[inline(never)]
+fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
+    /// Leaves the lock when dropped, on unwinding too (a writer would wait forever).
+    struct Entered<'a>(Dev<'a>);
+    impl Drop for Entered<'_> {
+        fn drop(&mut self) {
+            leave_mem(self.0)
+        }
+    }
+    with_dev(Some(d), (), |d| {
+        let entered = Entered(d);
+        let action = crate::queue::split::delivery(d, vq, sync);
+        let result = match action {
+            Notify::Eventfd(fd) => crate::queue::signal_eventfd(d, fd),
+            _ => Ok(()),
+        };
+        drop(entered);
+        match (result, action) {
+            (Err(fault), _) => d.panic(&fault.to_string()),
+            (Ok(()), Notify::InBand { ack }) => backend_channel::vring_call(d, qidx, ack),
+            (Ok(()), _) => {}
+        }
+    })
+}
+
+/// `notify` for everything but the common case: packed rings, rings to remap, broken
+/// devices, NOTIFY_ON_EMPTY, tracing.
+#[cold]
+#[inline(never)]
+unsafe fn notify_general(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock and write the call eventfd under it too: call fds are
     // closed only under the write lock (MemWrite::replace_call), so the fd cannot be closed
     // and its number given to another file before this write. The write does not block (the

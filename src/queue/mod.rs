@@ -364,6 +364,23 @@ impl<'a> Queue<'a> {
     }
 }
 
+/// `vu_queue_notify`'s common case, decided without the general prologue (`Queue::ring`):
+/// a working device's mapped ring without NOTIFY_ON_EMPTY. `None`, with nothing changed,
+/// for everything else (broken, unmapped, NOTIFY_ON_EMPTY, a bad packed event offset): the
+/// general path (`Queue::notify_decision`) decides those. The caller holds the memory lock.
+/// Reads no ring position the library did not write but the driver's event area.
+#[inline(always)]
+pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
+    if dev.has_feature(split::VIRTIO_F_NOTIFY_ON_EMPTY) || dev.broken() {
+        return None;
+    }
+    if is_packed(dev) {
+        packed::quick_should_notify(vq)
+    } else {
+        split::quick_should_notify(dev, vq)
+    }
+}
+
 /// Maps the ring again after a memory change unmapped it; false if it has no addresses.
 /// Out of line, on values: a call taking the `Queue` context's address would keep it in
 /// memory on every call's path.

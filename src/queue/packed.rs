@@ -256,13 +256,57 @@ impl ChainSink for BytesSink {
     }
 }
 
-/// `vring_need_event` on packed positions (QEMU's `vring_packed_need_event`).
-fn need_event(num: u16, off_wrap: u16, wrap: bool, new: u16, old: u16) -> bool {
-    let mut off = off_wrap & !Pos::WRAP;
-    if (off_wrap & Pos::WRAP != 0) != wrap {
-        off = off.wrapping_sub(num);
+/// Whether the device used the descriptor at `event` while its used position moved from `old`
+/// to `new` (`vring_need_event` on packed positions: `event` in `[old, new)`). Exact while
+/// `old` is less than a lap behind `new`, which `Packed::publish` keeps true by invalidating
+/// `signalled_used` otherwise.
+fn need_event(num: u16, event: Pos, new: Pos, old: Pos) -> bool {
+    old.distance_to(event, num) < old.distance_to(new, num)
+}
+
+/// The driver's event offset if its flags make us use it and it lies outside the ring.
+#[inline(always)]
+fn bad_event_offset(ring: &PackedRing, e: EventSuppress) -> Option<u16> {
+    let off = e.off_wrap & !Pos::WRAP;
+    let by_offset =
+        e.flags != VRING_PACKED_EVENT_FLAG_DISABLE && e.flags != VRING_PACKED_EVENT_FLAG_ENABLE;
+    (by_offset && off >= ring.num()).then_some(off)
+}
+
+/// The packed notify rule after the used descriptors were exposed, NOTIFY_ON_EMPTY was
+/// handled and the event offset checked (`bad_event_offset`): the driver's event flags or
+/// offset. Records what is now signalled.
+#[inline(always)]
+fn wants_interrupt(ring: &PackedRing, e: EventSuppress, vq: &mut VuVirtq) -> bool {
+    let old = Pos(vq.signalled_used);
+    let new = Pos(vq.used_idx);
+    vq.signalled_used = new.0;
+    let valid = vq.signalled_used_valid;
+    vq.signalled_used_valid = true;
+    match e.flags {
+        VRING_PACKED_EVENT_FLAG_DISABLE => false,
+        VRING_PACKED_EVENT_FLAG_ENABLE => true,
+        // The event offset's bit 15 is the used wrap counter of the lap the driver means,
+        // so positions compare over two laps, across the end of the ring.
+        _ => !valid || need_event(ring.num(), Pos(e.off_wrap), new, old),
     }
-    new.wrapping_sub(off).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// `vu_queue_notify`'s common case for a mapped packed ring (see
+/// `queue::quick_should_notify`): `None`, with nothing changed, when the ring is not mapped
+/// or the driver's event offset is bad (the general path reports it).
+#[inline(always)]
+pub fn quick_should_notify(vq: &mut VuVirtq) -> Option<bool> {
+    // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
+    // the caller holds the memory lock.
+    let ring = unsafe { PackedRing::of(vq) }?;
+    // Expose the used descriptors before reading the driver's suppression state.
+    fence(Ordering::SeqCst);
+    let e = ring.driver_event();
+    if bad_event_offset(&ring, e).is_some() {
+        return None;
+    }
+    Some(wants_interrupt(&ring, e, vq))
 }
 
 /// A packed queue for one call: its ring and its private per-id state.
@@ -331,6 +375,7 @@ impl Packed<'_> {
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
         let mut at = start;
         let mut head_flags = 0u16;
+        let mut slots = 0u32;
         for (i, &(id, len)) in batch.iter().enumerate() {
             let st = match self.ids.get(id) {
                 Some(st) if st.ndescs != 0 => st,
@@ -352,6 +397,7 @@ impl Packed<'_> {
                 Self::log_desc(q.dev, q.mem, q.vq, self.ring.desc_offset(at))?;
             }
             at = at.advance(ndescs, num);
+            slots += u32::from(ndescs);
         }
         if batch.is_empty() {
             return Ok(());
@@ -369,8 +415,15 @@ impl Packed<'_> {
             a.finish_batch();
         }
         let vq = &mut *q.vq;
-        if at.wrap() != start.wrap() {
-            vq.signalled_used_valid = false;
+        // The last signalled position says which used descriptors are new only while it is
+        // less than a lap behind (slot and wrap counter tell two laps apart): further behind,
+        // the next notify signals unconditionally. Invalidating on every wrap instead (as
+        // QEMU does) gives a call before the driver's event descriptor each lap.
+        if vq.signalled_used_valid {
+            let since = Pos(vq.signalled_used).distance_to(start, num) + slots;
+            if since >= u32::from(num) {
+                vq.signalled_used_valid = false;
+            }
         }
         vq.used_idx = at.0;
         vq.inuse = vq.inuse.saturating_sub(batch.len() as u32);
@@ -569,30 +622,10 @@ impl RingOps for Packed<'_> {
             return Ok(true);
         }
         let e = self.ring.driver_event();
-        let vq = &mut *q.vq;
-        let old = Pos(vq.signalled_used);
-        let new = Pos(vq.used_idx);
-        vq.signalled_used = new.0;
-        let valid = vq.signalled_used_valid;
-        vq.signalled_used_valid = true;
-        Ok(match e.flags {
-            VRING_PACKED_EVENT_FLAG_DISABLE => false,
-            VRING_PACKED_EVENT_FLAG_ENABLE => true,
-            _ => {
-                let num = self.ring.num();
-                if e.off_wrap & !Pos::WRAP >= num {
-                    return Err(Fault::EventOffset(e.off_wrap & !Pos::WRAP));
-                }
-                // Slots restart at 0 each lap: when the used index wrapped since the last
-                // signal, count the old slot from the previous lap (DPDK does the same), or
-                // every event offset would look passed.
-                let mut old_slot = old.slot();
-                if new.slot() <= old_slot {
-                    old_slot = old_slot.wrapping_sub(num);
-                }
-                !valid || need_event(num, e.off_wrap, new.wrap(), new.slot(), old_slot)
-            }
-        })
+        if let Some(off) = bad_event_offset(&self.ring, e) {
+            return Err(Fault::EventOffset(off));
+        }
+        Ok(wants_interrupt(&self.ring, e, q.vq))
     }
 
     fn set_notification(&mut self, q: &mut Queue, enable: bool) -> Result<(), Fault> {

@@ -84,6 +84,16 @@ impl Pos {
             Pos((self.0 & Pos::WRAP) | slot)
         }
     }
+
+    /// How many slots lie from `self` to `to` on a ring of `num` slots, counted over the two
+    /// laps a slot and wrap counter tell apart (`0..2 * num`).
+    #[inline]
+    pub fn distance_to(self, to: Pos, num: u16) -> u32 {
+        let num = i32::from(num.max(1));
+        // A ring position as a count modulo two laps: the reset position (wrap 1) is 0.
+        let lap = |p: Pos| i32::from(p.slot()) + if p.wrap() { 0 } else { num };
+        (lap(to) - lap(self)).rem_euclid(2 * num) as u32
+    }
 }
 
 /// The flags that mark a descriptor available when the driver's wrap counter is `wrap`.
@@ -129,7 +139,7 @@ impl PackedRing {
     /// As `SplitRing::of`: `vq.vring` pointers were set by `queue::map_ring` for a packed ring
     /// of `vq.vring.num` entries (`desc` 16-byte aligned, the event areas 4-byte aligned, each
     /// wholly in one mapped region), and the caller holds the memory read lock.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn of(vq: &VuVirtq) -> Option<PackedRing> {
         let r = &vq.vring;
         if r.desc.is_null() || r.avail.is_null() || r.used.is_null() {
@@ -248,6 +258,19 @@ mod tests {
         assert_eq!((p.slot(), p.wrap()), (1, false));
         assert_eq!(Pos::START.advance(4, 4), Pos(0));
         assert_eq!(Pos(0).advance(4, 4), Pos::START);
+    }
+
+    #[test]
+    fn distances_count_across_the_wrap() {
+        let num = 16;
+        let p = Pos::START.advance(12, num);
+        assert_eq!(p.distance_to(p, num), 0);
+        assert_eq!(p.distance_to(p.advance(3, num), num), 3);
+        // Across the end of the ring: the wrap counter flipped.
+        assert_eq!(p.distance_to(p.advance(6, num), num), 6);
+        assert_eq!(p.distance_to(p.advance(16, num), num), 16);
+        // Behind by 2 is ahead by two laps minus 2.
+        assert_eq!(p.advance(2, num).distance_to(p, num), 30);
     }
 
     #[test]

@@ -220,6 +220,34 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// The split notify rule after the used entries were exposed and NOTIFY_ON_EMPTY was
+/// handled: EVENT_IDX's used event (recording what is now signalled), else the driver's
+/// NO_INTERRUPT flag.
+#[inline(always)]
+fn wants_interrupt(ring: &SplitRing, dev: Dev, vq: &mut VuVirtq) -> bool {
+    if !dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
+        return ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0;
+    }
+    let valid = vq.signalled_used_valid;
+    vq.signalled_used_valid = true;
+    let old = vq.signalled_used;
+    let new = vq.used_idx;
+    vq.signalled_used = new;
+    !valid || need_event(ring.used_event(), new, old)
+}
+
+/// `vu_queue_notify`'s common case for a mapped split ring (see
+/// `queue::quick_should_notify`): `None`, with nothing changed, when the ring is not mapped.
+#[inline(always)]
+pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
+    // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
+    // the caller holds the memory lock.
+    let ring = unsafe { SplitRing::of(vq) }?;
+    // Expose the used entries before reading the driver's suppression state.
+    fence(Ordering::SeqCst);
+    Some(wants_interrupt(&ring, dev, vq))
+}
+
 /// How a notification should be delivered, decided under the memory lock and carried out
 /// after it is released (an in-band message may block on the frontend).
 #[derive(Clone, Copy)]
@@ -371,15 +399,7 @@ impl RingOps for SplitRing {
         if dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && vq.inuse == 0 && is_empty(self, vq)? {
             return Ok(true);
         }
-        if !dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
-            return Ok(self.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0);
-        }
-        let valid = vq.signalled_used_valid;
-        vq.signalled_used_valid = true;
-        let old = vq.signalled_used;
-        let new = vq.used_idx;
-        vq.signalled_used = new;
-        Ok(!valid || need_event(self.used_event(), new, old))
+        Ok(wants_interrupt(self, dev, vq))
     }
 
     fn set_notification(&mut self, q: &mut Queue, enable: bool) -> Result<(), Fault> {

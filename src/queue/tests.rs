@@ -470,6 +470,63 @@ fn packed_event_suppression() {
 }
 
 #[test]
+fn packed_event_idx_across_the_end_of_the_ring() {
+    let mut h = Harness::new(true, 8, 1 << VIRTIO_RING_F_EVENT_IDX);
+    // SAFETY: a fresh eventfd, checked.
+    let call = unsafe {
+        let fd = libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC);
+        assert!(fd >= 0);
+        OwnedFd::from_raw_fd(fd)
+    };
+    // SAFETY: our queue, between calls.
+    unsafe { (*h.vq()).call_fd = call.as_raw_fd() };
+    let calls = || {
+        let mut v = 0u64;
+        // SAFETY: reading 8 bytes from a non-blocking eventfd into a local.
+        let n = unsafe { libc::read(call.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        if n == 8 {
+            v
+        } else {
+            0
+        }
+    };
+    // One one-slot buffer through the ring, without notifying.
+    let complete = |h: &mut Harness| {
+        h.offer(&[(DATA, 8, true)], false);
+        let e = h.pop().unwrap();
+        h.push(&e, 8);
+        h.take_used(1).unwrap();
+    };
+    let notify = |h: &mut Harness| {
+        // SAFETY: our device and queue.
+        unsafe { vu_queue_notify(h.dev(), h.vq()) }
+    };
+    h.driver_event(0, VRING_PACKED_EVENT_FLAG_ENABLE);
+    complete(&mut h);
+    notify(&mut h);
+    assert_eq!(calls(), 1);
+    // Used position 1 (lap 1); the event is slot 2 of lap 2 (wrap counter 0), position 10:
+    // the notifies while the used position crosses the end of the ring must not call, the
+    // one after the device used position 10 must.
+    h.driver_event(2, VRING_PACKED_EVENT_FLAG_DESC);
+    for used in 2..=11 {
+        complete(&mut h);
+        notify(&mut h);
+        assert_eq!(calls(), u64::from(used == 11), "used position {used} (two laps of 8)");
+    }
+    // More than two laps without a notify (used position 11 to 28): slot and wrap counter
+    // alone would say the event (slot 7 of lap 2, position 15, used since) is still ahead;
+    // the device must call.
+    h.driver_event(7, VRING_PACKED_EVENT_FLAG_DESC);
+    for _ in 0..17 {
+        complete(&mut h);
+    }
+    notify(&mut h);
+    assert_eq!(calls(), 1, "a lap without a notify must end in a call");
+    assert_eq!(h.panics(), 0);
+}
+
+#[test]
 fn packed_indirect_and_avail_bytes() {
     let mut h = Harness::new(true, 8, 0);
     let id = h.offer(&chain3(), true);

@@ -5,14 +5,15 @@
 #
 #   tests/consumers/run.sh [--lib ours|c-original|both] [--gen 7.2|10.0|both]
 #                          [--frontend 7.2|10.0|both] [--no-guest] [--no-rust]
-#                          [--tests blk,fs,net,scsi]
+#                          [--tests blk,fs,net,scsi,packed]
 #
 # Needs root and a Debian 12 machine; installs what it needs with apt-get.
 # Everything downloaded or built lives in $VU_CACHE (default
 # /var/tmp/vu-consumers), never in the repository.  Ends with the line
 # "N passed, N failed, N skipped"; exits non-zero on any failure.
 # --gen picks the consumers' source generation, --frontend the QEMU that
-# runs the guest (Debian 12's 7.2, bookworm-backports' 10.0.2).
+# runs the guest (Debian 12's 7.2, bookworm-backports' 10.0.2); --tests
+# packed runs only the packed-ring tests (blk includes them).
 # SPDX-License-Identifier: GPL-2.0-or-later
 
 # The whole script is one function: bash reads it completely before running
@@ -33,7 +34,7 @@ DO_GUEST=1
 DO_RUST=1
 FRONTENDS="7.2 10.0"
 GUEST_TESTS=blk,fs,net,scsi
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --lib) shift; case ${1:-} in

@@ -35,7 +35,7 @@ FRONTEND_VERSIONS = {"7.2": a.frontend_version_72, "10.0": a.frontend_version_10
 FRONTEND_NAMES = {"7.2": "QEMU 7.2", "10.0": "QEMU 10.0.2"}
 # gated guest-test kinds: (kind, row label)
 EXTRA_KINDS = [
-    ("packed", "packed=on, stop/cont, migration to a file and back (`VU_TIER_PACKED=1`)"),
+    ("packed", "packed=on, stop/cont, migration to a file and back (c-original: vhost-user-blk, 1 queue only; bit 34 must stay clear)"),
     ("status", "STATUS and RESET_DEVICE negotiated and sent, via vu-proxy.py (`VU_TIER_STATUS=1`; c-original: neither)"),
     ("iommu", "intel-iommu + iommu_platform=on, split and packed (`VU_TIER_IOMMU=1`; c-original: QEMU must refuse)"),
 ]

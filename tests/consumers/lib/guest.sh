@@ -465,7 +465,6 @@ test_scsi() {
 }
 
 # ---------------------------------------------------------------- packed
-# Gated (VU_TIER_PACKED=1) until the library offers VIRTIO_F_RING_PACKED:
 # vhost-user-blk-pci,packed=on under the 10.0.2 frontend, a stop/cont and a
 # migration to a file and back into a fresh backend process, data intact.
 hmp() { timeout 120 /usr/bin/python3 "$TIER_DIR/hmp.py" "$@"; }
@@ -495,7 +494,7 @@ test_packed() {
     if [ ! -x "$bin" ]; then
         result SKIP "$name" "$backend did not build" "$backend" "$gen" "$lib" packed "$QEMU_FE"; return
     fi
-    local dir=$RUNDIR/fe$QEMU_FE-$gen-$lib-$backend-packed-q$nq n fails=()
+    local dir=$RUNDIR/fe$QEMU_FE-$gen-$lib-$backend-packed-q$nq n fails=() t0=$SECONDS
     rm -rf "$dir"; mkdir -p "$dir"
     n=$(nonce)
     local MiB=1048576
@@ -606,6 +605,7 @@ test_packed() {
                 fails+=("image on the host lacks the guest's $t$q data")
         done
     done
+    log "$name took $((SECONDS - t0)) s"
     if [ ${#fails[@]} = 0 ]; then
         result PASS "$name" "" "$backend" "$gen" "$lib" packed "$QEMU_FE"
         rm -f "$dir/disk.img" "$dir/vm.mig"
@@ -626,12 +626,17 @@ run_guest_tests() {
     case ",$GUEST_TESTS," in *,fs,*) test_fs "$gen" "$lib" ;; esac
     case ",$GUEST_TESTS," in *,net,*) test_net "$gen" "$lib" ;; esac
     case ",$GUEST_TESTS," in *,scsi,*) test_scsi "$gen" "$lib" ;; esac
-    if [ "${VU_TIER_PACKED:-0}" = 1 ] && [ "$QEMU_FE" != 7.2 ]; then
-        case ",$GUEST_TESTS," in *,blk,*)
+    # packed=on under the 10.0.2 frontend. The C original has no packed
+    # rings: one row per generation shows QEMU falling back to split rings
+    # (all four would only repeat that, at ~2 boots each)
+    if [ "$QEMU_FE" != 7.2 ]; then
+        case ",$GUEST_TESTS," in *,blk,*|*,packed,*)
             test_packed "$gen" "$lib" vhost-user-blk 1
-            test_packed "$gen" "$lib" vhost-user-blk 2
-            test_packed "$gen" "$lib" qemu-storage-daemon 1
-            test_packed "$gen" "$lib" qemu-storage-daemon 2 ;;
+            if [ "$lib" != c-original ]; then
+                test_packed "$gen" "$lib" vhost-user-blk 2
+                test_packed "$gen" "$lib" qemu-storage-daemon 1
+                test_packed "$gen" "$lib" qemu-storage-daemon 2
+            fi ;;
         esac
     fi
     # STATUS / RESET_DEVICE rows: on by default (about 50 s each); VU_TIER_STATUS=0 skips them.
