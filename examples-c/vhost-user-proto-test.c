@@ -22,14 +22,16 @@
  *   -g        handle VHOST_USER_GPU_SET_SOCKET in process_msg
  *   -P HEX    protocol features the device adds (default: inflight,
  *             in-band notifications, shared objects, config, mq)
- *   -I        intercept RESET_DEVICE, SET/GET_STATUS, SET_DEVICE_STATE_FD and
- *             CHECK_DEVICE_STATE in process_msg (as a 10.0-era device would):
- *             GET_STATUS answers 0x77, SET_DEVICE_STATE_FD 0x101, CHECK 7
+ *   -I        intercept IOTLB_MSG, RESET_DEVICE, SET/GET_STATUS,
+ *             SET_DEVICE_STATE_FD and CHECK_DEVICE_STATE in process_msg (as a
+ *             10.0-era device would): IOTLB_MSG acks 0, GET_STATUS answers 0x77,
+ *             SET_DEVICE_STATE_FD 0x101, CHECK 7
  *   -M BYTES  register device state handlers: save produces BYTES bytes of a
  *             fixed pattern (state_byte() below), load reports the size and
  *             FNV-1a hash of what it got on stderr and refuses a state that
  *             starts with 0xEE
  *   -X BYTES  the largest state a load accepts (default: the library's)
+ *   -U        turn VIRTIO_F_IOMMU_PLATFORM off (vu_set_iommu_platform_enabled)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -88,6 +90,7 @@ static bool notify_sync;
 static bool in_order;
 static bool handle_gpu;
 static bool intercept_new;
+static bool no_iommu;
 static long state_size = -1;
 static size_t state_max;
 static uint64_t extra_protocol =
@@ -545,6 +548,10 @@ static int process_msg(VuDev *d, VhostUserMsg *m, int *do_reply)
         int i;
 
         switch ((int)m->request) {
+        case 22: /* IOTLB_MSG: acked without looking, as a device keeping its own IOTLB */
+            say("intercepted %d\n", m->request);
+            reply_u64(m, 0, do_reply);
+            return 1;
         case 34: /* RESET_DEVICE */
         case 39: /* SET_STATUS */
             say("intercepted %d\n", m->request);
@@ -625,7 +632,7 @@ int main(int argc, char **argv)
     const char *sock_path = NULL, *image = NULL;
     int opt, conn, i;
 
-    while ((opt = getopt(argc, argv, "s:b:q:d:NogP:IM:X:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:b:q:d:NogP:IM:X:U")) != -1) {
         switch (opt) {
         case 's': sock_path = optarg; break;
         case 'b': image = optarg; break;
@@ -636,10 +643,11 @@ int main(int argc, char **argv)
         case 'g': handle_gpu = true; break;
         case 'P': extra_protocol = strtoull(optarg, NULL, 16); break;
         case 'I': intercept_new = true; break;
+        case 'U': no_iommu = true; break;
         case 'M': state_size = atol(optarg); break;
         case 'X': state_max = (size_t)atol(optarg); break;
         default:
-            fprintf(stderr, "usage: %s -s SOCKET -b IMAGE [-q N] [-d MS] [-N] [-o] [-g] [-P HEX] [-I] [-M BYTES] [-X BYTES]\n", argv[0]);
+            fprintf(stderr, "usage: %s -s SOCKET -b IMAGE [-q N] [-d MS] [-N] [-o] [-g] [-P HEX] [-I] [-M BYTES] [-X BYTES] [-U]\n", argv[0]);
             return 2;
         }
     }
@@ -667,6 +675,12 @@ int main(int argc, char **argv)
         say("vu_init failed\n");
         return 1;
     }
+#ifdef LIBVHOST_USER_HAS_IOMMU_PLATFORM
+    if (no_iommu && !vu_set_iommu_platform_enabled(&dev, false)) {
+        say("vu_set_iommu_platform_enabled failed\n");
+        return 1;
+    }
+#endif
 #ifdef LIBVHOST_USER_HAS_DEVICE_STATE
     if (state_size >= 0 &&
         !vu_set_device_state_handlers(&dev, save_state, load_state, state_max, NULL)) {

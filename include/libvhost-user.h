@@ -62,10 +62,12 @@ typedef struct VuDev VuDev;
 
 /*
  * Additions of this library beyond QEMU 10.0's (code that also builds against the original
- * tests these): vu_get_status() exists, and so does vu_set_device_state_handlers().
+ * tests these): vu_get_status() exists, and so do vu_set_device_state_handlers() and
+ * vu_set_iommu_platform_enabled().
  */
 #define LIBVHOST_USER_HAS_GET_STATUS 1
 #define LIBVHOST_USER_HAS_DEVICE_STATE 1
+#define LIBVHOST_USER_HAS_IOMMU_PLATFORM 1
 
 /**
  * Feature bit of the vhost-user protocol features extension.
@@ -733,7 +735,9 @@ bool vu_dispatch(struct VuDev *dev);
 
 /**
  * Translates a guest address to a pointer; `*plen` is shortened to the contiguous length.
- * Returns NULL on failure.
+ * Returns NULL on failure. With VIRTIO_F_IOMMU_PLATFORM negotiated @guest_addr is an I/O
+ * virtual address, translated through the device IOTLB (any permission the entry has); on a
+ * miss the library asks the frontend for the entry and returns NULL (ask again later).
  */
 void *vu_gpa_to_va(struct VuDev *dev, uint64_t *plen, uint64_t guest_addr);
 
@@ -911,6 +915,24 @@ bool vu_queue_avail_bytes(struct VuDev *dev,
  * features (GET_FEATURES). Returns false if @dev is not an initialised device.
  */
 bool vu_set_packed_ring_enabled(struct VuDev *dev, bool enabled);
+
+/**
+ * Turns VIRTIO_F_IOMMU_PLATFORM (feature bit 33) on or off for @dev. The library offers it on
+ * top of the backend's features by default: when a frontend behind a vIOMMU acks it, every
+ * guest address (ring addresses, descriptors, indirect tables, vu_gpa_to_va()) is an I/O
+ * virtual address that the library translates through the device IOTLB the frontend keeps
+ * with VHOST_USER_IOTLB_MSG, checking each entry's permission. On a miss the library asks
+ * the frontend on the backend channel and vu_queue_pop() returns NULL (vu_gpa_to_va(): NULL);
+ * when the answer arrives the library kicks the queue (writes its kick eventfd, or runs its
+ * handler when it has none), so a backend that processes its queue on kicks needs nothing
+ * more. A backend that handles VHOST_USER_IOTLB_MSG in its process_msg callback keeps the
+ * IOTLB to itself, and the library then uses guest addresses untranslated. Setting the
+ * environment variable LIBVHOST_USER_NO_IOMMU=1 turns the feature off for the whole process
+ * (the bit is then masked from the backend's get_features too). Call after vu_init, before
+ * the frontend negotiates features (GET_FEATURES). Returns false if @dev is not an
+ * initialised device.
+ */
+bool vu_set_iommu_platform_enabled(struct VuDev *dev, bool enabled);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -152,6 +152,33 @@ pub fn config_change(dev: Dev) {
     let _ = transact(dev, &m);
 }
 
+/// VHOST_USER_BACKEND_IOTLB_MSG (an IOTLB miss or access failure), sent without asking for
+/// a reply and without waiting: a queue thread sends it, and the frontend answers a miss
+/// with an update on the main socket. A channel that cannot take the message right now
+/// (the frontend is not reading it) drops it: the queue stays waiting and asks again on its
+/// next kick, rather than blocking a queue thread on the frontend. Returns whether it was sent.
+pub fn iotlb_msg(dev: Dev, kind: u8, iova: u64, perm: u8) -> bool {
+    let mut m = new_msg(VHOST_USER_BACKEND_IOTLB_MSG, 0, false);
+    let body = crate::iotlb::IotlbMsg { iova, perm, kind, ..Default::default() };
+    message::set_body(&mut m, body);
+    let (sent, what) = {
+        let _lock = ChannelLock::new(dev);
+        let fd = dev.backend_fd();
+        if fd < 0 {
+            (false, "not sent: no backend channel")
+        } else if !crate::fd::writable_now(fd) {
+            (false, "not sent: the channel is full")
+        } else if let Err(e) = write_message(fd, &m) {
+            log::warn!("IOTLB message for iova {iova:#x} not sent: {e}");
+            (false, "write failed")
+        } else {
+            (true, "sent")
+        }
+    };
+    crate::diagnostics::backend_message(m.request, m.size, 0, what);
+    sent
+}
+
 /// In-band call (VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS).
 pub fn vring_call(dev: Dev, qidx: usize, ack: bool) {
     let mut m =

@@ -42,6 +42,7 @@ use std::os::fd::{IntoRawFd, OwnedFd};
 
 use crate::abi::*;
 use crate::fd::close_fd;
+use crate::iotlb::Iotlb;
 use crate::memory::{MemoryTable, MemoryTableMut};
 use crate::memory_gate::MemoryGate;
 use crate::mmap::Mapping;
@@ -64,9 +65,13 @@ pub struct DeviceState {
     ext: crate::device_ext::DeviceExt,
     /// Removed guest mappings that popped elements may still point into.
     retired: Retired,
+    /// The device IOTLB (`VIRTIO_F_IOMMU_PLATFORM`): read under the read lock, changed
+    /// under the write lock (`MemWrite::iotlb_mut`).
+    iotlb: UnsafeCell<Iotlb>,
 }
 
-// SAFETY: `c_regions` is written only under the write lock and read under the read lock.
+// SAFETY: `c_regions` and `iotlb` are written only under the write lock and read under the
+// read lock.
 unsafe impl Sync for DeviceState {}
 
 /// Shared memory, read-locked: guest memory stays mapped while this lives.
@@ -160,6 +165,31 @@ impl MemWrite<'_> {
         // SAFETY: we hold the write lock; nregions <= 509 (only MemoryTableMut changes it).
         let regions = unsafe { &*self.state.c_regions.get() };
         MemoryTable::new(&regions[..(self.dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
+            .with_iotlb(self.state.iotlb_if_translating(self.dev))
+    }
+
+    /// Drops the IOTLB entries whose frontend addresses the memory table no longer maps
+    /// (after it changed): they are stale, and the frontend's new entries must not meet them.
+    pub fn prune_iotlb(&mut self) {
+        let stale: Vec<(u64, u64)> = {
+            let table = self.table();
+            let Some(iotlb) = table.iotlb() else { return };
+            iotlb
+                .entries()
+                .filter(|e| !table.qva_range_mapped(e.uaddr, e.size))
+                .map(|e| (e.iova, e.size))
+                .collect()
+        };
+        for (iova, size) in stale {
+            self.iotlb_mut().invalidate(iova, size);
+        }
+    }
+
+    /// The device IOTLB, to change (IOTLB_MSG, resets).
+    pub fn iotlb_mut(&mut self) -> &mut Iotlb {
+        // SAFETY: we hold the write lock, so no reader looks at it; `&mut self` keeps a
+        // second `iotlb_mut` or `table` borrow out while this one lives.
+        unsafe { &mut *self.state.iotlb.get() }
     }
 
     pub fn table_mut(&mut self) -> MemoryTableMut<'_> {
@@ -258,7 +288,21 @@ impl DeviceState {
             packed: UnsafeCell::new(None),
             ext: Default::default(),
             retired: Default::default(),
+            iotlb: Default::default(),
         })
+    }
+
+    /// The IOTLB when the device's guest addresses are IOVAs (see `crate::iommu`); the
+    /// caller holds the memory lock.
+    #[inline]
+    fn iotlb_if_translating(&self, dev: Dev<'_>) -> Option<&Iotlb> {
+        if crate::iommu::translating(dev) {
+            // SAFETY: the caller holds the memory lock, under which only writers (holding
+            // it for writing) change the IOTLB.
+            Some(unsafe { &*self.iotlb.get() })
+        } else {
+            None
+        }
     }
 
     pub fn c_regions_ptr(&self) -> *mut VuDevRegion {
@@ -272,7 +316,8 @@ impl DeviceState {
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
         let table =
-            MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)]);
+            MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
+                .with_iotlb(self.iotlb_if_translating(dev));
         MemRead { table, state: self, dev }
     }
 

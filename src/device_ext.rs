@@ -1,6 +1,6 @@
 //! Library state that has no place in the C-visible `VuDev` (whose layout is fixed): the
 //! virtio device status of VHOST_USER_PROTOCOL_F_STATUS and the device-state transfer of
-//! VHOST_USER_PROTOCOL_F_DEVICE_STATE. It lives in the private `DeviceState` allocation.
+//! VHOST_USER_PROTOCOL_F_DEVICE_STATE, the IOMMU's flags. It lives in the private `DeviceState` allocation.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -12,6 +12,8 @@ pub struct DeviceExt {
     status: AtomicU8,
     /// The backend's save/load handlers and the transfer in progress, if any.
     pub state: StateTransfer,
+    /// VIRTIO_F_IOMMU_PLATFORM: offered or not, queues waiting for an IOTLB update.
+    pub iommu: crate::iommu::IommuState,
     /// Whether the frontend ever handed this device a kick, call, err or log fd that is a pipe
     /// or a socket: from then on signal writes block SIGPIPE around the write (sticky, so a
     /// queue thread never races the decision; eventfd-only devices never pay for it).

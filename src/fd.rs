@@ -20,6 +20,14 @@ pub fn close_fd(fd: libc::c_int) {
     }
 }
 
+/// Whether a write to `fd` would not block right now (poll for POLLOUT, no wait).
+pub fn writable_now(fd: libc::c_int) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: poll on one pollfd of ours, timeout 0.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc == 1 && p.revents & libc::POLLOUT != 0 && p.revents & (libc::POLLERR | libc::POLLHUP) == 0
+}
+
 /// Whether a write to `fd` can raise SIGPIPE: a pipe or a socket (whose reader may be gone)
 /// rather than the eventfd the protocol expects. Asked once, when the frontend hands the fd
 /// over; an fd that cannot be inspected counts as one that can.

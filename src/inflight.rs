@@ -263,6 +263,13 @@ fn install_resubmit_list(vq: &mut VuVirtq, list: &[VuVirtqInflightDesc]) -> Resu
 
 /// Takes the next descriptor to resubmit (the list is not empty), freeing the list after the
 /// last one.
+/// The head `next_resubmit` would return, without taking it.
+pub fn peek_resubmit(vq: &VuVirtq) -> u16 {
+    // SAFETY: the list holds resubmit_num > 0 entries (the caller checked), malloc'd by
+    // `check_queue`.
+    unsafe { (*vq.resubmit_list.add(usize::from(vq.resubmit_num) - 1)).index }
+}
+
 pub fn next_resubmit(vq: &mut VuVirtq) -> u16 {
     vq.resubmit_num -= 1;
     // SAFETY: the list holds the original resubmit_num entries (malloc'd by `check_queue`).
@@ -469,6 +476,17 @@ impl PackedInflight {
             self.set_old_free_head(next);
         }
         Ok(())
+    }
+
+    /// Takes back a chain `record` started but that was not popped (an IOTLB miss): its
+    /// entries go back to the free list and its head is not in flight.
+    pub fn abort_pop(&mut self) {
+        // `record` only wrote entries and moved the heads (never a `next` link), so the free
+        // list is whole again from the chain's head, which was the old free head (`record`
+        // moved that too if it saw the chain's last descriptor).
+        let _ = self.set_inflight(self.head, 0);
+        self.set_free_head(self.head);
+        self.set_old_free_head(self.head);
     }
 
     /// The head entry of the chain just recorded.

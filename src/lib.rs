@@ -6,6 +6,7 @@
 //! - [`queue`]: the split virtqueue data plane.
 //! - [`memory`], [`mmap`], [`retired`]: guest memory regions, their translation, and removed
 //!   mappings kept while popped elements may point into them.
+//! - [`iotlb`], [`iommu`]: the device IOTLB of VIRTIO_F_IOMMU_PLATFORM and its misses.
 //! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`], [`state_transfer`]: the
 //!   protocol's optional parts; [`device_ext`]: library state beyond the C structs.
 //! - [`device`]: typed views of the C structs (`Dev`, `Vq`) and the memory lock's guards;
@@ -32,6 +33,8 @@ mod fault_injection;
 pub(crate) mod fd;
 pub mod ffi;
 pub(crate) mod inflight;
+pub(crate) mod iommu;
+pub(crate) mod iotlb;
 pub(crate) mod memory;
 pub(crate) mod memory_gate;
 pub(crate) mod message;

@@ -8,7 +8,9 @@
 use std::os::fd::BorrowedFd;
 
 use crate::abi::{VhostUserMemoryRegion, VuDevRegion, VHOST_USER_MAX_RAM_SLOTS};
+use crate::iotlb::{Iotlb, Lookup, PERM_RO};
 use crate::mmap::{hugepage_size, mappable_size, page_size, Mapping};
+use crate::queue::Fault;
 
 /// Why a region could not be added.
 #[derive(Debug)]
@@ -69,14 +71,138 @@ impl RegionHint {
 
 /// Read access to the regions (sorted by `gpa`, non-overlapping, each mapped for
 /// `mmap_offset + size` bytes from `mmap_addr`: `add` keeps it so).
+///
+/// With `VIRTIO_F_IOMMU_PLATFORM` acked the table also carries the device IOTLB, and the
+/// `*_dma` translations (what the queues use for guest addresses) take the guest's addresses
+/// as IOVAs: IOVA → frontend user address (the IOTLB entry, its permission checked) → ours
+/// (the regions). Without it they are guest physical addresses, one branch away.
 #[derive(Clone, Copy)]
 pub struct MemoryTable<'a> {
     regions: &'a [VuDevRegion],
+    iotlb: Option<&'a Iotlb>,
 }
 
 impl<'a> MemoryTable<'a> {
     pub fn new(regions: &'a [VuDevRegion]) -> MemoryTable<'a> {
-        MemoryTable { regions }
+        MemoryTable { regions, iotlb: None }
+    }
+
+    /// The table for a device whose guest addresses are IOVAs translated by `iotlb`.
+    #[inline]
+    pub fn with_iotlb(self, iotlb: Option<&'a Iotlb>) -> MemoryTable<'a> {
+        MemoryTable { iotlb, ..self }
+    }
+
+    /// The device IOTLB, when guest addresses are IOVAs.
+    #[inline]
+    pub fn iotlb(&self) -> Option<&'a Iotlb> {
+        self.iotlb
+    }
+
+    /// Translates the guest address `addr` of an access that needs `need` (`iotlb::PERM_*`,
+    /// 0 for any) to a host pointer, with the bytes (at most `len` > 0) contiguous there.
+    /// Guest physical (through `translate_cached`) or, with the IOTLB, an IOVA.
+    #[inline(always)]
+    pub fn translate_dma(
+        &self,
+        addr: u64,
+        len: u64,
+        need: u8,
+        hint: &mut RegionHint,
+    ) -> Result<(*mut u8, u64), Fault> {
+        match self.iotlb {
+            None => self.translate_cached(addr, len, hint).ok_or(Fault::BadAddress),
+            Some(iotlb) => self.translate_iova(iotlb, addr, len, need),
+        }
+    }
+
+    /// IOVA → frontend user address → ours, for up to `len` bytes.
+    #[cold]
+    #[inline(never)]
+    fn translate_iova(
+        &self,
+        iotlb: &Iotlb,
+        iova: u64,
+        len: u64,
+        need: u8,
+    ) -> Result<(*mut u8, u64), Fault> {
+        if len == 0 {
+            return Err(Fault::BadAddress);
+        }
+        // A miss asks for what the access needs (read-only for "any").
+        let perm = if need == 0 { PERM_RO } else { need };
+        match iotlb.lookup(iova, len, need) {
+            Lookup::Hit { uaddr, len } => self.qva_translate(uaddr, len).ok_or(Fault::BadAddress),
+            Lookup::Miss => Err(Fault::IotlbMiss { iova, perm }),
+            Lookup::Denied => Err(Fault::IotlbDenied { iova, perm }),
+        }
+    }
+
+    /// Translates `[addr, addr+len)` (guest physical, or an IOVA with the IOTLB) to one
+    /// contiguous host range: IOTLB entries next to each other whose memory is next to each
+    /// other in ours too count as one. For rings and in-place indirect tables.
+    pub fn translate_contiguous_dma(
+        &self,
+        addr: u64,
+        len: u64,
+        need: u8,
+    ) -> Result<*mut u8, Fault> {
+        let Some(iotlb) = self.iotlb else {
+            return self.translate_exact(addr, len).ok_or(Fault::BadAddress);
+        };
+        let (start, mut done) = self.translate_iova(iotlb, addr, len, need)?;
+        while done < len {
+            let next = addr.checked_add(done).ok_or(Fault::BadAddress)?;
+            let (p, n) = self.translate_iova(iotlb, next, len - done, need)?;
+            if p != start.wrapping_add(done as usize) {
+                return Err(Fault::BadAddress);
+            }
+            done += n;
+        }
+        Ok(start)
+    }
+
+    /// Translates a ring part's address from SET_VRING_ADDR: a frontend user address, or an
+    /// IOVA with the IOTLB (the part must be contiguous and allow `need`). `Fault::Remap` for
+    /// one outside guest memory.
+    pub fn ring_part(&self, addr: u64, len: u64, need: u8) -> Result<*mut u8, Fault> {
+        match self.iotlb {
+            None => self.qva_to_va(addr, len).ok_or(Fault::Remap),
+            Some(_) => self.translate_contiguous_dma(addr, len, need),
+        }
+    }
+
+    /// Translates frontend user address `qva` to ours, with the bytes (at most `len`)
+    /// contiguous in its region.
+    #[inline]
+    pub fn qva_translate(&self, qva: u64, len: u64) -> Option<(*mut u8, u64)> {
+        self.regions.iter().find_map(|r| {
+            let off = qva.checked_sub(r.qva)?;
+            (off < r.size).then(|| (host_base(r).wrapping_add(off as usize), len.min(r.size - off)))
+        })
+    }
+
+    /// Whether the frontend user range `[qva, qva+len)` lies wholly in guest memory (in
+    /// one region or in several that are adjacent in the frontend's address space).
+    pub fn qva_range_mapped(&self, qva: u64, len: u64) -> bool {
+        let (mut at, mut left) = (qva, len);
+        while left > 0 {
+            let Some((_, n)) = self.qva_translate(at, left) else { return false };
+            left -= n;
+            let Some(next) = at.checked_add(n) else { return left == 0 };
+            at = next;
+        }
+        true
+    }
+
+    /// The guest physical address of our host range `[host, host+len)` (a buffer or ring
+    /// part the device wrote), for the dirty log, which is indexed by guest physical address
+    /// whatever addresses the guest uses.
+    pub fn host_to_gpa(&self, host: u64, len: u64) -> Option<u64> {
+        self.regions.iter().find_map(|r| {
+            let off = host.checked_sub(r.mmap_addr + r.mmap_offset)?;
+            (off.checked_add(len)? <= r.size).then(|| r.gpa + off)
+        })
     }
 
     pub fn regions(&self) -> &'a [VuDevRegion] {
@@ -92,7 +218,7 @@ impl<'a> MemoryTable<'a> {
 
     /// Translates `gpa` to a host pointer, with the number of bytes (at most `len`) that are
     /// contiguous there. `None` when `gpa` is in no region or `len` is 0.
-    #[inline]
+    #[cfg(test)]
     pub fn translate(&self, gpa: u64, len: u64) -> Option<(*mut u8, u64)> {
         if len == 0 {
             return None;

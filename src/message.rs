@@ -81,6 +81,9 @@ unsafe impl Body for VhostUserConfig {}
 unsafe impl Body for VhostUserInflight {}
 // SAFETY: as above.
 unsafe impl Body for VhostUserShared {}
+// SAFETY: `struct vhost_iotlb_msg` (not a union member in the 10.0 header, but 32 bytes of
+// integers, well inside the payload).
+unsafe impl Body for crate::iotlb::IotlbMsg {}
 
 /// How large a request's payload must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +114,15 @@ pub fn body<T: Body>(vmsg: &VhostUserMsg) -> T {
     // SAFETY: the payload holds PAYLOAD_MAX initialised bytes, any pattern of which is a
     // valid T (Body); the message is packed, hence the unaligned read.
     unsafe { std::ptr::addr_of!(vmsg.payload).cast::<T>().read_unaligned() }
+}
+
+/// Writes `body` as the payload, with its size.
+pub fn set_body<T: Body>(vmsg: &mut VhostUserMsg, body: T) {
+    const { assert!(size_of::<T>() <= PAYLOAD_MAX) };
+    // SAFETY: the payload has room for PAYLOAD_MAX bytes, T no more (checked above); the
+    // message is packed, hence the unaligned write.
+    unsafe { std::ptr::addr_of_mut!(vmsg.payload).cast::<T>().write_unaligned(body) };
+    vmsg.size = size_of::<T>() as u32;
 }
 
 /// Makes `vmsg` carry one fd, `fd` (the others are not sent).

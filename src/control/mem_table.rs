@@ -65,6 +65,7 @@ pub fn set_mem_table(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> O
                 Err(e) => errors.push(e),
             }
         }
+        mem.prune_iotlb();
     }
     for e in &errors {
         dev.panic(&e.to_string());
@@ -96,9 +97,13 @@ fn remap_rings(dev: Dev) {
     {
         let mut mem = dev.mem_mut();
         for vq in dev.queues() {
-            if mem.with_queue(vq, |q, table| {
-                q.vra.desc_user_addr != 0 && map_ring(dev, table, q).is_err()
-            }) {
+            // With the IOMMU a ring the IOTLB cannot translate now is mapped on use.
+            let failed_now = mem.with_queue(vq, |q, table| {
+                q.vra.desc_user_addr != 0
+                    && map_ring(dev, table, q).is_err()
+                    && table.iotlb().is_none()
+            });
+            if failed_now {
                 failed.push(vq.index());
             }
         }
@@ -196,6 +201,7 @@ pub fn rem_mem_reg(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> Out
                 }
             }
             mem.retire([mapping]);
+            mem.prune_iotlb();
             Some(())
         } else {
             None

@@ -9,6 +9,7 @@
 mod config;
 mod device_state;
 mod inflight;
+mod iotlb;
 mod log;
 mod mem_table;
 mod postcopy;
@@ -237,6 +238,14 @@ pub fn send_reply(dev: Dev, vmsg: &mut VhostUserMsg) -> bool {
 
 fn process(dev: Dev, vmsg: &mut VhostUserMsg, request: Option<VhostUserRequest>) -> Outcome {
     if let Some(reply) = dev.device_process_msg(vmsg) {
+        if request == Some(VHOST_USER_IOTLB_MSG) && dev.ext().iommu.set_backend_owned() {
+            // The backend keeps the IOTLB itself: the library leaves guest addresses alone
+            // (rings are mapped again, as frontend addresses, on use).
+            let mut mem = dev.mem_mut();
+            for vq in dev.queues() {
+                mem.forget_ring(vq);
+            }
+        }
         return if reply { Outcome::Reply } else { Outcome::Done };
     }
     let mut fds = Incoming::from_msg(vmsg);
@@ -294,6 +303,7 @@ fn process(dev: Dev, vmsg: &mut VhostUserMsg, request: Option<VhostUserRequest>)
         Some(VHOST_USER_ADD_MEM_REG) => add_mem_reg(dev, vmsg, fds),
         Some(VHOST_USER_REM_MEM_REG) => rem_mem_reg(dev, vmsg, fds),
         Some(VHOST_USER_GET_SHARED_OBJECT) => config::get_shared_object(dev, vmsg),
+        Some(VHOST_USER_IOTLB_MSG) => iotlb::iotlb_msg(dev, vmsg, fds),
         _ => beyond_10_0(dev, vmsg, fds),
     }
 }
@@ -333,8 +343,9 @@ fn offered_features(dev: Dev) -> u64 {
         | 1u64 << VIRTIO_F_VERSION_1
         | 1u64 << crate::dirty_log::VHOST_F_LOG_ALL
         | 1u64 << VHOST_USER_F_PROTOCOL_FEATURES;
-    // Packed rings are the library's business (offered unless turned off).
-    crate::queue::setup::offer(dev, features | dev.device_features())
+    // Packed rings and the IOMMU are the library's business (offered unless turned off).
+    let features = crate::iommu::offer(dev, features | dev.device_features());
+    crate::queue::setup::offer(dev, features)
 }
 
 /// Whether the features of SET_FEATURES are ones the device can accept: only offered ones,

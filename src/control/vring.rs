@@ -52,15 +52,28 @@ pub fn set_vring_addr(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         map_ring(dev, table, q)?;
         if is_packed(dev) {
             // A packed ring's used position came with SET_VRING_BASE.
-            return Ok::<u16, &str>(q.used_idx);
+            return Ok(q.used_idx);
         }
         let used = SplitRing::under(q, table).map(|r| r.used_idx()).unwrap_or(0);
         q.used_idx = used;
-        Ok::<u16, &str>(used)
+        Ok(used)
     });
-    let Ok(used_idx) = mapped else {
-        dev.panic("Invalid vring_addr message");
-        return Outcome::Failed;
+    let used_idx = match mapped {
+        Ok(used) => used,
+        Err(fault) if crate::iommu::translating(dev) => {
+            // With the IOMMU the rings are IOVAs the IOTLB may not translate yet (QEMU sends
+            // their updates after this): they are mapped on first use. A miss is asked for
+            // now, so the queue is woken when its update arrives.
+            dev.ext().iommu.defer_ring(vq.index(), dev.queue_is_processed_in_order(vq.index()));
+            if let crate::queue::Fault::IotlbMiss { iova, perm } = fault {
+                crate::iommu::report_miss(dev, vq.index(), iova, perm);
+            }
+            return Outcome::Done;
+        }
+        Err(_) => {
+            dev.panic("Invalid vring_addr message");
+            return Outcome::Failed;
+        }
     };
     if vq.last_avail_idx() != used_idx && dev.queue_is_processed_in_order(vq.index()) {
         vq.set_avail_base(used_idx);
@@ -88,7 +101,14 @@ pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         dev.mem().with_queue(vq, |q, _| crate::queue::setup::vring_base(dev, q));
     vmsg.size = std::mem::size_of::<vhost_vring_state>() as u32;
     vq.set_started(false);
-    dev.mem_mut().replace_call(vq, None);
+    let mut mem = dev.mem_mut();
+    mem.replace_call(vq, None);
+    if !dev.queues().any(|q| q.started()) {
+        // The device is stopped: QEMU stops telling us about the guest's unmaps until it
+        // starts it again, so what the IOTLB holds may go stale; the next start asks afresh.
+        mem.iotlb_mut().clear();
+    }
+    drop(mem);
     vq.replace_kick(None);
     Outcome::Reply
 }

@@ -191,7 +191,9 @@ pub unsafe extern "C" fn vu_dispatch(dev: *mut VuDev) -> bool {
 }
 
 /// Translates a guest address to a pointer; `*plen` is shortened to the contiguous length.
-/// Returns NULL on failure.
+/// Returns NULL on failure. With VIRTIO_F_IOMMU_PLATFORM negotiated @guest_addr is an I/O
+/// virtual address, translated through the device IOTLB (any permission the entry has); on a
+/// miss the library asks the frontend for the entry and returns NULL (ask again later).
 #[no_mangle]
 pub unsafe extern "C" fn vu_gpa_to_va(
     dev: *mut VuDev,
@@ -206,13 +208,21 @@ pub unsafe extern "C" fn vu_gpa_to_va(
         // SAFETY: plen is a valid u64 pointer from the caller.
         let len = unsafe { *plen };
         let mem = d.mem();
-        match mem.translate(guest_addr, len) {
-            Some((p, n)) => {
+        // An IOVA with the IOMMU (any permission: the caller does not say what it does).
+        let result =
+            mem.translate_dma(guest_addr, len, 0, &mut crate::memory::RegionHint::default());
+        drop(mem);
+        match result {
+            Ok((p, n)) => {
                 // SAFETY: as above.
                 unsafe { *plen = n };
                 p.cast()
             }
-            None => std::ptr::null_mut(),
+            Err(crate::queue::Fault::IotlbMiss { iova, perm }) => {
+                crate::iommu::ask(d, iova, perm);
+                std::ptr::null_mut()
+            }
+            Err(_) => std::ptr::null_mut(),
         }
     })
 }

@@ -32,11 +32,28 @@ fn with_queue<R: Copy>(
         match result {
             Ok(r) => r,
             Err(fault) => {
-                d.panic(&fault.to_string());
+                queue_fault(d, qidx, fault);
                 fallback
             }
         }
     })
+}
+
+/// What a queue operation's fault does, after the memory lock is released: an IOTLB miss
+/// asks the frontend and waits for its update (not a fault: the operation did nothing and
+/// runs again); anything else breaks the device through `panic`, an IOTLB access the entry
+/// does not allow after telling the frontend, as the spec says.
+#[cold]
+#[inline(never)]
+fn queue_fault(d: Dev<'_>, qidx: usize, fault: Fault) {
+    match fault {
+        Fault::IotlbMiss { iova, perm } => crate::iommu::report_miss(d, qidx, iova, perm),
+        Fault::IotlbDenied { iova, perm } => {
+            crate::iommu::report_access_fail(d, iova, perm);
+            d.panic(&fault.to_string());
+        }
+        _ => d.panic(&fault.to_string()),
+    }
 }
 
 /// Runs `f` on the queue handle of one of `dev`'s queues, without the memory lock (for
@@ -419,6 +436,29 @@ pub unsafe extern "C" fn vu_set_packed_ring_enabled(dev: *mut VuDev, enabled: bo
     with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
         let _mem = d.mem_mut();
         crate::queue::ids::set_packed_disabled(d, !enabled);
+        true
+    })
+}
+
+/// Turns VIRTIO_F_IOMMU_PLATFORM (feature bit 33) on or off for @dev. The library offers it on
+/// top of the backend's features by default: when a frontend behind a vIOMMU acks it, every
+/// guest address (ring addresses, descriptors, indirect tables, vu_gpa_to_va()) is an I/O
+/// virtual address that the library translates through the device IOTLB the frontend keeps
+/// with VHOST_USER_IOTLB_MSG, checking each entry's permission. On a miss the library asks
+/// the frontend on the backend channel and vu_queue_pop() returns NULL (vu_gpa_to_va(): NULL);
+/// when the answer arrives the library kicks the queue (writes its kick eventfd, or runs its
+/// handler when it has none), so a backend that processes its queue on kicks needs nothing
+/// more. A backend that handles VHOST_USER_IOTLB_MSG in its process_msg callback keeps the
+/// IOTLB to itself, and the library then uses guest addresses untranslated. Setting the
+/// environment variable LIBVHOST_USER_NO_IOMMU=1 turns the feature off for the whole process
+/// (the bit is then masked from the backend's get_features too). Call after vu_init, before
+/// the frontend negotiates features (GET_FEATURES). Returns false if @dev is not an
+/// initialised device.
+#[no_mangle]
+pub unsafe extern "C" fn vu_set_iommu_platform_enabled(dev: *mut VuDev, enabled: bool) -> bool {
+    // SAFETY: the caller passes its device (or NULL); from_raw checks it.
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
+        d.ext().iommu.set_disabled(!enabled);
         true
     })
 }

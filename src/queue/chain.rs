@@ -4,7 +4,8 @@
 use std::ops::ControlFlow;
 
 use crate::abi::{vring_desc, VIRTQUEUE_MAX_SIZE};
-use crate::memory::MemoryTable;
+use crate::iotlb::PERM_RO;
+use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::mapper::ElementMapper;
 use crate::queue::ring::{read_desc, SplitRing};
 use crate::queue::Fault;
@@ -49,7 +50,7 @@ pub(crate) fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table,
     if count > VIRTQUEUE_MAX_SIZE as usize {
         return Err(Fault::IndirectTable);
     }
-    if let Some(p) = mem.translate_exact(d.addr, u64::from(d.len)) {
+    if let Ok(p) = mem.translate_contiguous_dma(d.addr, u64::from(d.len), PERM_RO) {
         if (p as usize).is_multiple_of(std::mem::align_of::<vring_desc>()) {
             return Ok(Table::InPlace(p as *const vring_desc, count));
         }
@@ -58,8 +59,13 @@ pub(crate) fn indirect_table(mem: &MemoryTable, d: &vring_desc) -> Result<Table,
     let mut table = vec![vring_desc::default(); count];
     let dst = table.as_mut_ptr() as *mut u8;
     let (mut addr, mut done, total) = (d.addr, 0u64, u64::from(d.len));
+    let mut hint = RegionHint::default();
     while done < total {
-        let (src, n) = mem.translate(addr, total - done).ok_or(Fault::IndirectTable)?;
+        let (src, n) =
+            mem.translate_dma(addr, total - done, PERM_RO, &mut hint).map_err(|f| match f {
+                Fault::IotlbMiss { .. } | Fault::IotlbDenied { .. } => f,
+                _ => Fault::IndirectTable,
+            })?;
         // SAFETY: `src` is valid for `n` bytes of mapped guest memory (under the read lock);
         // `dst + done` has `total - done >= n` bytes left in the vector.
         unsafe {

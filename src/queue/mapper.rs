@@ -4,6 +4,7 @@
 use libc::iovec;
 
 use crate::abi::VuVirtqElement;
+use crate::iotlb::{PERM_RO, PERM_WO};
 use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::element::ElementBuilder;
 use crate::queue::Fault;
@@ -32,7 +33,8 @@ impl<'m> ElementMapper<'m> {
 
     /// Appends the buffer `[addr, addr+len)`, device-writable if `write`. Refuses readable
     /// after writable buffers, empty buffers, addresses outside guest memory and more than
-    /// VIRTQUEUE_MAX_SIZE iovecs.
+    /// VIRTQUEUE_MAX_SIZE iovecs; with the IOMMU, an address without an IOTLB entry is a
+    /// miss and one whose entry does not allow the access is denied.
     #[inline(always)]
     pub fn add(&mut self, addr: u64, len: u32, write: bool) -> Result<(), Fault> {
         if !write && self.writing {
@@ -42,9 +44,10 @@ impl<'m> ElementMapper<'m> {
             return Err(Fault::ZeroSized);
         }
         let (mut addr, mut left) = (addr, u64::from(len));
+        // What the device does with the buffer: what its IOTLB entry must allow (IOMMU).
+        let need = if write { PERM_WO } else { PERM_RO };
         loop {
-            let (p, n) =
-                self.mem.translate_cached(addr, left, &mut self.hint).ok_or(Fault::BadAddress)?;
+            let (p, n) = self.mem.translate_dma(addr, left, need, &mut self.hint)?;
             if !self.elem.push(iovec { iov_base: p.cast(), iov_len: n as usize }) {
                 return Err(Fault::TooManySegments);
             }

@@ -79,6 +79,25 @@ pub enum Fault {
     DescNotAvailable(u16),
     /// A packed driver event offset outside the ring.
     EventOffset(u16),
+    /// IOMMU: no IOTLB entry translates `iova` (asked for on the backend channel; the
+    /// operation is retried once the frontend's update arrives). Not a guest fault.
+    IotlbMiss {
+        iova: u64,
+        perm: u8,
+    },
+    /// IOMMU: the entry for `iova` does not allow the access (`perm` is what it needs).
+    IotlbDenied {
+        iova: u64,
+        perm: u8,
+    },
+}
+
+impl Fault {
+    /// Whether this is an IOTLB miss: the operation did nothing and is retried later.
+    #[inline]
+    pub fn is_miss(&self) -> bool {
+        matches!(self, Fault::IotlbMiss { .. })
+    }
 }
 
 impl fmt::Display for Fault {
@@ -119,6 +138,12 @@ impl fmt::Display for Fault {
                 write!(f, "Guest chains into descriptor {slot}, which is not available")
             }
             Fault::EventOffset(off) => write!(f, "Guest's event offset {off} is outside the ring"),
+            Fault::IotlbMiss { iova, perm } => {
+                write!(f, "IOTLB miss for iova {iova:#x} (perm {perm})")
+            }
+            Fault::IotlbDenied { iova, perm } => {
+                write!(f, "virtio: IOTLB entry for iova {iova:#x} does not allow access {perm}")
+            }
         }
     }
 }
@@ -207,7 +232,7 @@ pub fn is_packed(dev: Dev) -> bool {
 /// Points `vq.vring` at the ring parts for the negotiated layout, each checked to lie wholly
 /// in one region and be aligned as the virtio spec requires; on failure the ring is unmapped.
 /// The caller holds the memory lock (write, or read as the queue's own thread).
-pub fn map_ring(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str> {
+pub fn map_ring(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     if is_packed(dev) {
         packed::map_ring(mem, vq)
     } else {
@@ -229,7 +254,7 @@ impl<'a> Queue<'a> {
             if let Some(r) = unsafe { SplitRing::of(self.vq) } {
                 return Ok(Some(Ring::Split(r)));
             }
-            if !remap(self.dev, self.mem, self.vq)? {
+            if !remap(self.dev, self.mem, self.vq, self.qidx)? {
                 return Ok(None);
             }
             // SAFETY: as above (just mapped).
@@ -239,7 +264,7 @@ impl<'a> Queue<'a> {
         let ring = match unsafe { PackedRing::of(self.vq) } {
             Some(r) => r,
             None => {
-                if !remap(self.dev, self.mem, self.vq)? {
+                if !remap(self.dev, self.mem, self.vq, self.qidx)? {
                     return Ok(None);
                 }
                 // SAFETY: as above (just mapped).
@@ -297,7 +322,16 @@ impl<'a> Queue<'a> {
     /// `vu_queue_push`: fill + flush of one element.
     #[inline(always)]
     pub fn push(&mut self, elem: Completed, len: u32) -> Result<(), Fault> {
-        match self.ring()? {
+        let ring = match self.ring() {
+            Err(f) if f.is_miss() => {
+                // The ring's IOTLB entries were invalidated under the backend: as without a
+                // ring, the element can only be forgotten.
+                split::forget(self, elem.index)?;
+                return Err(f);
+            }
+            r => r?,
+        };
+        match ring {
             // No ring: nothing to publish, but the element is no longer in flight.
             None => split::forget(self, elem.index),
             Some(Ring::Split(mut r)) => r.push(self, elem, len),
@@ -352,12 +386,15 @@ pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
 /// memory on every call's path.
 #[cold]
 #[inline(never)]
-fn remap(dev: Dev, mem: MemoryTable, vq: &mut VuVirtq) -> Result<bool, Fault> {
+fn remap(dev: Dev, mem: MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Result<bool, Fault> {
     let vra = &vq.vra;
     if vra.desc_user_addr == 0 || vra.used_user_addr == 0 || vra.avail_user_addr == 0 {
         return Ok(false);
     }
-    map_ring(dev, &mem, vq).map_err(|_| Fault::Remap)?;
+    map_ring(dev, &mem, vq)?;
+    if mem.iotlb().is_some() {
+        crate::iommu::ring_mapped(dev, vq, qidx)?;
+    }
     Ok(true)
 }
 
@@ -375,7 +412,14 @@ pub fn check_inflight(
         return Ok(());
     }
     let mut q = Queue { dev, mem: *mem, vq, qidx };
-    let ready = matches!(q.ring(), Ok(Some(_)));
+    let ring = q.ring();
+    if matches!(ring, Err(f) if f.is_miss()) {
+        // With the IOMMU the ring may not be translatable yet (its IOTLB updates come after
+        // the start): the area is checked once the ring is mapped (`iommu::ring_mapped`).
+        dev.ext().iommu.defer_inflight_check(qidx);
+        return Ok(());
+    }
+    let ready = matches!(ring, Ok(Some(_)));
     if is_packed(dev) {
         if !ready {
             return Err("rings not mapped".into());

@@ -11,6 +11,7 @@ use std::sync::atomic::{fence, Ordering};
 use crate::abi::*;
 use crate::device::Dev;
 use crate::inflight::{self, PackedInflight};
+use crate::iotlb::{PERM_RO, PERM_RW, PERM_WO};
 use crate::memory::MemoryTable;
 use crate::queue::chain::{
     indirect_table, Table, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
@@ -27,20 +28,25 @@ use crate::queue::{Completed, Fault, Queue, RingOps};
 /// Points `vq.vring` at a packed ring: `desc` the descriptor ring, `avail` the driver event
 /// suppression area, `used` the device event suppression area (SET_VRING_ADDR's packed
 /// meaning), each checked to lie in one region and be aligned.
-pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str> {
+pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     unmap_ring(vq);
     let num = vq.vring.num;
     if !valid_ring_size(num) {
-        return Err("invalid ring size");
+        return Err(Fault::Remap);
     }
-    let part = |qva: u64, len: u64, align: usize| {
-        mem.qva_to_va(qva, len)
-            .filter(|p| (*p as usize).is_multiple_of(align))
-            .ok_or("ring address outside guest memory or misaligned")
+    // With the IOMMU each part must allow what the device does with it: it reads and
+    // writes descriptors, reads the driver's area and writes its own.
+    let part = |addr: u64, len: u64, align: usize, need: u8| {
+        let p = mem.ring_part(addr, len, need)?;
+        if (p as usize).is_multiple_of(align) {
+            Ok(p)
+        } else {
+            Err(Fault::Remap)
+        }
     };
-    let desc = part(vq.vra.desc_user_addr, desc_ring_size(u64::from(num)), 16)?;
-    let driver = part(vq.vra.avail_user_addr, EVENT_AREA_SIZE, 4)?;
-    let device = part(vq.vra.used_user_addr, EVENT_AREA_SIZE, 4)?;
+    let desc = part(vq.vra.desc_user_addr, desc_ring_size(u64::from(num)), 16, PERM_RW)?;
+    let driver = part(vq.vra.avail_user_addr, EVENT_AREA_SIZE, 4, PERM_RO)?;
+    let device = part(vq.vra.used_user_addr, EVENT_AREA_SIZE, 4, PERM_WO)?;
     vq.vring.desc = desc.cast();
     vq.vring.avail = driver.cast();
     vq.vring.used = device.cast();
@@ -345,11 +351,16 @@ impl Packed<'_> {
     /// Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
-    fn log_desc(dev: Dev, mem: MemoryTable, desc_qva: u64, desc_offset: u64) -> Result<(), Fault> {
+    fn log_desc(dev: Dev, mem: MemoryTable, vq: &VuVirtq, desc_offset: u64) -> Result<(), Fault> {
         if dev.log_table().is_null() {
             return Ok(());
         }
-        let desc_gpa = qva_to_gpa(&mem, desc_qva).ok_or(Fault::BadAddress)?;
+        // With the IOMMU the ring address is an IOVA: the log knows the ring by where it is.
+        let desc_gpa = match mem.iotlb() {
+            None => qva_to_gpa(&mem, vq.vra.desc_user_addr),
+            Some(_) => mem.host_to_gpa(vq.vring.desc as u64, 16),
+        }
+        .ok_or(Fault::BadAddress)?;
         log_write(dev, desc_gpa.wrapping_add(desc_offset), 16)
     }
 
@@ -383,7 +394,7 @@ impl Packed<'_> {
                 self.ring.publish_used_flags(at, flags);
             }
             if log {
-                Self::log_desc(q.dev, q.mem, q.vq.vra.desc_user_addr, self.ring.desc_offset(at))?;
+                Self::log_desc(q.dev, q.mem, q.vq, self.ring.desc_offset(at))?;
             }
             at = at.advance(ndescs, num);
             slots += u32::from(ndescs);
@@ -422,13 +433,23 @@ impl Packed<'_> {
     /// Pops the next element to resubmit after a reconnect, from the inflight area's copies.
     #[cold]
     fn pop_resubmit(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
-        let entry = inflight::next_resubmit(q.vq);
+        let entry = inflight::peek_resubmit(q.vq);
         let area = inflight::packed(q.dev, q.vq, q.qidx)?.ok_or(Fault::InflightArea)?;
-        let Some(elem) = ElementMapper::new(&q.mem, sz) else { return Ok(std::ptr::null_mut()) };
+        let Some(elem) = ElementMapper::new(&q.mem, sz) else {
+            inflight::next_resubmit(q.vq);
+            return Ok(std::ptr::null_mut());
+        };
         let mut sink = PopSink { elem, inflight: None };
         let mut src = area.chain(entry);
-        let (id, _) =
-            walk(&q.mem, self.ring.num(), &mut src, &mut sink)?.ok_or(Fault::InflightArea)?;
+        let walked = walk(&q.mem, self.ring.num(), &mut src, &mut sink);
+        // An IOTLB miss keeps the request for the retry.
+        if let Err(f) = walked {
+            if f.is_miss() {
+                return Err(f);
+            }
+        }
+        inflight::next_resubmit(q.vq);
+        let (id, _) = walked?.ok_or(Fault::InflightArea)?;
         match self.ids.get(id) {
             Some(st) if st.ndescs != 0 && st.entry == entry => {}
             _ => return Err(Fault::InflightArea),
@@ -481,7 +502,16 @@ impl RingOps for Packed<'_> {
             return Ok(std::ptr::null_mut());
         };
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
-        let (id, ndescs) = map_chain(&q.mem, &self.ring, head, &mut elem, area.as_mut())?;
+        let (id, ndescs) = match map_chain(&q.mem, &self.ring, head, &mut elem, area.as_mut()) {
+            Err(f) if f.is_miss() => {
+                // Nothing popped: the retry after the IOTLB update starts from this head.
+                if let Some(a) = area.as_mut() {
+                    a.abort_pop();
+                }
+                return Err(f);
+            }
+            r => r?,
+        };
         let entry = match area.as_mut() {
             Some(a) => {
                 q.vq.counter = a.counter();

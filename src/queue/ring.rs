@@ -162,6 +162,11 @@ impl SplitRing {
         }
     }
 
+    /// Where the used ring is mapped (for dirty logging by host address).
+    pub fn used_host(&self) -> u64 {
+        self.used as u64
+    }
+
     /// Byte offset of used entry `slot % num` inside the used ring (for dirty logging).
     pub fn used_entry_offset(&self, slot: u16) -> u64 {
         4 + 8 * self.slot(slot) as u64

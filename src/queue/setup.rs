@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use crate::abi::VuVirtq;
 use crate::device::Dev;
+use crate::iommu::VIRTIO_F_IOMMU_PLATFORM;
 use crate::queue::ids;
 use crate::queue::packed_ring::Pos;
 use crate::queue::split::unmap_ring;
@@ -43,10 +44,23 @@ pub fn apply_features(dev: Dev, features: u64) -> Result<(), &'static str> {
     if features & (1u64 << VIRTIO_F_RING_PACKED) != 0 && !packed_offered(dev) {
         return Err("the frontend acked packed rings, which were not offered");
     }
-    let _mem = dev.mem_mut();
+    if features & (1u64 << VIRTIO_F_IOMMU_PLATFORM) != 0 && !crate::iommu::offered(dev) {
+        return Err("the frontend acked VIRTIO_F_IOMMU_PLATFORM, which was not offered");
+    }
+    let mut mem = dev.mem_mut();
     let was_packed = is_packed(dev);
+    let was_iommu = dev.has_feature(VIRTIO_F_IOMMU_PLATFORM);
     dev.set_features(features);
     let packed = is_packed(dev);
+    if dev.has_feature(VIRTIO_F_IOMMU_PLATFORM) != was_iommu {
+        // Ring addresses change meaning (IOVAs or frontend addresses): map them again on use;
+        // translations of before are not the new negotiation's.
+        for vq in dev.queues() {
+            mem.forget_ring(vq);
+        }
+        mem.iotlb_mut().clear();
+        dev.ext().iommu.reset();
+    }
     if packed {
         ids::ensure_tables(dev);
     }

@@ -7,6 +7,7 @@ use crate::abi::*;
 use crate::device::Dev;
 use crate::dirty_log::VHOST_F_LOG_ALL;
 use crate::inflight;
+use crate::iotlb::{PERM_RO, PERM_WO};
 use crate::memory::MemoryTable;
 use crate::queue::chain::{self, VRING_DESC_F_WRITE};
 use crate::queue::mapper::ElementMapper;
@@ -33,22 +34,26 @@ pub fn unmap_ring(vq: &mut VuVirtq) {
 }
 
 /// Points `vq.vring` at the three parts of a split ring, each checked to lie wholly in one
-/// region and be aligned as the virtio spec requires; on failure the ring is left unmapped.
-pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), &'static str> {
+/// region (with the IOMMU: to be translated by IOTLB entries that allow what the device does
+/// with it) and be aligned as the virtio spec requires; on failure the ring is left unmapped.
+pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     unmap_ring(vq);
     let num = vq.vring.num;
     if !valid_ring_size(num) {
-        return Err("invalid ring size");
+        return Err(Fault::Remap);
     }
     let n = u64::from(num);
-    let part = |qva: u64, len: u64, align: usize| {
-        mem.qva_to_va(qva, len)
-            .filter(|p| (*p as usize).is_multiple_of(align))
-            .ok_or("ring address outside guest memory or misaligned")
+    let part = |addr: u64, len: u64, align: usize, need: u8| {
+        let p = mem.ring_part(addr, len, need)?;
+        if (p as usize).is_multiple_of(align) {
+            Ok(p)
+        } else {
+            Err(Fault::Remap)
+        }
     };
-    let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16)?;
-    let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2)?;
-    let used = part(vq.vra.used_user_addr, used_ring_size(n), 4)?;
+    let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16, PERM_RO)?;
+    let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2, PERM_RO)?;
+    let used = part(vq.vra.used_user_addr, used_ring_size(n), 4, PERM_WO)?;
     vq.vring.desc = desc.cast();
     vq.vring.avail = avail.cast();
     vq.vring.used = used.cast();
@@ -137,18 +142,23 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
 /// Out of line, on values (see `queue::remap`).
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn log_fill(
     dev: Dev,
     mem: MemoryTable,
     log_guest_addr: u64,
     ring: SplitRing,
-    head: u32,
+    elem: Completed,
     mut len: u32,
     slot: u16,
 ) -> Result<(), Fault> {
     if dev.log_table().is_null() {
         return Ok(());
     }
+    if mem.iotlb().is_some() {
+        return log_fill_host(dev, mem, ring, elem, len, slot);
+    }
+    let head = elem.index;
     let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;
     chain::walk(&mem, &ring, head, |d| {
         if d.flags & VRING_DESC_F_WRITE != 0 {
@@ -159,6 +169,45 @@ fn log_fill(
         Ok(if len == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     })?;
     log_write(dev, log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
+}
+
+/// `log_fill` with the IOMMU: guest addresses are IOVAs, and the dirty log wants guest
+/// physical ones, so the element's buffers and the used entry are logged by where they are
+/// in our mappings (never a miss: they are mapped).
+fn log_fill_host(
+    dev: Dev,
+    mem: MemoryTable,
+    ring: SplitRing,
+    elem: Completed,
+    mut len: u32,
+    slot: u16,
+) -> Result<(), Fault> {
+    for iov in elem.in_sg() {
+        if len == 0 {
+            break;
+        }
+        let n = (iov.iov_len as u64).min(u64::from(len));
+        let gpa = mem.host_to_gpa(iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
+        log_write(dev, gpa, n)?;
+        len -= n as u32;
+    }
+    log_used_host(dev, mem, ring, ring.used_entry_offset(slot), 8)
+}
+
+/// Logs `len` bytes at `offset` in the used ring by where the ring is mapped (with the
+/// IOMMU, where `log_guest_addr` is an IOVA).
+#[cold]
+#[inline(never)]
+fn log_used_host(
+    dev: Dev,
+    mem: MemoryTable,
+    ring: SplitRing,
+    offset: u64,
+    len: u64,
+) -> Result<(), Fault> {
+    let host = ring.used_host().wrapping_add(offset);
+    let gpa = mem.host_to_gpa(host, len).ok_or(Fault::BadAddress)?;
+    log_write(dev, gpa, len)
 }
 
 /// Pushing with no ring mapped: nothing to publish, but the element is no longer in flight.
@@ -233,11 +282,11 @@ pub fn signal_eventfd(dev: Dev, fd: libc::c_int) -> Result<(), Fault> {
 
 impl SplitRing {
     #[inline]
-    fn fill_at(&self, q: &Queue, index: u32, len: u32, idx: u32) -> Result<(), Fault> {
+    fn fill_at(&self, q: &Queue, elem: Completed, len: u32, idx: u32) -> Result<(), Fault> {
         let slot = q.vq.used_idx.wrapping_add(idx as u16);
-        self.write_used(slot, index, len);
+        self.write_used(slot, elem.index, len);
         if logging(q.dev) {
-            log_fill(q.dev, q.mem, q.vq.vring.log_guest_addr, *self, index, len, slot)?;
+            log_fill(q.dev, q.mem, q.vq.vring.log_guest_addr, *self, elem, len, slot)?;
         }
         Ok(())
     }
@@ -255,7 +304,11 @@ impl SplitRing {
             vq.signalled_used_valid = false;
         }
         if logging(q.dev) {
-            log_write(q.dev, vq.vring.log_guest_addr.wrapping_add(2), 2)?;
+            if q.mem.iotlb().is_some() {
+                log_used_host(q.dev, q.mem, *self, 2, 2)?;
+            } else {
+                log_write(q.dev, vq.vring.log_guest_addr.wrapping_add(2), 2)?;
+            }
         }
         Ok(())
     }
@@ -266,11 +319,17 @@ impl RingOps for SplitRing {
     fn pop(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
         let vq = &mut *q.vq;
         if !vq.resubmit_list.is_null() && vq.resubmit_num > 0 {
-            let head = inflight::next_resubmit(vq);
+            let head = inflight::peek_resubmit(vq);
             if head >= self.num() {
+                inflight::next_resubmit(vq);
                 return Err(Fault::BadHead(u32::from(head)));
             }
-            return map_element(&q.mem, self, head, sz);
+            let elem = map_element(&q.mem, self, head, sz);
+            // An IOTLB miss keeps the request for the retry.
+            if !matches!(elem, Err(f) if f.is_miss()) {
+                inflight::next_resubmit(q.vq);
+            }
+            return elem;
         }
 
         if is_empty(self, vq)? {
@@ -290,7 +349,14 @@ impl RingOps for SplitRing {
         if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
             self.set_avail_event(vq.last_avail_idx);
         }
-        let elem = map_element(&q.mem, self, head, sz)?;
+        let elem = match map_element(&q.mem, self, head, sz) {
+            Err(f) if f.is_miss() => {
+                // Nothing popped: the retry after the IOTLB update starts from this head.
+                q.vq.last_avail_idx = q.vq.last_avail_idx.wrapping_sub(1);
+                return Err(f);
+            }
+            r => r?,
+        };
         if elem.is_null() {
             return Ok(elem);
         }
@@ -304,7 +370,7 @@ impl RingOps for SplitRing {
     }
 
     fn fill(&mut self, q: &mut Queue, elem: Completed, len: u32, idx: u32) -> Result<(), Fault> {
-        self.fill_at(q, elem.index, len, idx)
+        self.fill_at(q, elem, len, idx)
     }
 
     fn flush(&mut self, q: &mut Queue, count: u32) -> Result<(), Fault> {
@@ -313,7 +379,7 @@ impl RingOps for SplitRing {
 
     #[inline]
     fn push(&mut self, q: &mut Queue, elem: Completed, len: u32) -> Result<(), Fault> {
-        self.fill_at(q, elem.index, len, 0)?;
+        self.fill_at(q, elem, len, 0)?;
         inflight::before_put(q.dev, q.vq, q.qidx, elem.index)?;
         self.flush_count(q, 1)?;
         inflight::after_put(q.dev, q.vq, q.qidx, elem.index)
