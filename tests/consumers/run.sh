@@ -5,7 +5,7 @@
 #
 #   tests/consumers/run.sh [--lib ours|c-original|both] [--gen 7.2|10.0|both]
 #                          [--frontend 7.2|10.0|both] [--no-guest] [--no-rust]
-#                          [--tests blk,fs,net,scsi,packed]
+#                          [--tests blk,fs,net,scsi,packed,status,iommu]
 #
 # Needs root and a Debian 12 machine; installs what it needs with apt-get.
 # Everything downloaded or built lives in $VU_CACHE (default
