@@ -261,15 +261,15 @@ fn install_resubmit_list(vq: &mut VuVirtq, list: &[VuVirtqInflightDesc]) -> Resu
     Ok(())
 }
 
-/// Takes the next descriptor to resubmit (the list is not empty), freeing the list after the
-/// last one.
-/// The head `next_resubmit` would return, without taking it.
+/// The head `next_resubmit` would return, without taking it (the list is not empty).
 pub fn peek_resubmit(vq: &VuVirtq) -> u16 {
     // SAFETY: the list holds resubmit_num > 0 entries (the caller checked), malloc'd by
     // `check_queue`.
     unsafe { (*vq.resubmit_list.add(usize::from(vq.resubmit_num) - 1)).index }
 }
 
+/// Takes the next descriptor to resubmit (the list is not empty), freeing the list after the
+/// last one.
 pub fn next_resubmit(vq: &mut VuVirtq) -> u16 {
     vq.resubmit_num -= 1;
     // SAFETY: the list holds the original resubmit_num entries (malloc'd by `check_queue`).

@@ -200,7 +200,7 @@ impl<'a> MemoryTable<'a> {
     /// whatever addresses the guest uses.
     pub fn host_to_gpa(&self, host: u64, len: u64) -> Option<u64> {
         self.regions.iter().find_map(|r| {
-            let off = host.checked_sub(r.mmap_addr + r.mmap_offset)?;
+            let off = host.checked_sub(host_base(r) as u64)?;
             (off.checked_add(len)? <= r.size).then(|| r.gpa + off)
         })
     }

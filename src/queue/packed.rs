@@ -20,7 +20,7 @@ use crate::queue::ids::{IdState, QueueIds};
 use crate::queue::mapper::ElementMapper;
 use crate::queue::packed_ring::*;
 use crate::queue::split::{
-    log_write, logging, unmap_ring, valid_ring_size, VIRTIO_F_NOTIFY_ON_EMPTY,
+    log_write, log_written, logging, unmap_ring, valid_ring_size, VIRTIO_F_NOTIFY_ON_EMPTY,
     VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::queue::{Completed, Fault, Queue, RingOps};
@@ -327,27 +327,18 @@ impl Packed<'_> {
     }
 
     /// Logs the buffers the device wrote for a completed element (up to `len` bytes, found
-    /// back from the element's iovecs).
-    /// Out of line, on values (see `queue::remap`).
+    /// back from the element's iovecs). Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
-    fn log_buffers(dev: Dev, mem: MemoryTable, elem: Completed, mut len: u32) -> Result<(), Fault> {
+    fn log_buffers(dev: Dev, mem: MemoryTable, elem: Completed, len: u32) -> Result<(), Fault> {
         if dev.log_table().is_null() {
             return Ok(());
         }
-        for iov in elem.in_sg() {
-            if len == 0 {
-                break;
-            }
-            let n = (iov.iov_len as u64).min(u64::from(len));
-            let gpa = host_to_gpa(&mem, iov.iov_base as u64, n).ok_or(Fault::BadElement)?;
-            log_write(dev, gpa, n)?;
-            len -= n as u32;
-        }
-        Ok(())
+        log_written(dev, &mem, elem, len)
     }
 
-    /// Logs the used descriptor written at `at` (the descriptor ring is guest memory).
+    /// Logs the used descriptor written at `desc_offset` in the descriptor ring, by the guest
+    /// physical address of where it is mapped (with the IOMMU the ring address is an IOVA).
     /// Out of line, on values (see `queue::remap`).
     #[cold]
     #[inline(never)]
@@ -355,13 +346,8 @@ impl Packed<'_> {
         if dev.log_table().is_null() {
             return Ok(());
         }
-        // With the IOMMU the ring address is an IOVA: the log knows the ring by where it is.
-        let desc_gpa = match mem.iotlb() {
-            None => qva_to_gpa(&mem, vq.vra.desc_user_addr),
-            Some(_) => mem.host_to_gpa(vq.vring.desc as u64, 16),
-        }
-        .ok_or(Fault::BadAddress)?;
-        log_write(dev, desc_gpa.wrapping_add(desc_offset), 16)
+        let host = (vq.vring.desc as u64).wrapping_add(desc_offset);
+        log_write(dev, mem.host_to_gpa(host, 16).ok_or(Fault::BadAddress)?, 16)
     }
 
     /// Marks the `batch` ids (with their lengths) used, from the used position on: every
@@ -456,23 +442,6 @@ impl Packed<'_> {
         }
         Ok(sink.elem.finish(u32::from(id)))
     }
-}
-
-/// The guest physical address of host range `[host, host+len)` (an element's buffer).
-fn host_to_gpa(mem: &MemoryTable, host: u64, len: u64) -> Option<u64> {
-    mem.regions().iter().find_map(|r| {
-        let base = r.mmap_addr + r.mmap_offset;
-        let off = host.checked_sub(base)?;
-        (off.checked_add(len)? <= r.size).then(|| r.gpa + off)
-    })
-}
-
-/// The guest physical address of frontend virtual address `qva` (a ring address).
-fn qva_to_gpa(mem: &MemoryTable, qva: u64) -> Option<u64> {
-    mem.regions().iter().find_map(|r| {
-        let off = qva.checked_sub(r.qva)?;
-        (off < r.size).then(|| r.gpa + off)
-    })
 }
 
 impl DescSource for inflight::ChainCopies<'_> {

@@ -138,49 +138,38 @@ pub fn log_write(dev: Dev, addr: u64, len: u64) -> Result<(), Fault> {
 }
 
 /// Logs the device-writable buffers of a completed element, up to `len` bytes, and its used
-/// ring entry.
-/// Out of line, on values (see `queue::remap`).
+/// ring entry. Out of line, on values (see `queue::remap`).
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
 fn log_fill(
     dev: Dev,
     mem: MemoryTable,
     log_guest_addr: u64,
     ring: SplitRing,
     elem: Completed,
-    mut len: u32,
+    len: u32,
     slot: u16,
 ) -> Result<(), Fault> {
     if dev.log_table().is_null() {
         return Ok(());
     }
+    log_written(dev, &mem, elem, len)?;
     if mem.iotlb().is_some() {
-        return log_fill_host(dev, mem, ring, elem, len, slot);
+        // With the IOMMU `log_guest_addr` is an IOVA: the used entry is logged by where it is.
+        return log_used_host(dev, mem, ring, ring.used_entry_offset(slot), 8);
     }
-    let head = elem.index;
-    let head = u16::try_from(head).ok().filter(|h| *h < ring.num()).ok_or(Fault::BadElement)?;
-    chain::walk(&mem, &ring, head, |d| {
-        if d.flags & VRING_DESC_F_WRITE != 0 {
-            let n = d.len.min(len);
-            log_write(dev, d.addr, u64::from(n))?;
-            len -= n;
-        }
-        Ok(if len == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
-    })?;
     log_write(dev, log_guest_addr.wrapping_add(ring.used_entry_offset(slot)), 8)
 }
 
-/// `log_fill` with the IOMMU: guest addresses are IOVAs, and the dirty log wants guest
-/// physical ones, so the element's buffers and the used entry are logged by where they are
-/// in our mappings (never a miss: they are mapped).
-fn log_fill_host(
+/// Logs what the device wrote for a completed element: its device-writable buffers (the
+/// element's own iovecs, so what was written, not what the guest's descriptors say now), up
+/// to `len` bytes, each by the guest physical address of where it is mapped (the dirty log is
+/// indexed by guest physical address, with or without the IOMMU). Both ring layouts.
+pub fn log_written(
     dev: Dev,
-    mem: MemoryTable,
-    ring: SplitRing,
+    mem: &MemoryTable,
     elem: Completed,
     mut len: u32,
-    slot: u16,
 ) -> Result<(), Fault> {
     for iov in elem.in_sg() {
         if len == 0 {
@@ -191,7 +180,7 @@ fn log_fill_host(
         log_write(dev, gpa, n)?;
         len -= n as u32;
     }
-    log_used_host(dev, mem, ring, ring.used_entry_offset(slot), 8)
+    Ok(())
 }
 
 /// Logs `len` bytes at `offset` in the used ring by where the ring is mapped (with the
