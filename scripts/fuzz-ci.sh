@@ -13,7 +13,7 @@ out=${FUZZ_OUT:-$(mktemp -d /tmp/vu-fuzz-ci.XXXXXX)}
 mkdir -p "$out"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 triple=x86_64-unknown-linux-gnu
-targets=(dispatch split_ring mem_table inflight packed_ring)
+targets=(dispatch split_ring mem_table inflight packed_ring iotlb)
 passed=0 failed=0
 pass() { echo "fuzz: PASS $1"; passed=$((passed + 1)); }
 fail() { echo "fuzz: FAIL $1"; failed=$((failed + 1)); }

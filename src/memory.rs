@@ -163,12 +163,17 @@ impl<'a> MemoryTable<'a> {
     }
 
     /// Translates a ring part's address from SET_VRING_ADDR: a frontend user address, or an
-    /// IOVA with the IOTLB (the part must be contiguous and allow `need`). `Fault::Remap` for
-    /// one outside guest memory.
-    pub fn ring_part(&self, addr: u64, len: u64, need: u8) -> Result<*mut u8, Fault> {
-        match self.iotlb {
-            None => self.qva_to_va(addr, len).ok_or(Fault::Remap),
-            Some(_) => self.translate_contiguous_dma(addr, len, need),
+    /// IOVA with the IOTLB (the part must be contiguous and allow `need`), aligned to `align`
+    /// as the virtio spec requires. `Fault::Remap` for one outside guest memory or misaligned.
+    pub fn ring_part(&self, addr: u64, len: u64, align: usize, need: u8) -> Result<*mut u8, Fault> {
+        let p = match self.iotlb {
+            None => self.qva_to_va(addr, len).ok_or(Fault::Remap)?,
+            Some(_) => self.translate_contiguous_dma(addr, len, need)?,
+        };
+        if (p as usize).is_multiple_of(align) {
+            Ok(p)
+        } else {
+            Err(Fault::Remap)
         }
     }
 

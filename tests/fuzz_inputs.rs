@@ -89,6 +89,11 @@ fn corpus_packed_ring() {
 }
 
 #[test]
+fn corpus_iotlb() {
+    corpus("iotlb");
+}
+
+#[test]
 fn regression_inputs_still_pass() {
     for t in &targets::TARGETS {
         replay(t.name, "regressions");

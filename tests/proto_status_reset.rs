@@ -192,6 +192,9 @@ fn reset_device_forgets_rings_and_keeps_memory_and_ownership() {
 fn reset_device_of_a_stopped_device_and_repeated() {
     let (_d, mut be, mut fe) = start(&[]);
     fe.c.call(GET_VRING_BASE, &state(0, 0), &[]);
+    // The backend's stderr reaches us through a reader thread: wait for the stop's line before
+    // counting, or a late line looks like a stop reported by the resets below.
+    assert!(be.wait_stderr("queue 0 stopped", TIMEOUT), "{}", be.stderr());
     let stops = be.stderr().matches("queue 0 stopped").count();
     fe.req(RESET_DEVICE, &[], &[]);
     fe.req(RESET_DEVICE, &[], &[]);

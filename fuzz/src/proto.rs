@@ -23,6 +23,7 @@ pub const SET_PROTOCOL_FEATURES: u32 = 16;
 pub const GET_QUEUE_NUM: u32 = 17;
 pub const SET_VRING_ENABLE: u32 = 18;
 pub const SET_BACKEND_REQ_FD: u32 = 21;
+pub const IOTLB_MSG: u32 = 22;
 pub const GET_CONFIG: u32 = 24;
 pub const SET_CONFIG: u32 = 25;
 pub const POSTCOPY_ADVISE: u32 = 28;
@@ -38,6 +39,7 @@ pub const GET_SHARED_OBJECT: u32 = 41;
 pub use crate::engine::{CHECK_DEVICE_STATE, SET_DEVICE_STATE_FD};
 
 pub const F_RING_PACKED: u64 = 1 << 34;
+pub const F_IOMMU_PLATFORM: u64 = 1 << 33;
 pub const F_VERSION_1: u64 = 1 << 32;
 pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 pub const F_EVENT_IDX: u64 = 1 << 29;
@@ -54,6 +56,16 @@ pub const PF_INBAND: u64 = 1 << 14;
 pub const PF_MEM_SLOTS: u64 = 1 << 15;
 
 pub const VRING_NOFD: u64 = 1 << 8;
+
+/// `struct vhost_iotlb_msg`: iova, size, uaddr, perm, type (32 bytes).
+pub fn iotlb(iova: u64, size: u64, uaddr: u64, perm: u8, kind: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32);
+    v.extend_from_slice(&iova.to_le_bytes());
+    v.extend_from_slice(&size.to_le_bytes());
+    v.extend_from_slice(&uaddr.to_le_bytes());
+    v.extend_from_slice(&[perm, kind, 0, 0, 0, 0, 0, 0]);
+    v
+}
 
 pub fn u64_payload(v: u64) -> Vec<u8> {
     v.to_le_bytes().to_vec()

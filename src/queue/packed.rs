@@ -36,17 +36,9 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     }
     // With the IOMMU each part must allow what the device does with it: it reads and
     // writes descriptors, reads the driver's area and writes its own.
-    let part = |addr: u64, len: u64, align: usize, need: u8| {
-        let p = mem.ring_part(addr, len, need)?;
-        if (p as usize).is_multiple_of(align) {
-            Ok(p)
-        } else {
-            Err(Fault::Remap)
-        }
-    };
-    let desc = part(vq.vra.desc_user_addr, desc_ring_size(u64::from(num)), 16, PERM_RW)?;
-    let driver = part(vq.vra.avail_user_addr, EVENT_AREA_SIZE, 4, PERM_RO)?;
-    let device = part(vq.vra.used_user_addr, EVENT_AREA_SIZE, 4, PERM_WO)?;
+    let desc = mem.ring_part(vq.vra.desc_user_addr, desc_ring_size(u64::from(num)), 16, PERM_RW)?;
+    let driver = mem.ring_part(vq.vra.avail_user_addr, EVENT_AREA_SIZE, 4, PERM_RO)?;
+    let device = mem.ring_part(vq.vra.used_user_addr, EVENT_AREA_SIZE, 4, PERM_WO)?;
     vq.vring.desc = desc.cast();
     vq.vring.avail = driver.cast();
     vq.vring.used = device.cast();

@@ -43,17 +43,9 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
         return Err(Fault::Remap);
     }
     let n = u64::from(num);
-    let part = |addr: u64, len: u64, align: usize, need: u8| {
-        let p = mem.ring_part(addr, len, need)?;
-        if (p as usize).is_multiple_of(align) {
-            Ok(p)
-        } else {
-            Err(Fault::Remap)
-        }
-    };
-    let desc = part(vq.vra.desc_user_addr, desc_table_size(n), 16, PERM_RO)?;
-    let avail = part(vq.vra.avail_user_addr, avail_ring_size(n), 2, PERM_RO)?;
-    let used = part(vq.vra.used_user_addr, used_ring_size(n), 4, PERM_WO)?;
+    let desc = mem.ring_part(vq.vra.desc_user_addr, desc_table_size(n), 16, PERM_RO)?;
+    let avail = mem.ring_part(vq.vra.avail_user_addr, avail_ring_size(n), 2, PERM_RO)?;
+    let used = mem.ring_part(vq.vra.used_user_addr, used_ring_size(n), 4, PERM_WO)?;
     vq.vring.desc = desc.cast();
     vq.vring.avail = avail.cast();
     vq.vring.used = used.cast();

@@ -9,9 +9,12 @@
 //! - [`inflight`]: inflight areas (GET/SET_INFLIGHT_FD, their contents, reconnects and
 //!   resubmission) with ring and queue operations.
 //! - [`packed_ring`]: the same ring, queue and inflight operations on a packed ring.
+//! - [`iotlb`]: a session that acks VIRTIO_F_IOMMU_PLATFORM, IOTLB updates, invalidations and
+//!   raw IOTLB messages with the ring and queue operations (split or packed).
 
 pub mod dispatch;
 pub mod inflight;
+pub mod iotlb;
 pub mod mem_table;
 pub mod packed_ring;
 pub mod ring_ops;
@@ -97,12 +100,13 @@ pub struct Target {
     pub seeds: fn() -> Vec<(&'static str, Vec<u8>)>,
 }
 
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     Target { name: "dispatch", decode: dispatch::decode, seeds: dispatch::seeds },
     Target { name: "split_ring", decode: split_ring::decode, seeds: split_ring::seeds },
     Target { name: "mem_table", decode: mem_table::decode, seeds: mem_table::seeds },
     Target { name: "inflight", decode: inflight::decode, seeds: inflight::seeds },
     Target { name: "packed_ring", decode: packed_ring::decode, seeds: packed_ring::seeds },
+    Target { name: "iotlb", decode: iotlb::decode, seeds: iotlb::seeds },
 ];
 
 /// Runs one input of target `name`.

@@ -27,7 +27,7 @@ use crate::ring::{
 const RAW_BASE: u16 = 1 << 14;
 
 /// The session's starting ring position from the header's base field.
-fn position(base: u16, queue_size: u16) -> u16 {
+pub(super) fn position(base: u16, queue_size: u16) -> u16 {
     if base & RAW_BASE != 0 {
         base
     } else {
@@ -73,7 +73,7 @@ pub fn decode(data: &[u8]) -> Scenario {
 }
 
 /// The reset position of a packed ring: slot 0, wrap counter 1.
-const START: u16 = 0x8000;
+pub(super) const START: u16 = 0x8000;
 
 fn seed(h: Header, area_first: bool, ops: impl FnOnce(&mut OpEnc)) -> Vec<u8> {
     let mut e = Enc::new();

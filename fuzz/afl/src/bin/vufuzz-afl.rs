@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! AFL++ entry point: `vufuzz-afl TARGET` runs the inputs afl-fuzz gives it through the
-//! harness of fuzz target TARGET (dispatch, split_ring, mem_table, inflight, packed_ring).
+//! harness of fuzz target TARGET (dispatch, split_ring, mem_table, inflight, packed_ring, iotlb).
 fn main() {
     let target = std::env::args().nth(1).expect("usage: vufuzz-afl TARGET");
     assert!(
