@@ -39,9 +39,10 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     let desc = mem.ring_part(vq.vra.desc_user_addr, desc_ring_size(u64::from(num)), 16, PERM_RW)?;
     let driver = mem.ring_part(vq.vra.avail_user_addr, EVENT_AREA_SIZE, 4, PERM_RO)?;
     let device = mem.ring_part(vq.vra.used_user_addr, EVENT_AREA_SIZE, 4, PERM_WO)?;
-    vq.vring.desc = desc.cast();
+    // `desc` last: it is the mapped flag (see `unmap_ring`).
     vq.vring.avail = driver.cast();
     vq.vring.used = device.cast();
+    vq.vring.desc = desc.cast();
     Ok(())
 }
 

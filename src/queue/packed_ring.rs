@@ -142,7 +142,8 @@ impl PackedRing {
     #[inline(always)]
     pub unsafe fn of(vq: &VuVirtq) -> Option<PackedRing> {
         let r = &vq.vring;
-        if r.desc.is_null() || r.avail.is_null() || r.used.is_null() {
+        // `desc` is the mapped flag: set last, cleared first (`split::unmap_ring`).
+        if r.desc.is_null() {
             return None;
         }
         let num = u16::try_from(r.num).ok().filter(|n| *n > 0 && *n <= 1 << 15)?;

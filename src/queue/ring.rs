@@ -48,7 +48,8 @@ impl SplitRing {
     #[inline]
     pub unsafe fn of(vq: &VuVirtq) -> Option<SplitRing> {
         let r = &vq.vring;
-        if r.desc.is_null() || r.avail.is_null() || r.used.is_null() {
+        // `desc` is the mapped flag: set last, cleared first (`split::unmap_ring`).
+        if r.desc.is_null() {
             return None;
         }
         // Slots are taken modulo a power of two (`slot`), which stays below any num >= 1; the

@@ -26,7 +26,10 @@ pub fn valid_ring_size(num: u32) -> bool {
     num.is_power_of_two() && num <= VIRTQUEUE_MAX_SIZE
 }
 
-/// Forgets the ring pointers (the ring is unmapped until its next use).
+/// Forgets the ring pointers (the ring is unmapped until its next use). `desc` is the mapped
+/// flag the queue calls test (`SplitRing::of`, `PackedRing::of`): it is cleared first here and
+/// set last by `map_ring`, so a non-null `desc` means all three parts are mapped. Both ring
+/// layouts, and every place that forgets a ring, use this one function.
 pub fn unmap_ring(vq: &mut VuVirtq) {
     vq.vring.desc = std::ptr::null_mut();
     vq.vring.avail = std::ptr::null_mut();
@@ -46,9 +49,10 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     let desc = mem.ring_part(vq.vra.desc_user_addr, desc_table_size(n), 16, PERM_RO)?;
     let avail = mem.ring_part(vq.vra.avail_user_addr, avail_ring_size(n), 2, PERM_RO)?;
     let used = mem.ring_part(vq.vra.used_user_addr, used_ring_size(n), 4, PERM_WO)?;
-    vq.vring.desc = desc.cast();
+    // `desc` last: it is the mapped flag (see `unmap_ring`).
     vq.vring.avail = avail.cast();
     vq.vring.used = used.cast();
+    vq.vring.desc = desc.cast();
     Ok(())
 }
 
