@@ -127,6 +127,14 @@ for consumer, desc in CONSUMERS:
             if any(e[0] == kind and e[4] == fe for g, l in cols for e in rows.get((consumer, g, l), [])):
                 out.append("| \u21b3 %s, frontend %s | " % (label, FRONTEND_NAMES.get(fe, fe))
                            + " | ".join(guest_cell(consumer, g, l, fe, kind) for g, l in cols) + " |")
+examples = [(c, e) for (c, g, l), es in sorted(rows.items()) if g == "example" for e in es]
+if examples:
+    out.append("")
+    out.append("| this repository's examples-c, with this library | result |")
+    out.append("|---|---|")
+    for consumer, e in examples:
+        out.append("| %s, %s, frontend %s | %s |" % (consumer, e[2].rsplit("/", 1)[-1],
+                   FRONTEND_NAMES.get(e[4], e[4]), e[1] + (": " + e[3] if e[3] else "")))
 out.append("")
 out.append("Guest tests: vhost-user-blk and qemu-storage-daemon with vhost-user-blk-pci, 1 and 2 queues "
            "(guest writes/reads patterns, host verifies the image); virtiofsd with vhost-user-fs-pci "

@@ -618,6 +618,118 @@ test_packed() {
     fi
 }
 
+# ---------------------------------------------------------------- netstate
+# test_netstate: device state through a real frontend. examples-c's
+# vhost-user-net-sink (this library; it registers device state handlers, so
+# the library offers DEVICE_STATE) behind QEMU 10.0's virtio-net, whose
+# vhost-user netdev migrates the backend's state when bit 19 is negotiated:
+# the guest transmits for ~30 s; the host stops the VM during that, migrates
+# it to a file, and starts a fresh backend process and QEMU -incoming from
+# it. The source must save the counters, the destination load exactly them,
+# and its final count must be the guest's own transmit count (frames and
+# bytes): without the state it would miss what the source counted.
+test_netstate() {
+    local name="guest/qemu$QEMU_FE/example/ours/vhost-user-net-sink/netstate-migrate"
+    local dir=$RUNDIR/fe$QEMU_FE-example-ours-net-sink n fails=()
+    rm -rf "$dir"; mkdir -p "$dir"
+    local tdir=${CARGO_TARGET_DIR:-$OURS/target}
+    local bin=$dir/vhost-user-net-sink
+    if ! (cd "$OURS" && cargo build --release --lib -q) > "$dir/build.log" 2>&1 ||
+       ! gcc -std=gnu11 -O2 -g -Wall -Werror -I"$OURS/include" -o "$bin" \
+           "$OURS/examples-c/vhost-user-net-sink.c" "$tdir/release/libvhost_user.a" \
+           -lpthread -ldl -lm -lrt -lutil -lgcc_s >> "$dir/build.log" 2>&1; then
+        result FAIL "$name" "the example did not build" vhost-user-net-sink example ours test "$QEMU_FE"
+        tail_logs "$dir"; return
+    fi
+    n=$(nonce)
+    local GUEST_TIMEOUT=$((GUEST_TIMEOUT * 2))
+    local BACKEND_TIMEOUT=$((GUEST_TIMEOUT + 60))
+    local net=(-netdev vhost-user,id=n0,chardev=c0
+               -device virtio-net-pci,netdev=n0,vectors=0,romfile=,mac=52:54:00:12:34:56)
+    local t0=$SECONDS
+
+    start_backend "$dir" backend-a "$bin" -s "$dir/a.sock"
+    local apid=$BPID
+    if ! wait_for_socket "$dir/a.sock" 20 "$apid"; then
+        stop_pid "$apid"
+        result FAIL "$name" "backend did not listen on its socket" vhost-user-net-sink example ours test "$QEMU_FE"
+        tail_logs "$dir"; return
+    fi
+    start_guest "$dir" "" 1 "vu_test=netmig vu_nonce=$n" -chardev "socket,id=c0,path=$dir/a.sock" \
+        "${net[@]}" -monitor "unix:$dir/mon-src.sock,server=on,wait=off"
+    local spid=$GPID src_ok=1
+    if ! wait_console "$dir" console.log "$n" "phase A" "$GUEST_TIMEOUT" "$spid"; then
+        fails+=("guest did not reach phase A"); src_ok=0
+    else
+        # a few seconds of traffic before the stop
+        sleep 3
+        hmp "$dir/mon-src.sock" stop "migrate file:$dir/vm.mig" >> "$dir/hmp.log" 2>&1
+        hmp "$dir/mon-src.sock" --wait-for "Migration status: completed" "info migrate" 60 >> "$dir/hmp.log" 2>&1 ||
+            { fails+=("migration to a file did not complete"); src_ok=0; }
+    fi
+    hmp "$dir/mon-src.sock" quit >> "$dir/hmp.log" 2>&1
+    local qrc=0
+    wait_pid_bounded "$spid" 30 || qrc=$?
+    [ "$qrc" = 0 ] || fails+=("source qemu exit status $qrc")
+    local brc=0
+    wait_pid_bounded "$apid" 20 || brc=$?
+    [ "$brc" = 0 ] || fails+=("backend A exit status $brc")
+
+    if [ "$src_ok" = 1 ]; then
+        start_backend "$dir" backend-b "$bin" -s "$dir/b.sock"
+        local bpid=$BPID
+        if ! wait_for_socket "$dir/b.sock" 20 "$bpid"; then
+            stop_pid "$bpid"
+            fails+=("backend B did not listen on its socket")
+        else
+            start_guest "$dir" dst 1 "vu_test=netmig vu_nonce=$n" -chardev "socket,id=c0,path=$dir/b.sock" \
+                "${net[@]}" -monitor "unix:$dir/mon-dst.sock,server=on,wait=off" -incoming "file:$dir/vm.mig"
+            local dpid=$GPID
+            if hmp "$dir/mon-dst.sock" --wait-line "VM status: paused" "info status" 60 >> "$dir/hmp.log" 2>&1; then
+                hmp "$dir/mon-dst.sock" cont >> "$dir/hmp.log" 2>&1
+            else
+                fails+=("destination did not load the migration")
+                hmp "$dir/mon-dst.sock" quit >> "$dir/hmp.log" 2>&1
+            fi
+            local drc=0
+            wait_pid_bounded "$dpid" "$GUEST_TIMEOUT" || drc=$?
+            [ "$drc" = 0 ] || fails+=("destination qemu exit status $drc")
+            brc=0
+            wait_pid_bounded "$bpid" 20 || brc=$?
+            [ "$brc" = 0 ] || fails+=("backend B exit status $brc")
+        fi
+    fi
+    [ -f "$dir/console-dst.log" ] && cat "$dir/console-dst.log" >> "$dir/console.log"
+    guest_has "$dir" "$n" END || fails+=("guest did not finish")
+
+    # "state saved: tx F frames B bytes" (A) and "state loaded: ..." (B) must agree; B's
+    # final "tx F frames B bytes; loaded ..." must be the guest's counters
+    local saved loaded final gtx gbytes
+    saved=$(sed -n 's/^vhost-user-net-sink: state saved: tx \([0-9]*\) frames \([0-9]*\) bytes$/\1 \2/p' "$dir/backend-a.log" | tail -1)
+    loaded=$(sed -n 's/^vhost-user-net-sink: state loaded: tx \([0-9]*\) frames \([0-9]*\) bytes$/\1 \2/p' "$dir/backend-b.log" 2>/dev/null | tail -1)
+    final=$(sed -n 's/^vhost-user-net-sink: tx \([0-9]*\) frames \([0-9]*\) bytes; loaded \([0-9]*\) frames; migrations \([0-9]*\)$/\1 \2 \3 \4/p' "$dir/backend-b.log" 2>/dev/null | tail -1)
+    gtx=$(guest_value "$dir" "$n" tx); gbytes=$(guest_value "$dir" "$n" txbytes)
+    [ -n "$saved" ] || fails+=("backend A saved no state")
+    [ -n "$saved" ] && [ "${saved%% *}" -gt 0 ] || fails+=("backend A had counted no frames before the migration")
+    [ -n "$loaded" ] && [ "$loaded" = "$saved" ] || fails+=("backend B loaded '${loaded}', backend A saved '${saved}'")
+    set -- $final
+    if [ $# != 4 ]; then
+        fails+=("backend B printed no final count")
+    else
+        [ "$1" = "$gtx" ] || fails+=("backend B counted $1 frames in all, the guest transmitted '$gtx'")
+        [ "$2" = "$gbytes" ] || fails+=("backend B counted $2 bytes in all, the guest transmitted '$gbytes'")
+        [ "$4" = 1 ] || fails+=("backend B reports $4 migrations, want 1")
+        [ -n "$saved" ] && [ "$1" -gt "${saved%% *}" ] || fails+=("backend B counted no frames of its own (the migration came after the traffic)")
+    fi
+    log "netstate: A saved '$saved', B loaded '$loaded', B final '$final', guest tx '$gtx' bytes '$gbytes' ($((SECONDS - t0)) s)"
+    if [ ${#fails[@]} = 0 ]; then
+        result PASS "$name" "" vhost-user-net-sink example ours test "$QEMU_FE"
+    else
+        result FAIL "$name" "$(IFS=';'; echo "${fails[*]}")" vhost-user-net-sink example ours test "$QEMU_FE"
+        tail_logs "$dir"
+    fi
+}
+
 run_guest_tests() {
     local gen=$1 lib=$2
     case ",$GUEST_TESTS," in *,blk,*)
