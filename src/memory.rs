@@ -102,8 +102,28 @@ impl<'a> MemoryTable<'a> {
     /// Translates the guest address `addr` of an access that needs `need` (`iotlb::PERM_*`,
     /// 0 for any) to a host pointer, with the bytes (at most `len` > 0) contiguous there.
     /// Guest physical (through `translate_cached`) or, with the IOTLB, an IOVA.
+    ///
+    /// The hit path is the hint's bounds check alone: a hint holds a region only on a table
+    /// without the IOTLB (`first_hint` and the miss path never fill one otherwise), so with
+    /// the IOTLB every address takes the miss path, which translates it as an IOVA.
     #[inline(always)]
     pub fn translate_dma(
+        &self,
+        addr: u64,
+        len: u64,
+        need: u8,
+        hint: &mut RegionHint,
+    ) -> Result<(*mut u8, u64), Fault> {
+        if len != 0 && hint.start <= addr && addr < hint.end {
+            return Ok((addr.wrapping_add(hint.to_host) as *mut u8, len.min(hint.end - addr)));
+        }
+        self.translate_dma_miss(addr, len, need, hint)
+    }
+
+    /// `translate_dma` for an address outside the hint: an IOVA with the IOTLB, else the
+    /// region search, whose region becomes the hint.
+    #[inline]
+    fn translate_dma_miss(
         &self,
         addr: u64,
         len: u64,
@@ -260,7 +280,11 @@ impl<'a> MemoryTable<'a> {
 
     /// A first hint for `translate_cached`: the lowest region (the only one of most guests).
     #[inline]
+    /// With the IOTLB: the empty hint (guest addresses are IOVAs, see `translate_dma`).
     pub fn first_hint(&self) -> RegionHint {
+        if self.iotlb.is_some() {
+            return RegionHint::default();
+        }
         self.regions.first().map(RegionHint::of).unwrap_or_default()
     }
 
