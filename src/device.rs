@@ -223,7 +223,7 @@ impl MemWrite<'_> {
     /// Forgets the queue's ring pointers: the mappings they point into are about to change
     /// (or its geometry did); they are mapped again (and checked) on use.
     pub fn forget_ring(&mut self, vq: Vq<'_>) {
-        self.with_queue(vq, |q, _| crate::queue::split::unmap_ring(q))
+        self.with_queue(vq, |q, _| crate::queue::unmap_ring(q))
     }
 }
 

@@ -279,8 +279,8 @@ impl<'a> MemoryTable<'a> {
     }
 
     /// A first hint for `translate_cached`: the lowest region (the only one of most guests).
-    #[inline]
     /// With the IOTLB: the empty hint (guest addresses are IOVAs, see `translate_dma`).
+    #[inline]
     pub fn first_hint(&self) -> RegionHint {
         if self.iotlb.is_some() {
             return RegionHint::default();

@@ -49,7 +49,7 @@ pub fn reset_device(dev: Dev) -> Outcome {
 /// Puts a queue's ring back into its state after `vu_init` (the device's handler stays).
 fn forget_ring_state(vq: &mut VuVirtq, _: &crate::memory::MemoryTable) {
     vq.vring.num = 0;
-    crate::queue::split::unmap_ring(vq);
+    crate::queue::unmap_ring(vq);
     vq.vring.log_guest_addr = 0;
     vq.vring.flags = 0;
     vq.vra = vhost_vring_addr::default();

@@ -223,6 +223,16 @@ macro_rules! dispatch {
     };
 }
 
+/// Forgets the ring pointers (the ring is unmapped until its next use). `desc` is the mapped
+/// flag the queue calls test (`SplitRing::of`, `PackedRing::of`): it is cleared first here and
+/// set last by `map_ring`, so a non-null `desc` means all three parts are mapped. Both ring
+/// layouts, and every place that forgets a ring, use this one function.
+pub fn unmap_ring(vq: &mut VuVirtq) {
+    vq.vring.desc = std::ptr::null_mut();
+    vq.vring.avail = std::ptr::null_mut();
+    vq.vring.used = std::ptr::null_mut();
+}
+
 /// Whether the frontend negotiated packed rings (the layout rings are mapped with).
 #[inline]
 pub fn is_packed(dev: Dev) -> bool {

@@ -20,7 +20,7 @@ use crate::queue::ids::{IdState, QueueIds};
 use crate::queue::mapper::ElementMapper;
 use crate::queue::packed_ring::*;
 use crate::queue::split::{
-    log_write, log_written, logging, unmap_ring, valid_ring_size, VIRTIO_F_NOTIFY_ON_EMPTY,
+    log_write, log_written, logging, valid_ring_size, VIRTIO_F_NOTIFY_ON_EMPTY,
     VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::queue::{Completed, Fault, Queue, RingOps};
@@ -29,7 +29,7 @@ use crate::queue::{Completed, Fault, Queue, RingOps};
 /// suppression area, `used` the device event suppression area (SET_VRING_ADDR's packed
 /// meaning), each checked to lie in one region and be aligned.
 pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
-    unmap_ring(vq);
+    super::unmap_ring(vq);
     let num = vq.vring.num;
     if !valid_ring_size(num) {
         return Err(Fault::Remap);

@@ -142,7 +142,7 @@ impl PackedRing {
     #[inline(always)]
     pub unsafe fn of(vq: &VuVirtq) -> Option<PackedRing> {
         let r = &vq.vring;
-        // `desc` is the mapped flag: set last, cleared first (`split::unmap_ring`).
+        // `desc` is the mapped flag: set last, cleared first (`queue::unmap_ring`).
         if r.desc.is_null() {
             return None;
         }

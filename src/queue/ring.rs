@@ -48,7 +48,7 @@ impl SplitRing {
     #[inline]
     pub unsafe fn of(vq: &VuVirtq) -> Option<SplitRing> {
         let r = &vq.vring;
-        // `desc` is the mapped flag: set last, cleared first (`split::unmap_ring`).
+        // `desc` is the mapped flag: set last, cleared first (`queue::unmap_ring`).
         if r.desc.is_null() {
             return None;
         }

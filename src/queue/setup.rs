@@ -8,7 +8,7 @@ use crate::device::Dev;
 use crate::iommu::VIRTIO_F_IOMMU_PLATFORM;
 use crate::queue::ids;
 use crate::queue::packed_ring::Pos;
-use crate::queue::split::unmap_ring;
+use crate::queue::unmap_ring;
 use crate::queue::{is_packed, VIRTIO_F_RING_PACKED};
 
 /// The environment variable that turns packed rings off for every device of the process.

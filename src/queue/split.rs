@@ -26,21 +26,11 @@ pub fn valid_ring_size(num: u32) -> bool {
     num.is_power_of_two() && num <= VIRTQUEUE_MAX_SIZE
 }
 
-/// Forgets the ring pointers (the ring is unmapped until its next use). `desc` is the mapped
-/// flag the queue calls test (`SplitRing::of`, `PackedRing::of`): it is cleared first here and
-/// set last by `map_ring`, so a non-null `desc` means all three parts are mapped. Both ring
-/// layouts, and every place that forgets a ring, use this one function.
-pub fn unmap_ring(vq: &mut VuVirtq) {
-    vq.vring.desc = std::ptr::null_mut();
-    vq.vring.avail = std::ptr::null_mut();
-    vq.vring.used = std::ptr::null_mut();
-}
-
 /// Points `vq.vring` at the three parts of a split ring, each checked to lie wholly in one
 /// region (with the IOMMU: to be translated by IOTLB entries that allow what the device does
 /// with it) and be aligned as the virtio spec requires; on failure the ring is left unmapped.
 pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
-    unmap_ring(vq);
+    super::unmap_ring(vq);
     let num = vq.vring.num;
     if !valid_ring_size(num) {
         return Err(Fault::Remap);
