@@ -324,20 +324,22 @@ impl RingOps for SplitRing {
         if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
             self.set_avail_event(vq.last_avail_idx);
         }
-        let elem = match map_element(&q.mem, self, head, sz) {
+        let Some(mut elem) = ElementMapper::new(&q.mem, sz) else {
+            return Ok(std::ptr::null_mut());
+        };
+        match chain::map_chain(&q.mem, self, head, &mut elem) {
             Err(f) if f.is_miss() => {
                 // Nothing popped: the retry after the IOTLB update starts from this head.
                 q.vq.last_avail_idx = q.vq.last_avail_idx.wrapping_sub(1);
                 return Err(f);
             }
             r => r?,
-        };
-        if elem.is_null() {
-            return Ok(elem);
         }
         q.vq.inuse += 1;
+        // The element is handed out only once the inflight area took the head: a refusal
+        // drops (frees) it, as the original frees its element when vu_queue_inflight_get fails.
         inflight::on_pop(q.dev, q.vq, q.qidx, u32::from(head))?;
-        Ok(elem)
+        Ok(elem.finish(u32::from(head)))
     }
 
     fn rewind(&mut self, q: &mut Queue, num: u32) -> bool {
