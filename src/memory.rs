@@ -48,7 +48,7 @@ fn host_range(r: &VuDevRegion, gpa: u64, len: u64) -> Option<*mut u8> {
     (end <= r.size).then(|| host_base(r).wrapping_add(off as usize))
 }
 
-/// The guest range of one region and how to reach it (`translate_cached`'s cache): `[start,
+/// The guest range of one region and how to reach it (`translate_dma`'s cache): `[start,
 /// end)` in guest physical addresses, host address = gpa + `to_host` (wrapping). The default
 /// is empty (matches no address).
 #[derive(Clone, Copy, Default)]
@@ -59,6 +59,19 @@ pub struct RegionHint {
 }
 
 impl RegionHint {
+    /// Whether `gpa` lies in the hint's region (never, for the empty hint).
+    #[inline(always)]
+    fn holds(&self, gpa: u64) -> bool {
+        self.start <= gpa && gpa < self.end
+    }
+
+    /// Where `gpa` (which the region holds) is in ours, and how many of `len` bytes follow it
+    /// there.
+    #[inline(always)]
+    fn host(&self, gpa: u64, len: u64) -> (*mut u8, u64) {
+        (gpa.wrapping_add(self.to_host) as *mut u8, len.min(self.end - gpa))
+    }
+
     #[inline]
     fn of(r: &VuDevRegion) -> RegionHint {
         RegionHint {
@@ -101,7 +114,7 @@ impl<'a> MemoryTable<'a> {
 
     /// Translates the guest address `addr` of an access that needs `need` (`iotlb::PERM_*`,
     /// 0 for any) to a host pointer, with the bytes (at most `len` > 0) contiguous there.
-    /// Guest physical (through `translate_cached`) or, with the IOTLB, an IOVA.
+    /// Guest physical (through the hint, else the region search) or, with the IOTLB, an IOVA.
     ///
     /// The hit path is the hint's bounds check alone: a hint holds a region only on a table
     /// without the IOTLB (`first_hint` and the miss path never fill one otherwise), so with
@@ -114,8 +127,8 @@ impl<'a> MemoryTable<'a> {
         need: u8,
         hint: &mut RegionHint,
     ) -> Result<(*mut u8, u64), Fault> {
-        if len != 0 && hint.start <= addr && addr < hint.end {
-            return Ok((addr.wrapping_add(hint.to_host) as *mut u8, len.min(hint.end - addr)));
+        if len != 0 && hint.holds(addr) {
+            return Ok(hint.host(addr, len));
         }
         self.translate_dma_miss(addr, len, need, hint)
     }
@@ -131,7 +144,11 @@ impl<'a> MemoryTable<'a> {
         hint: &mut RegionHint,
     ) -> Result<(*mut u8, u64), Fault> {
         match self.iotlb {
-            None => self.translate_cached(addr, len, hint).ok_or(Fault::BadAddress),
+            None if len != 0 => {
+                *hint = self.hint_for(addr).ok_or(Fault::BadAddress)?;
+                Ok(hint.host(addr, len))
+            }
+            None => Err(Fault::BadAddress),
             Some(iotlb) => self.translate_iova(iotlb, addr, len, need),
         }
     }
@@ -253,32 +270,25 @@ impl<'a> MemoryTable<'a> {
         Some((host_base(r).wrapping_add(off as usize), len.min(r.size - off)))
     }
 
-    /// `translate` with a one-entry cache of the last region used: consecutive buffers of a
-    /// request almost always share a region, so most lookups are two compares and an add
-    /// against the cached bounds, without the binary search.
-    #[inline]
+    /// `translate` through a hint (the cache `translate_dma` keeps per element), for the unit
+    /// tests that compare the two on a table without the IOTLB.
+    #[cfg(test)]
     pub fn translate_cached(
         &self,
         gpa: u64,
         len: u64,
         hint: &mut RegionHint,
     ) -> Option<(*mut u8, u64)> {
-        if len == 0 {
-            return None;
-        }
-        if !(hint.start <= gpa && gpa < hint.end) {
-            *hint = self.hint_for(gpa)?;
-        }
-        Some((gpa.wrapping_add(hint.to_host) as *mut u8, len.min(hint.end - gpa)))
+        self.translate_dma(gpa, len, 0, hint).ok()
     }
 
-    /// The bounds of the region holding `gpa` (the search behind `translate_cached`).
+    /// The bounds of the region holding `gpa` (the search behind `translate_dma`'s hint).
     #[inline]
     fn hint_for(&self, gpa: u64) -> Option<RegionHint> {
         self.find(gpa).map(RegionHint::of)
     }
 
-    /// A first hint for `translate_cached`: the lowest region (the only one of most guests).
+    /// A first hint for `translate_dma`: the lowest region (the only one of most guests).
     /// With the IOTLB: the empty hint (guest addresses are IOVAs, see `translate_dma`).
     #[inline]
     pub fn first_hint(&self) -> RegionHint {
