@@ -489,6 +489,25 @@ put_marker() {
         dd of="$1" bs=512 seek=$((30 * 2048)) conv=notrunc,fsync 2>/dev/null
 }
 
+# migrate_to_file DIR: the source QEMU (monitor DIR/mon-src.sock) stops and migrates to
+# DIR/vm.mig; fails unless the migration completes within 60 s
+migrate_to_file() {
+    hmp "$1/mon-src.sock" stop "migrate file:$1/vm.mig" >> "$1/hmp.log" 2>&1
+    hmp "$1/mon-src.sock" --wait-for "Migration status: completed" "info migrate" 60 >> "$1/hmp.log" 2>&1
+}
+
+# cont_after_load DIR: the destination QEMU (monitor DIR/mon-dst.sock, -incoming) loads the
+# stopped source's state and then waits for cont (not "paused (inmigrate)": that is before
+# the load): cont it, or quit it and fail if it never gets there
+cont_after_load() {
+    if hmp "$1/mon-dst.sock" --wait-line "VM status: paused" "info status" 60 >> "$1/hmp.log" 2>&1; then
+        hmp "$1/mon-dst.sock" cont >> "$1/hmp.log" 2>&1
+    else
+        hmp "$1/mon-dst.sock" quit >> "$1/hmp.log" 2>&1
+        return 1
+    fi
+}
+
 # test_packed GEN LIB BACKEND QUEUES
 test_packed() {
     local gen=$1 lib=$2 backend=$3 nq=$4
@@ -537,9 +556,7 @@ test_packed() {
     fi
     # migration to a file
     if [ "$src_ok" = 1 ]; then
-        hmp "$dir/mon-src.sock" stop "migrate file:$dir/vm.mig" >> "$dir/hmp.log" 2>&1
-        hmp "$dir/mon-src.sock" --wait-for "Migration status: completed" "info migrate" 60 >> "$dir/hmp.log" 2>&1 ||
-            { fails+=("migration to a file did not complete"); src_ok=0; }
+        migrate_to_file "$dir" || { fails+=("migration to a file did not complete"); src_ok=0; }
     fi
     hmp "$dir/mon-src.sock" quit >> "$dir/hmp.log" 2>&1
     local qrc=0
@@ -561,14 +578,7 @@ test_packed() {
             start_guest "$dir" dst "$nq" "$kargs" -chardev "socket,id=c0,path=$dir/b.sock" -device "$dev" \
                 -monitor "unix:$dir/mon-dst.sock,server=on,wait=off" -incoming "file:$dir/vm.mig"
             local dpid=$GPID
-            # the source was stopped: the destination loads, then waits for cont
-            # (not "paused (inmigrate)": that is before the load)
-            if hmp "$dir/mon-dst.sock" --wait-line "VM status: paused" "info status" 60 >> "$dir/hmp.log" 2>&1; then
-                hmp "$dir/mon-dst.sock" cont >> "$dir/hmp.log" 2>&1
-            else
-                fails+=("destination did not load the migration")
-                hmp "$dir/mon-dst.sock" quit >> "$dir/hmp.log" 2>&1
-            fi
+            cont_after_load "$dir" || fails+=("destination did not load the migration")
             local drc=0
             wait_pid_bounded "$dpid" "$GUEST_TIMEOUT" || drc=$?
             [ "$drc" = 0 ] || fails+=("destination qemu exit status $drc")
@@ -663,9 +673,7 @@ test_netstate() {
     else
         # a few seconds of traffic before the stop
         sleep 3
-        hmp "$dir/mon-src.sock" stop "migrate file:$dir/vm.mig" >> "$dir/hmp.log" 2>&1
-        hmp "$dir/mon-src.sock" --wait-for "Migration status: completed" "info migrate" 60 >> "$dir/hmp.log" 2>&1 ||
-            { fails+=("migration to a file did not complete"); src_ok=0; }
+        migrate_to_file "$dir" || { fails+=("migration to a file did not complete"); src_ok=0; }
     fi
     hmp "$dir/mon-src.sock" quit >> "$dir/hmp.log" 2>&1
     local qrc=0
@@ -685,12 +693,7 @@ test_netstate() {
             start_guest "$dir" dst 1 "vu_test=netmig vu_nonce=$n" -chardev "socket,id=c0,path=$dir/b.sock" \
                 "${net[@]}" -monitor "unix:$dir/mon-dst.sock,server=on,wait=off" -incoming "file:$dir/vm.mig"
             local dpid=$GPID
-            if hmp "$dir/mon-dst.sock" --wait-line "VM status: paused" "info status" 60 >> "$dir/hmp.log" 2>&1; then
-                hmp "$dir/mon-dst.sock" cont >> "$dir/hmp.log" 2>&1
-            else
-                fails+=("destination did not load the migration")
-                hmp "$dir/mon-dst.sock" quit >> "$dir/hmp.log" 2>&1
-            fi
+            cont_after_load "$dir" || fails+=("destination did not load the migration")
             local drc=0
             wait_pid_bounded "$dpid" "$GUEST_TIMEOUT" || drc=$?
             [ "$drc" = 0 ] || fails+=("destination qemu exit status $drc")
