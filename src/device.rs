@@ -308,6 +308,12 @@ impl DeviceState {
     #[inline]
     pub fn read<'a>(&'a self, dev: Dev<'a>) -> MemRead<'a> {
         self.lock.enter_read();
+        self.read_entered(dev)
+    }
+
+    /// The guard of a read lock just entered.
+    #[inline(always)]
+    fn read_entered<'a>(&'a self, dev: Dev<'a>) -> MemRead<'a> {
         // SAFETY: under the read lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
@@ -315,6 +321,14 @@ impl DeviceState {
             MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
                 .with_iotlb(self.iotlb_if_translating(dev));
         MemRead { table, state: self, dev }
+    }
+
+    /// `read` unless a writer holds the lock (then `None`, with nothing entered): for the
+    /// express lane (`queue::express`), which hands its call to the general path rather than
+    /// wait.
+    #[inline(always)]
+    pub fn try_read<'a>(&'a self, dev: Dev<'a>) -> Option<MemRead<'a>> {
+        self.lock.try_enter_read().then(|| self.read_entered(dev))
     }
 
     pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
@@ -449,6 +463,13 @@ impl<'a> Dev<'a> {
     #[inline]
     pub fn mem(self) -> MemRead<'a> {
         self.state().read(self)
+    }
+
+    /// The memory table, read-locked, unless a writer holds the lock (see
+    /// `DeviceState::try_read`).
+    #[inline(always)]
+    pub fn try_mem(self) -> Option<MemRead<'a>> {
+        self.state().try_read(self)
     }
 
     /// Enters the memory lock for a fast path that reads no region table and must not wait

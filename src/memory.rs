@@ -48,35 +48,45 @@ fn host_range(r: &VuDevRegion, gpa: u64, len: u64) -> Option<*mut u8> {
     (end <= r.size).then(|| host_base(r).wrapping_add(off as usize))
 }
 
-/// The guest range of one region and how to reach it (`translate_dma`'s cache): `[start,
-/// end)` in guest physical addresses, host address = gpa + `to_host` (wrapping). The default
-/// is empty (matches no address).
+/// The guest range of one region and how to reach it (`translate_dma`'s cache): `size` bytes
+/// from `start` in guest physical addresses, host address = gpa + `to_host` (wrapping). The
+/// default is empty (matches no address). A start and a size, not two ends: whether an address
+/// is inside is one subtraction and one comparison.
 #[derive(Clone, Copy, Default)]
 pub struct RegionHint {
     start: u64,
-    end: u64,
+    size: u64,
     to_host: u64,
 }
 
 impl RegionHint {
     /// Whether `gpa` lies in the hint's region (never, for the empty hint).
     #[inline(always)]
-    fn holds(&self, gpa: u64) -> bool {
-        self.start <= gpa && gpa < self.end
+    pub fn holds(&self, gpa: u64) -> bool {
+        gpa.wrapping_sub(self.start) < self.size
     }
 
     /// Where `gpa` (which the region holds) is in ours, and how many of `len` bytes follow it
     /// there.
     #[inline(always)]
-    fn host(&self, gpa: u64, len: u64) -> (*mut u8, u64) {
-        (gpa.wrapping_add(self.to_host) as *mut u8, len.min(self.end - gpa))
+    pub fn host(&self, gpa: u64, len: u64) -> (*mut u8, u64) {
+        let left = self.size - (gpa - self.start);
+        (gpa.wrapping_add(self.to_host) as *mut u8, len.min(left))
+    }
+
+    /// Where `[gpa, gpa+len)` is in ours if the region holds all of it.
+    #[inline(always)]
+    pub fn whole(&self, gpa: u64, len: u64) -> Option<*mut u8> {
+        let off = gpa.wrapping_sub(self.start);
+        (off < self.size && len <= self.size - off)
+            .then_some(gpa.wrapping_add(self.to_host) as *mut u8)
     }
 
     #[inline]
     fn of(r: &VuDevRegion) -> RegionHint {
         RegionHint {
             start: r.gpa,
-            end: gpa_end(r),
+            size: r.size,
             to_host: (host_base(r) as u64).wrapping_sub(r.gpa),
         }
     }
@@ -286,6 +296,13 @@ impl<'a> MemoryTable<'a> {
     #[inline]
     fn hint_for(&self, gpa: u64) -> Option<RegionHint> {
         self.find(gpa).map(RegionHint::of)
+    }
+
+    /// `hint_for`, out of line and on a copy of the table: a hint miss of the express lane
+    /// (`queue::express`), whose table and hint stay in registers.
+    #[inline(never)]
+    pub fn hint_at(self, gpa: u64) -> Option<RegionHint> {
+        self.hint_for(gpa)
     }
 
     /// A first hint for `translate_dma`: the lowest region (the only one of most guests).

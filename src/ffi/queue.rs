@@ -9,7 +9,8 @@ use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
 use crate::diagnostics;
-use crate::queue::{Completed, Fault, Notify, Queue};
+use crate::memory::MemoryTable;
+use crate::queue::{express, Completed, Fault, Notify, Queue};
 
 /// Runs a queue operation for one of `dev`'s queues under the memory read lock, on one
 /// `Queue` context; `fallback` if `vq` is not one of them (`dev`: what `Dev::from_raw` made of
@@ -263,10 +264,45 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
     unsafe { notify(dev, vq, true) }
 }
 
+/// Runs an express-lane operation (`queue::express`) on one of `dev`'s queues under the
+/// memory read lock; `None` when the lane does not take the call: the pointers are not ours,
+/// calls are traced, a writer holds the lock, or the lane hands the call to the general path.
+#[inline(always)]
+fn express_lane<R>(
+    dev: Option<Dev<'_>>,
+    vq: *mut VuVirtq,
+    f: impl FnOnce(Dev<'_>, &MemoryTable, &mut VuVirtq, usize) -> Option<R>,
+) -> Option<R> {
+    with_dev(dev, None, |d| {
+        let qidx = d.queue_index(vq)?;
+        if diagnostics::tracing() {
+            return None;
+        }
+        let mem = d.try_mem()?;
+        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
+        // the C API requires.
+        f(d, &mem, unsafe { &mut *vq }, qidx)
+    })
+}
+
 /// Returns a VuVirtqElement (in a block of @sz bytes) filled from the queue, or NULL.
 /// The caller frees it with free().
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+    // SAFETY: the C caller's pointers (this function's contract); checked by express_lane.
+    let lane = express_lane(unsafe { Dev::from_raw(dev) }, vq, |d, mem, q, qidx| {
+        express::pop(d, mem, q, qidx, sz)
+    });
+    match lane {
+        Some(elem) => elem.cast(),
+        // SAFETY: as above.
+        None => unsafe { pop_general(dev, vq, sz) },
+    }
+}
+
+/// `vu_queue_pop` on the general path.
+#[inline(never)]
+unsafe fn pop_general(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     with_queue(
         // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
         unsafe { Dev::from_raw(dev) },
@@ -347,6 +383,22 @@ pub unsafe extern "C" fn vu_queue_push(
 ) {
     // SAFETY: a caller's element (from vu_queue_pop) or NULL.
     let Some(e) = (unsafe { completed(elem) }) else { return };
+    // SAFETY: the C caller's pointers (this function's contract); checked by express_lane.
+    let d = unsafe { Dev::from_raw(dev) };
+    let lane = express_lane(d, vq, |d, mem, q, qidx| {
+        express::push(d, mem, q, qidx, e, len).map(|r| r.map_err(|f| (qidx, f)))
+    });
+    match lane {
+        Some(Ok(())) => {}
+        Some(Err((qidx, fault))) => with_dev(d, (), |d| queue_fault(d, qidx, fault)),
+        // SAFETY: as above.
+        None => unsafe { push_general(dev, vq, e, len) },
+    }
+}
+
+/// `vu_queue_push` on the general path.
+#[inline(never)]
+unsafe fn push_general(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
     with_queue(
         // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
         unsafe { Dev::from_raw(dev) },

@@ -24,10 +24,10 @@ pub struct ElementBuilder {
 
 impl ElementBuilder {
     /// Allocates an element of `sz` bytes; `None` if `sz` is too small or memory is short.
-    #[inline]
+    #[inline(always)]
     pub fn new(sz: usize) -> Option<ElementBuilder> {
         if sz < size_of::<VuVirtqElement>() {
-            log::error!("vu_queue_pop: element size {sz} is smaller than VuVirtqElement");
+            too_small(sz);
             return None;
         }
         let sg_ofs = sz.checked_add(align_of::<iovec>() - 1)? & !(align_of::<iovec>() - 1);
@@ -43,33 +43,17 @@ impl ElementBuilder {
 
     /// Appends an iovec; `false` if the chain has more than VIRTQUEUE_MAX_SIZE segments or
     /// memory is short.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, iov: iovec) -> bool {
-        if self.len == self.cap && !self.grow() {
-            return false;
+        if self.len == self.cap {
+            // By value: a call taking the builder's address would keep it in memory.
+            let Some((base, cap)) = grow(self.base, self.sg_ofs, self.cap) else { return false };
+            self.base = base;
+            self.cap = cap;
         }
         // SAFETY: len < cap and the block holds sg_ofs + cap iovecs (iovec-aligned).
         unsafe { (self.base.add(self.sg_ofs) as *mut iovec).add(self.len).write(iov) };
         self.len += 1;
-        true
-    }
-
-    #[cold]
-    fn grow(&mut self) -> bool {
-        let max = VIRTQUEUE_MAX_SIZE as usize;
-        if self.cap >= max {
-            return false;
-        }
-        let cap = (self.cap * 4).min(max);
-        // SAFETY: realloc of our own block to a size computed from small bounded numbers.
-        let base =
-            unsafe { libc::realloc(self.base.cast(), self.sg_ofs + cap * size_of::<iovec>()) }
-                as *mut u8;
-        if base.is_null() {
-            return false;
-        }
-        self.base = base;
-        self.cap = cap;
         true
     }
 
@@ -92,6 +76,28 @@ impl ElementBuilder {
             elem
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn too_small(sz: usize) {
+    log::error!("vu_queue_pop: element size {sz} is smaller than VuVirtqElement");
+}
+
+/// The element block `base` (iovecs from `sg_ofs`, room for `cap`) with room for more
+/// iovecs: its new address and room, or `None` at VIRTQUEUE_MAX_SIZE iovecs or when memory
+/// is short (the block is then unchanged).
+#[cold]
+#[inline(never)]
+fn grow(base: *mut u8, sg_ofs: usize, cap: usize) -> Option<(*mut u8, usize)> {
+    let max = VIRTQUEUE_MAX_SIZE as usize;
+    if cap >= max {
+        return None;
+    }
+    let cap = (cap * 4).min(max);
+    // SAFETY: realloc of the caller's block to a size computed from small bounded numbers.
+    let base = unsafe { libc::realloc(base.cast(), sg_ofs + cap * size_of::<iovec>()) } as *mut u8;
+    (!base.is_null()).then_some((base, cap))
 }
 
 impl Drop for ElementBuilder {

@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod element;
+pub mod express;
 pub mod ids;
 mod mapper;
 pub mod packed;

@@ -199,7 +199,7 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 /// handled: EVENT_IDX's used event (recording what is now signalled), else the driver's
 /// NO_INTERRUPT flag.
 #[inline(always)]
-fn wants_interrupt(ring: &SplitRing, dev: Dev, vq: &mut VuVirtq) -> bool {
+pub(crate) fn wants_interrupt(ring: &SplitRing, dev: Dev, vq: &mut VuVirtq) -> bool {
     if !dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
         return ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0;
     }
