@@ -314,21 +314,21 @@ impl DeviceState {
     /// The guard of a read lock just entered.
     #[inline(always)]
     fn read_entered<'a>(&'a self, dev: Dev<'a>) -> MemRead<'a> {
-        // SAFETY: under the read lock writers are excluded, so the array and count are stable;
-        // MemoryTableMut keeps nregions <= 509.
-        let regions = unsafe { &*self.c_regions.get() };
-        let table =
-            MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
-                .with_iotlb(self.iotlb_if_translating(dev));
-        MemRead { table, state: self, dev }
+        // SAFETY: just entered; the guard leaves when dropped.
+        MemRead { table: unsafe { self.table_entered(dev) }, state: self, dev }
     }
 
-    /// `read` unless a writer holds the lock (then `None`, with nothing entered): for the
-    /// express lane (`queue::express`), which hands its call to the general path rather than
-    /// wait.
+    /// The memory table.
+    ///
+    /// # Safety
+    /// The caller is inside the memory lock (read or write) while it uses the table.
     #[inline(always)]
-    pub fn try_read<'a>(&'a self, dev: Dev<'a>) -> Option<MemRead<'a>> {
-        self.lock.try_enter_read().then(|| self.read_entered(dev))
+    unsafe fn table_entered<'a>(&'a self, dev: Dev<'a>) -> MemoryTable<'a> {
+        // SAFETY: under the lock writers are excluded, so the array and count are stable;
+        // MemoryTableMut keeps nregions <= 509.
+        let regions = unsafe { &*self.c_regions.get() };
+        MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
+            .with_iotlb(self.iotlb_if_translating(dev))
     }
 
     pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
@@ -465,22 +465,25 @@ impl<'a> Dev<'a> {
         self.state().read(self)
     }
 
-    /// The memory table, read-locked, unless a writer holds the lock (see
-    /// `DeviceState::try_read`).
+    /// The memory lock itself, for the express lane (`ffi::lane`), which enters and leaves it
+    /// without a guard so that its path makes no call.
     #[inline(always)]
-    pub fn try_mem(self) -> Option<MemRead<'a>> {
-        self.state().try_read(self)
+    pub fn mem_gate(self) -> &'a crate::memory_gate::MemoryGate {
+        &self.state().lock
     }
 
-    /// Enters the memory lock for a fast path that reads no region table and must not wait
-    /// (`vu_queue_notify`'s): false, with nothing entered, while a writer holds it. Leave
-    /// with [`Dev::leave_mem`].
+    /// The memory table for a caller inside the memory lock.
+    ///
+    /// # Safety
+    /// The caller entered the lock (`mem_gate`) and stays inside while it uses the table.
     #[inline(always)]
-    pub fn try_enter_mem(self) -> bool {
-        self.state().lock.try_enter_read()
+    pub unsafe fn mem_entered(self) -> MemoryTable<'a> {
+        // SAFETY: this function's contract.
+        unsafe { self.state().table_entered(self) }
     }
 
-    /// Leaves what [`Dev::try_enter_mem`] entered; true if retired mappings wait (the caller
+    /// Leaves the memory lock the express lane entered (`ffi::lane`); true if retired
+    /// mappings wait (the caller
     /// then calls [`Dev::release_retired_if_unused`]).
     #[inline(always)]
     pub fn leave_mem(self) -> bool {

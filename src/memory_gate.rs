@@ -38,23 +38,35 @@ impl MemoryGate {
         }
     }
 
-    /// Enters for reading unless a writer holds the gate (then nothing is entered and the
-    /// caller takes a path that waits, `enter_read`): a fast path that must not wait.
+    /// Enters for reading if no writer holds the gate, for the express lane (`ffi::lane`):
+    /// `false` when one does, with the entry counted all the same, which the caller undoes with
+    /// `back_out` (out of line, so that the lane's path makes no call of its own).
     #[inline(always)]
-    pub fn try_enter_read(&self) -> bool {
-        let was = self.word.fetch_add(1, Ordering::Acquire);
-        if was & WRITER != 0 {
-            self.back_out();
-            return false;
-        }
-        true
+    pub fn enter_read_counted(&self) -> bool {
+        self.word.fetch_add(1, Ordering::Acquire) & WRITER == 0
+    }
+
+    /// Leaves after reading, for the express lane: `Some(word before)` when the rest of
+    /// leaving must follow (`left_slow`): a writer waits for the readers, or retired mappings
+    /// wait.
+    #[inline(always)]
+    pub fn leave_read_quick(&self) -> Option<u32> {
+        let was = self.word.fetch_sub(1, Ordering::Release);
+        (was & (WRITER | RETIRED) != 0).then_some(was)
+    }
+
+    /// The rest of leaving after `leave_read_quick`: true if retired mappings wait.
+    #[cold]
+    #[inline(never)]
+    pub fn left_slow(&self, was: u32) -> bool {
+        self.leave_read_slow(was)
     }
 
     /// Undoes an entry that found the gate closed, as `enter_read_slow` does: the writer's
     /// wait for the readers inside can end (the last one out wakes it).
     #[cold]
     #[inline(never)]
-    fn back_out(&self) {
+    pub fn back_out(&self) {
         let was = self.word.fetch_sub(1, Ordering::Relaxed);
         self.reader_left(was);
     }
@@ -254,17 +266,21 @@ mod tests {
     }
 
     #[test]
-    fn try_enter_read_backs_out_while_a_writer_holds_the_gate() {
+    fn the_express_lane_enters_counted_backs_out_and_leaves_quick() {
         let gate = MemoryGate::default();
-        assert!(gate.try_enter_read());
+        assert!(gate.enter_read_counted());
         assert!(!gate.try_enter_write(), "a reader is inside");
-        gate.leave_read();
+        assert_eq!(gate.leave_read_quick(), None, "nothing else to do on leaving");
         gate.enter_write();
-        assert!(!gate.try_enter_read(), "the writer holds the gate");
+        assert!(!gate.enter_read_counted(), "the writer holds the gate");
+        gate.back_out();
         assert_eq!(gate.word.load(Ordering::Relaxed) & READERS, 0, "nothing stays entered");
         gate.leave_write();
-        assert!(gate.try_enter_read());
-        gate.leave_read();
+        gate.set_retired(true);
+        assert!(gate.enter_read_counted(), "retired mappings do not close the gate");
+        let was = gate.leave_read_quick().expect("retired mappings wait: the slow half runs");
+        assert!(gate.left_slow(was), "and says so");
+        gate.set_retired(false);
         assert!(gate.try_enter_write());
         gate.leave_write();
     }

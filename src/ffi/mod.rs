@@ -8,6 +8,7 @@
 
 mod device;
 mod extensions;
+mod lane;
 mod queue;
 mod watch;
 

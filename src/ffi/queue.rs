@@ -4,13 +4,14 @@
 
 use libc::{c_int, c_uint, c_void};
 
-use super::with_dev;
+use super::{lane, with_dev};
 use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
 use crate::diagnostics;
-use crate::memory::MemoryTable;
-use crate::queue::{express, Completed, Fault, Notify, Queue};
+use crate::queue::express::{self, Head};
+use crate::queue::{Completed, Fault, Notify, Queue};
+use lane::Entry;
 
 /// Runs a queue operation for one of `dev`'s queues under the memory read lock, on one
 /// `Queue` context; `fallback` if `vq` is not one of them (`dev`: what `Dev::from_raw` made of
@@ -127,34 +128,57 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
     )
 }
 
-/// `vu_queue_notify(_sync)`: the common case (a working device's mapped ring, the
-/// memory lock free) decided inline with one lock round trip, no general prologue and no
-/// call; anything else goes to `notify_general`. Nothing here can panic: every call it
-/// makes is to a function with its own panic guard.
+/// `vu_queue_notify(_sync)`: the common case (a working device's mapped ring) decided on the
+/// express lane (`lane`) by `queue::quick_should_notify`; anything else goes to
+/// `notify_general`.
 #[inline(always)]
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
-    // SAFETY: the C caller's pointers (this function's contract); checked here.
-    let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return };
-    let Some(qidx) = d.queue_index(vq) else { return };
-    if diagnostics::tracing() || !d.try_enter_mem() {
-        // SAFETY: as above.
-        return unsafe { notify_general(dev, vq, sync) };
-    }
-    // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the
-    // C API requires.
-    let q = unsafe { &mut *vq };
-    match crate::queue::quick_should_notify(d, q) {
-        Some(false) => leave_mem(d),
-        Some(true) => signal_and_leave(d, q, qidx, sync),
-        None => {
-            leave_mem(d);
-            // SAFETY: as above.
-            unsafe { notify_general(dev, vq, sync) }
+    // SAFETY: the C caller's pointers (this function's contract); `lane::enter` checks them,
+    // and every way out of the lane below leaves the lock it entered.
+    let lane = match unsafe { lane::enter(dev, vq) } {
+        Entry::In(lane) => lane,
+        // SAFETY: the pointers `lane::enter` checked.
+        Entry::General => return unsafe { notify_general(dev, vq, sync) },
+        // SAFETY: the pointers `lane::enter` checked.
+        Entry::Contended => return unsafe { notify_contended(dev, vq, sync) },
+    };
+    match crate::queue::quick_should_notify(lane.dev, lane.vq) {
+        Some(false) => {
+            if let Some(was) = lane::leave(lane.dev) {
+                lane::left_slow(lane.dev, was);
+            }
         }
+        Some(true) => signal_and_leave(lane.dev, lane.vq, lane.qidx, sync),
+        // SAFETY: the pointers `lane::enter` checked.
+        None => unsafe { notify_handed_over(dev, vq, sync) },
     }
 }
 
-/// Leaves what `Dev::try_enter_mem` entered, unmapping retired mappings if they wait.
+/// # Safety
+/// As for `lane::back_out`.
+#[cold]
+#[inline(never)]
+unsafe fn notify_contended(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+    // SAFETY: this function's contract.
+    unsafe {
+        lane::back_out(dev);
+        notify_general(dev, vq, sync)
+    }
+}
+
+/// # Safety
+/// As for `lane::leave_in_full`.
+#[cold]
+#[inline(never)]
+unsafe fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+    // SAFETY: this function's contract.
+    unsafe {
+        lane::leave_in_full(dev);
+        notify_general(dev, vq, sync)
+    }
+}
+
+/// Leaves the memory lock the express lane entered, unmapping retired mappings if they wait.
 #[inline(always)]
 fn leave_mem(d: Dev) {
     if d.leave_mem() {
@@ -264,39 +288,91 @@ pub unsafe extern "C" fn vu_queue_notify_sync(dev: *mut VuDev, vq: *mut VuVirtq)
     unsafe { notify(dev, vq, true) }
 }
 
-/// Runs an express-lane operation (`queue::express`) on one of `dev`'s queues under the
-/// memory read lock; `None` when the lane does not take the call: the pointers are not ours,
-/// calls are traced, a writer holds the lock, or the lane hands the call to the general path.
-#[inline(always)]
-fn express_lane<R>(
-    dev: Option<Dev<'_>>,
-    vq: *mut VuVirtq,
-    f: impl FnOnce(Dev<'_>, &MemoryTable, &mut VuVirtq, usize) -> Option<R>,
-) -> Option<R> {
-    with_dev(dev, None, |d| {
-        let qidx = d.queue_index(vq)?;
-        if diagnostics::tracing() {
-            return None;
-        }
-        let mem = d.try_mem()?;
-        // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as
-        // the C API requires.
-        f(d, &mem, unsafe { &mut *vq }, qidx)
-    })
-}
-
 /// Returns a VuVirtqElement (in a block of @sz bytes) filled from the queue, or NULL.
 /// The caller frees it with free().
 #[no_mangle]
 pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
-    // SAFETY: the C caller's pointers (this function's contract); checked by express_lane.
-    let lane = express_lane(unsafe { Dev::from_raw(dev) }, vq, |d, mem, q, qidx| {
-        express::pop(d, mem, q, qidx, sz)
-    });
-    match lane {
-        Some(elem) => elem.cast(),
-        // SAFETY: as above.
-        None => unsafe { pop_general(dev, vq, sz) },
+    // SAFETY: the C caller's pointers (this function's contract); `lane::enter` checks them,
+    // and every way out of the lane below leaves the lock it entered.
+    let lane = match unsafe { lane::enter(dev, vq) } {
+        Entry::In(lane) => lane,
+        // SAFETY: the pointers `lane::enter` checked.
+        Entry::General => return unsafe { pop_general(dev, vq, sz) },
+        // SAFETY: the pointers `lane::enter` checked.
+        Entry::Contended => return unsafe { pop_contended(dev, vq, sz) },
+    };
+    match express::pop_head(lane.dev, &lane.mem, lane.vq) {
+        // SAFETY: the pointers `lane::enter` checked.
+        Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, head, sz) },
+        Head::Empty => {
+            if let Some(was) = lane::leave(lane.dev) {
+                return left_slow_null(lane.dev, was);
+            }
+            std::ptr::null_mut()
+        }
+        // SAFETY: the pointers `lane::enter` checked.
+        Head::General => unsafe { pop_handed_over(dev, vq, sz) },
+    }
+}
+
+/// `vu_queue_pop`'s second half on the lane: the chain at `head` (see `express::pop_chain`),
+/// leaving the lock. Out of line, on the C caller's pointers again (so the first half ends in
+/// a tail call and builds no frame).
+///
+/// # Safety
+/// `lane::enter(dev, vq)` accepted these pointers, found queue `qidx`, and the lock it
+/// entered is still entered.
+#[inline(never)]
+unsafe fn pop_chain(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    head: u16,
+    sz: usize,
+) -> *mut c_void {
+    // SAFETY: this function's contract: a device `vu_init` set up, inside its memory lock;
+    // vq is its queue `qidx`, worked by this thread alone.
+    let (d, q) = unsafe { (Dev::new_unchecked(dev), &mut *vq) };
+    // SAFETY: as above.
+    let mem = unsafe { d.mem_entered() };
+    let Some(elem) = express::pop_chain(d, &mem, q, qidx, head, sz) else {
+        // SAFETY: this function's contract.
+        return unsafe { pop_handed_over(dev, vq, sz) };
+    };
+    if let Some(was) = lane::leave(d) {
+        lane::left_slow(d, was);
+    }
+    elem.as_ptr().cast()
+}
+
+#[cold]
+#[inline(never)]
+fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
+    lane::left_slow(d, was);
+    std::ptr::null_mut()
+}
+
+/// # Safety
+/// As for `lane::back_out`.
+#[cold]
+#[inline(never)]
+unsafe fn pop_contended(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+    // SAFETY: this function's contract.
+    unsafe {
+        lane::back_out(dev);
+        pop_general(dev, vq, sz)
+    }
+}
+
+/// # Safety
+/// As for `lane::leave_in_full`.
+#[cold]
+#[inline(never)]
+unsafe fn pop_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+    // SAFETY: this function's contract.
+    unsafe {
+        lane::leave_in_full(dev);
+        pop_general(dev, vq, sz)
     }
 }
 
@@ -383,16 +459,45 @@ pub unsafe extern "C" fn vu_queue_push(
 ) {
     // SAFETY: a caller's element (from vu_queue_pop) or NULL.
     let Some(e) = (unsafe { completed(elem) }) else { return };
-    // SAFETY: the C caller's pointers (this function's contract); checked by express_lane.
-    let d = unsafe { Dev::from_raw(dev) };
-    let lane = express_lane(d, vq, |d, mem, q, qidx| {
-        express::push(d, mem, q, qidx, e, len).map(|r| r.map_err(|f| (qidx, f)))
-    });
-    match lane {
-        Some(Ok(())) => {}
-        Some(Err((qidx, fault))) => with_dev(d, (), |d| queue_fault(d, qidx, fault)),
-        // SAFETY: as above.
-        None => unsafe { push_general(dev, vq, e, len) },
+    // SAFETY: the C caller's pointers (this function's contract); `lane::enter` checks them,
+    // and every way out of the lane below leaves the lock it entered.
+    let lane = match unsafe { lane::enter(dev, vq) } {
+        Entry::In(lane) => lane,
+        // SAFETY: the pointers `lane::enter` checked.
+        Entry::General => return unsafe { push_general(dev, vq, e, len) },
+        // SAFETY: the pointers `lane::enter` checked.
+        Entry::Contended => return unsafe { push_contended(dev, vq, e, len) },
+    };
+    if !express::push(lane.dev, &lane.mem, lane.vq, e, len) {
+        // SAFETY: the pointers `lane::enter` checked.
+        return unsafe { push_handed_over(dev, vq, e, len) };
+    }
+    if let Some(was) = lane::leave(lane.dev) {
+        lane::left_slow(lane.dev, was);
+    }
+}
+
+/// # Safety
+/// As for `lane::back_out`.
+#[cold]
+#[inline(never)]
+unsafe fn push_contended(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
+    // SAFETY: this function's contract.
+    unsafe {
+        lane::back_out(dev);
+        push_general(dev, vq, e, len)
+    }
+}
+
+/// # Safety
+/// As for `lane::leave_in_full`.
+#[cold]
+#[inline(never)]
+unsafe fn push_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
+    // SAFETY: this function's contract.
+    unsafe {
+        lane::leave_in_full(dev);
+        push_general(dev, vq, e, len)
     }
 }
 

@@ -15,11 +15,18 @@ use crate::abi::{VuVirtqElement, VIRTQUEUE_MAX_SIZE};
 /// Iovecs room in a fresh element: enough for the usual header + data + status chain.
 const INITIAL_IOVECS: usize = 4;
 
+/// An element being built: the block, and cursors into its iovecs (pointers, not counts: an
+/// append is a compare, two stores and an add).
 pub struct ElementBuilder {
     base: *mut u8,
-    sg_ofs: usize,
-    cap: usize,
-    len: usize,
+    /// The first iovec (`out_sg`).
+    sg: *mut iovec,
+    /// Just past the readable iovecs (the out iovecs end here, the in iovecs start here).
+    out_end: *mut iovec,
+    /// Where the next iovec goes.
+    next: *mut iovec,
+    /// Just past the room.
+    end: *mut iovec,
 }
 
 impl ElementBuilder {
@@ -34,47 +41,70 @@ impl ElementBuilder {
         let bytes = sg_ofs.checked_add(INITIAL_IOVECS * size_of::<iovec>())?;
         // SAFETY: malloc of a checked size; the result is checked for NULL.
         let base = unsafe { libc::malloc(bytes) } as *mut u8;
-        (!base.is_null()).then_some(ElementBuilder { base, sg_ofs, cap: INITIAL_IOVECS, len: 0 })
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: the block holds sg_ofs bytes, then INITIAL_IOVECS iovecs (iovec-aligned).
+        let (sg, end) = unsafe {
+            let sg = base.add(sg_ofs) as *mut iovec;
+            (sg, sg.add(INITIAL_IOVECS))
+        };
+        Some(ElementBuilder { base, sg, out_end: sg, next: sg, end })
     }
 
-    pub fn len(&self) -> usize {
-        self.len
+    /// Whether every iovec so far is readable (a readable buffer may still come).
+    #[inline(always)]
+    pub fn only_readable(&self) -> bool {
+        self.next == self.out_end
+    }
+
+    /// Records that the iovecs so far are all readable ones.
+    #[inline(always)]
+    pub fn end_readable(&mut self) {
+        self.out_end = self.next;
     }
 
     /// Appends an iovec; `false` if the chain has more than VIRTQUEUE_MAX_SIZE segments or
     /// memory is short.
     #[inline(always)]
     pub fn push(&mut self, iov: iovec) -> bool {
-        if self.len == self.cap {
+        if self.next == self.end {
             // By value: a call taking the builder's address would keep it in memory.
-            let Some((base, cap)) = grow(self.base, self.sg_ofs, self.cap) else { return false };
-            self.base = base;
-            self.cap = cap;
+            let Some(grown) = grow(self.base, self.sg, self.out_end, self.next) else {
+                return false;
+            };
+            // The old builder's block is the grown one's now (realloc): not freed here.
+            std::mem::forget(std::mem::replace(self, grown));
         }
-        // SAFETY: len < cap and the block holds sg_ofs + cap iovecs (iovec-aligned).
-        unsafe { (self.base.add(self.sg_ofs) as *mut iovec).add(self.len).write(iov) };
-        self.len += 1;
+        // SAFETY: next < end, inside the block's iovecs.
+        unsafe {
+            self.next.write(iov);
+            self.next = self.next.add(1);
+        }
         true
     }
 
-    /// Fills in the element header; the first `out_num` iovecs are the readable ones.
-    #[inline]
-    pub fn finish(self, index: u32, out_num: usize) -> *mut VuVirtqElement {
+    /// Fills in the element header (the iovecs up to `end_readable`'s mark are the readable
+    /// ones).
+    #[inline(always)]
+    pub fn finish(self, index: u32) -> *mut VuVirtqElement {
         let this = std::mem::ManuallyDrop::new(self);
+        let count = |from: *mut iovec, to: *mut iovec| {
+            ((to as usize - from as usize) / size_of::<iovec>()) as u32
+        };
+        let elem = this.base as *mut VuVirtqElement;
         // SAFETY: the block starts with `sz >= size_of::<VuVirtqElement>()` bytes (malloc
-        // alignment suffices) and holds `len` iovecs at sg_ofs; out_num <= len.
+        // alignment suffices); sg <= out_end <= next lie in its iovecs.
         unsafe {
-            let out_sg = this.base.add(this.sg_ofs) as *mut iovec;
-            let elem = this.base as *mut VuVirtqElement;
             elem.write(VuVirtqElement {
                 index,
-                out_num: out_num as u32,
-                in_num: (this.len - out_num) as u32,
-                in_sg: out_sg.add(out_num),
-                out_sg,
-            });
-            elem
-        }
+                out_num: count(this.sg, this.out_end),
+                in_num: count(this.out_end, this.next),
+                in_sg: this.out_end,
+                out_sg: this.sg,
+            })
+        };
+        elem
     }
 }
 
@@ -84,20 +114,44 @@ fn too_small(sz: usize) {
     log::error!("vu_queue_pop: element size {sz} is smaller than VuVirtqElement");
 }
 
-/// The element block `base` (iovecs from `sg_ofs`, room for `cap`) with room for more
-/// iovecs: its new address and room, or `None` at VIRTQUEUE_MAX_SIZE iovecs or when memory
-/// is short (the block is then unchanged).
+/// The builder of a full element block (`next` at the end of its room) with room for more
+/// iovecs, or `None` at VIRTQUEUE_MAX_SIZE iovecs or when memory is short (the block is then
+/// unchanged). On values, out of line: see `push`.
 #[cold]
 #[inline(never)]
-fn grow(base: *mut u8, sg_ofs: usize, cap: usize) -> Option<(*mut u8, usize)> {
+fn grow(
+    base: *mut u8,
+    sg: *mut iovec,
+    out_end: *mut iovec,
+    next: *mut iovec,
+) -> Option<ElementBuilder> {
     let max = VIRTQUEUE_MAX_SIZE as usize;
+    let (sg_ofs, out_num, cap) = (
+        sg as usize - base as usize,
+        (out_end as usize - sg as usize) / size_of::<iovec>(),
+        (next as usize - sg as usize) / size_of::<iovec>(),
+    );
     if cap >= max {
         return None;
     }
-    let cap = (cap * 4).min(max);
+    let new_cap = (cap * 4).min(max);
     // SAFETY: realloc of the caller's block to a size computed from small bounded numbers.
-    let base = unsafe { libc::realloc(base.cast(), sg_ofs + cap * size_of::<iovec>()) } as *mut u8;
-    (!base.is_null()).then_some((base, cap))
+    let base =
+        unsafe { libc::realloc(base.cast(), sg_ofs + new_cap * size_of::<iovec>()) } as *mut u8;
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: the new block holds sg_ofs bytes, then new_cap iovecs; out_num <= cap < new_cap.
+    unsafe {
+        let sg = base.add(sg_ofs) as *mut iovec;
+        Some(ElementBuilder {
+            base,
+            sg,
+            out_end: sg.add(out_num),
+            next: sg.add(cap),
+            end: sg.add(new_cap),
+        })
+    }
 }
 
 impl Drop for ElementBuilder {

@@ -25,8 +25,8 @@ use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::chain::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use crate::queue::element::ElementBuilder;
 use crate::queue::ring::SplitRing;
-use crate::queue::split::{VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_RING_F_EVENT_IDX};
-use crate::queue::{Completed, Fault, VIRTIO_F_RING_PACKED};
+use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
+use crate::queue::{Completed, VIRTIO_F_RING_PACKED};
 
 /// Negotiated features that take every call to the general path.
 const GENERAL_ONLY: u64 = 1 << VIRTIO_F_RING_PACKED | 1 << VIRTIO_F_IOMMU_PLATFORM;
@@ -41,40 +41,61 @@ fn lane_ring(dev: Dev, mem: &MemoryTable, vq: &VuVirtq, excluded: u64) -> Option
     SplitRing::under(vq, mem)
 }
 
-/// `vu_queue_pop`: `Some(element)`, `Some(NULL)` when the ring is empty, `None` for the
-/// general path.
+/// What the first part of `vu_queue_pop` found.
+pub enum Head {
+    /// Nothing is waiting.
+    Empty,
+    /// The chain at this head is next (nothing changed yet: `pop_chain` takes it).
+    At(u16),
+    /// The general path takes the call.
+    General,
+}
+
+/// `vu_queue_pop`'s first part: the ring's readiness and the next head, checked as the
+/// general path checks them. Changes only `shadow_avail_idx` (to a valid avail index, as the
+/// general path would).
 #[inline(always)]
-pub fn pop(
-    dev: Dev,
-    mem: &MemoryTable,
-    vq: &mut VuVirtq,
-    qidx: usize,
-    sz: usize,
-) -> Option<*mut VuVirtqElement> {
-    let ring = lane_ring(dev, mem, vq, GENERAL_ONLY)?;
+pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
+    let Some(ring) = lane_ring(dev, mem, vq, GENERAL_ONLY) else { return Head::General };
     if !vq.resubmit_list.is_null() && vq.resubmit_num > 0 {
-        return None;
+        return Head::General;
     }
     let last = vq.last_avail_idx;
     if vq.shadow_avail_idx == last {
         let idx = ring.avail_idx();
         if idx.wrapping_sub(last) > ring.num() {
-            return None;
+            return Head::General;
         }
         vq.shadow_avail_idx = idx;
         if idx == last {
-            return Some(std::ptr::null_mut());
+            return Head::Empty;
         }
     }
     // Read the descriptors only after seeing the avail index that covers them.
     fence(Ordering::Acquire);
     if vq.inuse >= u32::from(ring.num()) {
-        return None;
+        return Head::General;
     }
     let head = ring.avail_entry(last);
     if head >= ring.num() {
-        return None;
+        return Head::General;
     }
+    Head::At(head)
+}
+
+/// `vu_queue_pop`'s second part, for the head `pop_head` found: the element, popped, or
+/// `None` (nothing changed) for the general path.
+#[inline(always)]
+pub fn pop_chain(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    head: u16,
+    sz: usize,
+) -> Option<NonNull<VuVirtqElement>> {
+    // The ring `pop_head` saw (the caller has not left the memory lock since).
+    let ring = SplitRing::under(vq, mem)?;
     let elem = map_chain(mem, &ring, head, sz)?;
     if !vq.inflight.is_null() && inflight::on_pop(dev, vq, qidx, u32::from(head)).is_err() {
         // The general path pops the head again and reports the refusal.
@@ -82,57 +103,63 @@ pub fn pop(
         unsafe { libc::free(elem.as_ptr().cast()) };
         return None;
     }
-    let next = last.wrapping_add(1);
+    let next = vq.last_avail_idx.wrapping_add(1);
     vq.last_avail_idx = next;
     vq.inuse += 1;
     if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 && vq.notification {
         ring.set_avail_event(next);
     }
-    Some(elem.as_ptr())
+    Some(elem)
 }
 
 /// The direct chain at `head` as an element of `sz` bytes: each descriptor read once and
 /// translated straight into iovecs. `None` for anything else (an indirect table, any guest
-/// error, no memory), with nothing kept. Out of line: its own registers hold the walk.
-#[inline(never)]
+/// error, no memory), with nothing kept.
+#[inline(always)]
 fn map_chain(
     mem: &MemoryTable,
     ring: &SplitRing,
     head: u16,
     sz: usize,
 ) -> Option<NonNull<VuVirtqElement>> {
-    let (mem, ring) = (*mem, *ring);
     if sz < std::mem::size_of::<VuVirtqElement>() {
         return None;
     }
     let mut elem = ElementBuilder::new(sz)?;
     let mut hint = mem.first_hint();
     let (mut i, mut left) = (head, ring.num());
-    // The out iovecs come first: a readable buffer after `out_num` iovecs is out of order.
-    let mut out_num = 0usize;
     loop {
         let d = ring.desc(i)?;
         if d.flags & VRING_DESC_F_INDIRECT != 0 || d.len == 0 {
             return None;
         }
         let write = d.flags & VRING_DESC_F_WRITE != 0;
-        if !write && elem.len() != out_num {
+        // The out iovecs come first: a readable buffer after a writable one is out of order.
+        if !write && !elem.only_readable() {
             return None;
         }
         let len = u64::from(d.len);
-        match hint.whole(d.addr, len) {
+        let host = match hint.whole(d.addr, len) {
+            Some(p) => Some(p),
+            None => {
+                hint = mem.hint_at(d.addr)?;
+                hint.whole(d.addr, len)
+            }
+        };
+        match host {
             Some(p) => {
                 if !elem.push(iovec { iov_base: p.cast(), iov_len: len as usize }) {
                     return None;
                 }
             }
-            None => (elem, hint) = map_buffer(mem, elem, d.addr, len)?,
+            // It spans regions.
+            None => (elem, hint) = map_buffer(*mem, elem, d.addr, len)?,
         }
         if !write {
-            out_num = elem.len();
+            elem.end_readable();
         }
         if d.flags & VRING_DESC_F_NEXT == 0 {
-            return NonNull::new(elem.finish(u32::from(head), out_num));
+            return NonNull::new(elem.finish(u32::from(head)));
         }
         // A chain visits at most `num` descriptors; one more is a loop.
         left -= 1;
@@ -170,21 +197,15 @@ fn map_buffer(
     }
 }
 
-/// `vu_queue_push`: `Some` once the element is used (or the fault to report), `None` for the
-/// general path.
+/// `vu_queue_push`: true once the element is used, false for the general path (which also
+/// takes every push with an inflight area: it tracks the element around the used index).
 #[inline(always)]
-pub fn push(
-    dev: Dev,
-    mem: &MemoryTable,
-    vq: &mut VuVirtq,
-    qidx: usize,
-    elem: Completed,
-    len: u32,
-) -> Option<Result<(), Fault>> {
-    let ring = lane_ring(dev, mem, vq, GENERAL_ONLY | 1 << VHOST_F_LOG_ALL)?;
-    let tracked = !vq.inflight.is_null();
-    if tracked && inflight::before_put(dev, vq, qidx, elem.index).is_err() {
-        return None;
+pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, elem: Completed, len: u32) -> bool {
+    let Some(ring) = lane_ring(dev, mem, vq, GENERAL_ONLY | 1 << VHOST_F_LOG_ALL) else {
+        return false;
+    };
+    if !vq.inflight.is_null() {
+        return false;
     }
     let old = vq.used_idx;
     let new = old.wrapping_add(1);
@@ -196,18 +217,5 @@ pub fn push(
     if (new.wrapping_sub(vq.signalled_used) as i16) < 1 {
         vq.signalled_used_valid = false;
     }
-    if tracked {
-        return Some(inflight::after_put(dev, vq, qidx, elem.index));
-    }
-    Some(Ok(()))
-}
-
-/// Whether `vu_queue_notify` should signal the driver; `None` (nothing changed) for the
-/// general path.
-#[inline(always)]
-pub fn should_notify(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Option<bool> {
-    let ring = lane_ring(dev, mem, vq, GENERAL_ONLY | 1 << VIRTIO_F_NOTIFY_ON_EMPTY)?;
-    // Expose the used entries before reading the driver's suppression state.
-    fence(Ordering::SeqCst);
-    Some(crate::queue::split::wants_interrupt(&ring, dev, vq))
+    true
 }

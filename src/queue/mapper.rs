@@ -13,7 +13,6 @@ pub struct ElementMapper<'m> {
     /// By value: the table is two words, and a copy stays in registers across the chain.
     mem: MemoryTable<'m>,
     elem: ElementBuilder,
-    out_num: usize,
     writing: bool,
     hint: RegionHint,
 }
@@ -25,7 +24,6 @@ impl<'m> ElementMapper<'m> {
         Some(ElementMapper {
             mem: *mem,
             elem: ElementBuilder::new(sz)?,
-            out_num: 0,
             writing: false,
             hint: mem.first_hint(),
         })
@@ -60,7 +58,7 @@ impl<'m> ElementMapper<'m> {
         if write {
             self.writing = true;
         } else {
-            self.out_num = self.elem.len();
+            self.elem.end_readable();
         }
         Ok(())
     }
@@ -68,6 +66,6 @@ impl<'m> ElementMapper<'m> {
     /// The finished element, with `index` as its head (split) or buffer id (packed).
     #[inline]
     pub fn finish(self, index: u32) -> *mut VuVirtqElement {
-        self.elem.finish(index, self.out_num)
+        self.elem.finish(index)
     }
 }

@@ -1,0 +1,105 @@
+//! The C boundary of the express lane (`queue::express`): how `vu_queue_pop`, `vu_queue_push`
+//! and `vu_queue_notify` enter it and leave it.
+//!
+//! The lane's path through each of those calls makes no call of its own (`pop`'s `malloc`
+//! aside, made from its second half): the memory lock is entered and left inline, and every
+//! way off the path — pointers that are not ours, tracing, a writer at the lock, a call the
+//! lane hands over, the slow half of leaving — is one call in tail position. So the compiler
+//! keeps the path in scratch registers, with no frame to build and tear down.
+//!
+//! The lane runs outside `with_dev`'s panic guard, which would make those calls non-tail:
+//! nothing on it can panic (no indexing, no unwrapping, wrapping or checked arithmetic only,
+//! no allocation but `malloc`). What can panic runs through `with_dev`: the general path, and
+//! the slow half of leaving (`left_slow`).
+
+use crate::abi::{VuDev, VuVirtq};
+use crate::device::Dev;
+use crate::diagnostics;
+use crate::memory::MemoryTable;
+
+use super::with_dev;
+
+/// A queue call on the lane: inside the memory lock until `leave`.
+pub(super) struct Lane<'a> {
+    pub dev: Dev<'a>,
+    pub mem: MemoryTable<'a>,
+    pub vq: &'a mut VuVirtq,
+    pub qidx: usize,
+}
+
+/// How a call enters the lane.
+pub(super) enum Entry<'a> {
+    In(Lane<'a>),
+    /// The general path takes the call (pointers not ours, or tracing).
+    General,
+    /// A writer holds the memory lock: the entry was counted and must be undone
+    /// (`back_out`) before the general path takes the call (and waits).
+    Contended,
+}
+
+/// Enters the lane for one of `dev`'s queues.
+///
+/// # Safety
+/// The C caller's pointers (the C API's contract for every queue call).
+#[inline(always)]
+pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
+    // SAFETY: this function's contract.
+    let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return Entry::General };
+    let Some(qidx) = d.queue_index(vq) else { return Entry::General };
+    if diagnostics::tracing() {
+        return Entry::General;
+    }
+    if !d.mem_gate().enter_read_counted() {
+        return Entry::Contended;
+    }
+    // SAFETY: just entered the lock; the lane leaves it (`leave`) before it returns.
+    let mem = unsafe { d.mem_entered() };
+    // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the C
+    // API requires.
+    Entry::In(Lane { dev: d, mem, vq: unsafe { &mut *vq }, qidx })
+}
+
+/// Leaves the memory lock: `Some(word)` when the slow half must follow (`left_slow`).
+#[inline(always)]
+pub(super) fn leave(d: Dev) -> Option<u32> {
+    d.mem_gate().leave_read_quick()
+}
+
+/// The slow half of leaving: wakes a writer waiting for the readers, unmaps retired mappings
+/// if they wait and nothing uses them.
+#[cold]
+#[inline(never)]
+pub(super) fn left_slow(d: Dev, was: u32) {
+    with_dev(Some(d), (), |d| {
+        if d.mem_gate().left_slow(was) {
+            d.release_retired_if_unused();
+        }
+    })
+}
+
+/// Undoes a `Contended` entry (before the general path takes the call).
+///
+/// # Safety
+/// `dev` is the pointer `enter` accepted.
+#[inline(always)]
+pub(super) unsafe fn back_out(dev: *mut VuDev) {
+    // SAFETY: this function's contract.
+    if let Some(d) = unsafe { Dev::from_raw(dev) } {
+        d.mem_gate().back_out();
+    }
+}
+
+/// Leaves the lock entered for `dev` in full (before the general path takes a call the lane
+/// handed over after entering).
+///
+/// # Safety
+/// `dev` is the pointer `enter` accepted, and the lock is still entered for it.
+#[inline(always)]
+pub(super) unsafe fn leave_in_full(dev: *mut VuDev) {
+    // SAFETY: this function's contract.
+    if let Some(d) = unsafe { Dev::from_raw(dev) } {
+        if let Some(was) = leave(d) {
+            left_slow(d, was);
+        }
+    }
+}
