@@ -331,6 +331,11 @@ impl DeviceState {
             .with_iotlb(self.iotlb_if_translating(dev))
     }
 
+    /// Sends every queue call of the device to the general path (see `ffi::lane`).
+    pub fn close_to_lane(&self) {
+        self.lock.close_to_lane();
+    }
+
     pub fn write<'a>(&'a self, dev: Dev<'a>) -> MemWrite<'a> {
         self.lock.enter_write();
         MemWrite { state: self, dev }

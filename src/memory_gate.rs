@@ -19,8 +19,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 const WRITER: u32 = 1 << 31;
 /// Removed guest mappings wait for their elements (`crate::retired`).
 const RETIRED: u32 = 1 << 30;
+/// The device's queue calls all take the general path: the express lane's entry
+/// (`enter_read_counted`) finds the gate closed (tracing, or LIBVHOST_USER_NO_EXPRESS: see
+/// `ffi::lane`). Set once, before the device has queues.
+const GENERAL: u32 = 1 << 29;
 /// The count of readers inside (entering ones included).
-const READERS: u32 = RETIRED - 1;
+const READERS: u32 = GENERAL - 1;
 
 #[derive(Default)]
 pub struct MemoryGate {
@@ -39,11 +43,18 @@ impl MemoryGate {
     }
 
     /// Enters for reading if no writer holds the gate, for the express lane (`ffi::lane`):
-    /// `false` when one does, with the entry counted all the same, which the caller undoes with
-    /// `back_out` (out of line, so that the lane's path makes no call of its own).
+    /// `false` when one does (or the device is the general path's alone), with the entry
+    /// counted all the same, which the caller undoes with `back_out` (out of line, so that the
+    /// lane's path makes no call of its own).
     #[inline(always)]
     pub fn enter_read_counted(&self) -> bool {
-        self.word.fetch_add(1, Ordering::Acquire) & WRITER == 0
+        self.word.fetch_add(1, Ordering::Acquire) & (WRITER | GENERAL) == 0
+    }
+
+    /// Closes the gate to the express lane for good: every queue call of the device takes the
+    /// general path (which does not look at this bit).
+    pub fn close_to_lane(&self) {
+        self.word.fetch_or(GENERAL, Ordering::Relaxed);
     }
 
     /// Leaves after reading, for the express lane: `Some(word before)` when the rest of
@@ -281,6 +292,12 @@ mod tests {
         let was = gate.leave_read_quick().expect("retired mappings wait: the slow half runs");
         assert!(gate.left_slow(was), "and says so");
         gate.set_retired(false);
+        gate.close_to_lane();
+        assert!(!gate.enter_read_counted(), "closed to the lane");
+        gate.back_out();
+        gate.enter_read();
+        assert_eq!(gate.word.load(Ordering::Relaxed) & READERS, 1, "the general path enters");
+        gate.leave_read();
         assert!(gate.try_enter_write());
         gate.leave_write();
     }

@@ -211,6 +211,19 @@ impl Guest {
     }
 }
 
+impl Guest {
+    /// `len` bytes of guest memory `mem` from `off` (clipped to the memory).
+    pub fn read(&self, mem: u8, off: usize, len: usize) -> Vec<u8> {
+        let Some(&(p, size)) = self.maps.get(mem as usize % self.maps.len().max(1)) else {
+            return Vec::new();
+        };
+        let off = off.min(size);
+        let n = len.min(size - off);
+        // SAFETY: inside our own mapping of the memfd.
+        unsafe { std::slice::from_raw_parts(p.add(off), n) }.to_vec()
+    }
+}
+
 impl Drop for Guest {
     fn drop(&mut self) {
         for &(p, s) in &self.maps {

@@ -68,6 +68,14 @@ pub fn eventfd_add(fd: RawFd, v: u64) {
     unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
 }
 
+/// A non-blocking eventfd's count, read (so reset to 0); 0 if nothing was signalled.
+pub fn eventfd_take(fd: RawFd) -> u64 {
+    let mut v = 0u64;
+    // SAFETY: 8 bytes into a local; a zero counter fails (EAGAIN) and leaves it 0.
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+    v
+}
+
 pub fn socketpair() -> (RawFd, RawFd) {
     let mut sv = [-1; 2];
     // SAFETY: plain syscall with a 2-int array.

@@ -94,7 +94,11 @@ pub unsafe extern "C" fn vu_init(
 
         let queues: Box<[VuVirtq]> = (0..max_queues).map(|_| new_queue()).collect();
         d.set_vq_ptr(Box::into_raw(queues) as *mut VuVirtq);
-        let state = Box::into_raw(DeviceState::new());
+        let state = DeviceState::new();
+        if super::lane::general_only() {
+            state.close_to_lane();
+        }
+        let state = Box::into_raw(state);
         // SAFETY: `state` was just leaked; its first field is the regions array (repr(C)).
         d.set_regions(unsafe { (*state).c_regions_ptr() });
         true

@@ -1,6 +1,11 @@
 //! The C boundary of the express lane (`queue::express`): how `vu_queue_pop`, `vu_queue_push`
 //! and `vu_queue_notify` enter it and leave it.
 //!
+//! A device whose calls are traced (LIBVHOST_USER_LOG=trace: the general path logs them), or
+//! whose process has LIBVHOST_USER_NO_EXPRESS set (to rule the lane out, or to compare the
+//! two paths) is closed to the lane when `vu_init` sets it up (`close_to_lane`): its calls
+//! find the gate closed and take the general path, at no cost to anyone else's.
+//!
 //! The lane's path through each of those calls makes no call of its own (`pop`'s `malloc`
 //! aside, made from its second half): the memory lock is entered and left inline, and every
 //! way off the path — pointers that are not ours, tracing, a writer at the lock, a call the
@@ -30,11 +35,12 @@ pub(super) struct Lane<'a> {
 /// How a call enters the lane.
 pub(super) enum Entry<'a> {
     In(Lane<'a>),
-    /// The general path takes the call (pointers not ours, or tracing).
+    /// The general path takes the call (pointers not ours).
     General,
-    /// A writer holds the memory lock: the entry was counted and must be undone
-    /// (`back_out`) before the general path takes the call (and waits).
-    Contended,
+    /// The gate is closed to the lane: a writer holds the memory lock, or the device takes the
+    /// general path only (`close_to_lane`). The entry was counted and must be undone
+    /// (`back_out`) before the general path takes the call (and waits for the writer).
+    Closed,
 }
 
 /// Enters the lane for one of `dev`'s queues.
@@ -46,17 +52,25 @@ pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
     // SAFETY: this function's contract.
     let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return Entry::General };
     let Some(qidx) = d.queue_index(vq) else { return Entry::General };
-    if diagnostics::tracing() {
-        return Entry::General;
-    }
     if !d.mem_gate().enter_read_counted() {
-        return Entry::Contended;
+        return Entry::Closed;
     }
     // SAFETY: just entered the lock; the lane leaves it (`leave`) before it returns.
     let mem = unsafe { d.mem_entered() };
     // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the C
     // API requires.
     Entry::In(Lane { dev: d, mem, vq: unsafe { &mut *vq }, qidx })
+}
+
+/// The environment variable that closes every device `vu_init` sets up afterwards to the
+/// lane (read at each `vu_init`).
+pub const NO_EXPRESS_ENV: &str = "LIBVHOST_USER_NO_EXPRESS";
+
+/// Whether a device being set up now takes the general path only: its calls are traced, or
+/// the environment asks for it.
+pub(super) fn general_only() -> bool {
+    diagnostics::tracing()
+        || std::env::var_os(NO_EXPRESS_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Leaves the memory lock: `Some(word)` when the slow half must follow (`left_slow`).
@@ -77,7 +91,7 @@ pub(super) fn left_slow(d: Dev, was: u32) {
     })
 }
 
-/// Undoes a `Contended` entry (before the general path takes the call).
+/// Undoes a `Closed` entry (before the general path takes the call).
 ///
 /// # Safety
 /// `dev` is the pointer `enter` accepted.

@@ -140,7 +140,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { notify_general(dev, vq, sync) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Contended => return unsafe { notify_contended(dev, vq, sync) },
+        Entry::Closed => return unsafe { notify_closed(dev, vq, sync) },
     };
     match crate::queue::quick_should_notify(lane.dev, lane.vq) {
         Some(false) => {
@@ -158,7 +158,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
 /// As for `lane::back_out`.
 #[cold]
 #[inline(never)]
-unsafe fn notify_contended(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+unsafe fn notify_closed(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // SAFETY: this function's contract.
     unsafe {
         lane::back_out(dev);
@@ -299,7 +299,7 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { pop_general(dev, vq, sz) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Contended => return unsafe { pop_contended(dev, vq, sz) },
+        Entry::Closed => return unsafe { pop_closed(dev, vq, sz) },
     };
     match express::pop_head(lane.dev, &lane.mem, lane.vq) {
         // SAFETY: the pointers `lane::enter` checked.
@@ -356,7 +356,7 @@ fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
 /// As for `lane::back_out`.
 #[cold]
 #[inline(never)]
-unsafe fn pop_contended(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+unsafe fn pop_closed(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     // SAFETY: this function's contract.
     unsafe {
         lane::back_out(dev);
@@ -466,7 +466,7 @@ pub unsafe extern "C" fn vu_queue_push(
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { push_general(dev, vq, e, len) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Contended => return unsafe { push_contended(dev, vq, e, len) },
+        Entry::Closed => return unsafe { push_closed(dev, vq, e, len) },
     };
     if !express::push(lane.dev, &lane.mem, lane.vq, e, len) {
         // SAFETY: the pointers `lane::enter` checked.
@@ -481,7 +481,7 @@ pub unsafe extern "C" fn vu_queue_push(
 /// As for `lane::back_out`.
 #[cold]
 #[inline(never)]
-unsafe fn push_contended(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
+unsafe fn push_closed(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
     // SAFETY: this function's contract.
     unsafe {
         lane::back_out(dev);
