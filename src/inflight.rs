@@ -174,22 +174,49 @@ fn on_pop_tracked(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<
 /// Before publishing `head` as used: remember it as the last batch head.
 #[inline]
 pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if let Some((area, _)) = slot(dev, vq, qidx, head)? {
-        area.set_last_batch_head(head as u16);
-    }
-    Ok(())
+    TrackedPut::begin(dev, vq, qidx, head).map(drop)
 }
 
 /// After publishing `head` as used: clear it and record the used index.
 #[inline]
 pub fn after_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
-    if let Some((area, s)) = slot(dev, vq, qidx, head)? {
+    if let Some(put) = TrackedPut::of(slot(dev, vq, qidx, head)?) {
+        put.finish(vq);
+    }
+    Ok(())
+}
+
+/// A tracked element being put (`before_put` done): `finish` once it is published.
+pub struct TrackedPut(InflightArea, DescSlot);
+
+impl TrackedPut {
+    fn of(slot: Option<(InflightArea, DescSlot)>) -> Option<TrackedPut> {
+        slot.map(|(area, s)| TrackedPut(area, s))
+    }
+
+    /// `before_put` for `head`, keeping what `after_put` needs: `None` without an inflight
+    /// area, `Err` when the area has no slot for `head` (nothing changed then).
+    pub fn begin(
+        dev: Dev,
+        vq: &VuVirtq,
+        qidx: usize,
+        head: u32,
+    ) -> Result<Option<TrackedPut>, Fault> {
+        let put = TrackedPut::of(slot(dev, vq, qidx, head)?);
+        if let Some(TrackedPut(area, _)) = &put {
+            area.set_last_batch_head(head as u16);
+        }
+        Ok(put)
+    }
+
+    /// `after_put`: the element is no longer in flight; the area records the used index.
+    pub fn finish(self, vq: &VuVirtq) {
+        let TrackedPut(area, s) = self;
         compiler_fence(Ordering::SeqCst);
         s.set_inflight(0);
         compiler_fence(Ordering::SeqCst);
         area.set_used_idx(vq.used_idx);
     }
-    Ok(())
 }
 
 /// On queue start (SET_VRING_KICK): rebuild `inuse` and the resubmit list from the area, as

@@ -301,7 +301,7 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         // SAFETY: the pointers `lane::enter` checked.
         Entry::Closed => return unsafe { pop_closed(dev, vq, sz) },
     };
-    match express::pop_head(lane.dev, &lane.mem, lane.vq) {
+    match express::pop_head(lane.dev, &lane.mem, lane.vq, lane.qidx) {
         // SAFETY: the pointers `lane::enter` checked.
         Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, head, sz) },
         Head::Empty => {
@@ -468,7 +468,7 @@ pub unsafe extern "C" fn vu_queue_push(
         // SAFETY: the pointers `lane::enter` checked.
         Entry::Closed => return unsafe { push_closed(dev, vq, e, len) },
     };
-    if !express::push(lane.dev, &lane.mem, lane.vq, e, len) {
+    if !express::push(lane.dev, &lane.mem, lane.vq, lane.qidx, e, len) {
         // SAFETY: the pointers `lane::enter` checked.
         return unsafe { push_handed_over(dev, vq, e, len) };
     }

@@ -52,6 +52,14 @@ impl ElementBuilder {
         Some(ElementBuilder { base, sg, out_end: sg, next: sg, end })
     }
 
+    /// A builder that owns no block (a placeholder while one is moved out; dropping it frees
+    /// nothing).
+    #[inline(always)]
+    pub fn empty() -> ElementBuilder {
+        let null: *mut iovec = std::ptr::null_mut();
+        ElementBuilder { base: null.cast(), sg: null, out_end: null, next: null, end: null }
+    }
+
     /// Whether every iovec so far is readable (a readable buffer may still come).
     #[inline(always)]
     pub fn only_readable(&self) -> bool {

@@ -133,6 +133,15 @@ pub struct PackedRing {
 }
 
 impl PackedRing {
+    /// The view of `vq`'s ring for code that holds the memory table (which proves the lock,
+    /// as for `SplitRing::under`). The caller knows the ring was mapped packed.
+    #[inline(always)]
+    pub fn under(vq: &VuVirtq, _table: &crate::memory::MemoryTable) -> Option<PackedRing> {
+        // SAFETY: the caller holds a memory guard (`_table` exists only inside one); ring
+        // pointers are mapped only after they were checked (see `of`).
+        unsafe { PackedRing::of(vq) }
+    }
+
     /// The ring of `vq`, or `None` when it is not mapped.
     ///
     /// # Safety

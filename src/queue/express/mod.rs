@@ -1,0 +1,199 @@
+//! The express lane of the three calls every request makes — pop, push and notify — for the
+//! common case, on either ring layout: a working device without the IOMMU or migration logging
+//! (nor, on a packed ring, inflight tracking), a mapped ring, no resubmissions pending, a direct chain. Each is a
+//! small function whose state stays in registers, on the values the general path (`Queue`)
+//! would compute anyway. (`ffi::lane` is how the C entry points get here.)
+//!
+//! The lane refuses nothing itself. Whatever it does not handle — the unusual configurations
+//! above, indirect tables, and every guest error (bad heads, loops, bad addresses, index jumps,
+//! unavailable or reused packed ids) — it hands to the general path by returning `None` (or
+//! `Head::General`, `false`) *before it has changed anything* that path reads: the general
+//! path then starts over from the ring, sees what the guest wrote and gives the original's
+//! reaction. So each check the general path makes is made here too (the lane just answers
+//! "not mine" instead of naming the fault), and handing a call over is always safe.
+//! `tests/express_lane.rs` holds the two paths to the same results.
+
+mod packed;
+mod split;
+
+use std::ptr::NonNull;
+
+use libc::iovec;
+
+use crate::abi::{VuVirtq, VuVirtqElement};
+use crate::device::Dev;
+use crate::dirty_log::VHOST_F_LOG_ALL;
+use crate::iommu::VIRTIO_F_IOMMU_PLATFORM;
+use crate::memory::{MemoryTable, RegionHint};
+use crate::queue::chain::VRING_DESC_F_WRITE;
+use crate::queue::element::ElementBuilder;
+use crate::queue::{is_packed, Completed};
+
+/// What the first part of `vu_queue_pop` found.
+pub enum Head {
+    /// Nothing is waiting.
+    Empty,
+    /// The chain at this head (split: a descriptor index; packed: a ring position) is next;
+    /// nothing changed yet: `pop_chain` takes it.
+    At(u16),
+    /// The general path takes the call.
+    General,
+}
+
+/// Whether the lane may work the device's queues now: it works and guest addresses are not
+/// IOVAs. `excluded`: features that send this call to the general path as well.
+#[inline(always)]
+fn lane_open(dev: Dev, mem: &MemoryTable, excluded: u64) -> bool {
+    dev.features() & (excluded | 1 << VIRTIO_F_IOMMU_PLATFORM) == 0
+        && !dev.broken()
+        && mem.iotlb().is_none()
+}
+
+/// `vu_queue_pop`'s first part: the ring's readiness and the next head, checked as the
+/// general path checks them (changes only what the general path would change the same way).
+#[inline(always)]
+pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Head {
+    if !lane_open(dev, mem, 0) || (!vq.resubmit_list.is_null() && vq.resubmit_num > 0) {
+        return Head::General;
+    }
+    if is_packed(dev) {
+        packed::pop_head(dev, mem, vq, qidx)
+    } else {
+        split::pop_head(mem, vq)
+    }
+}
+
+/// `vu_queue_pop`'s second part, for the head `pop_head` found: the element, popped, or
+/// `None` (nothing changed) for the general path. The caller has not left the memory lock
+/// since `pop_head`.
+#[inline(always)]
+pub fn pop_chain(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    head: u16,
+    sz: usize,
+) -> Option<NonNull<VuVirtqElement>> {
+    if is_packed(dev) {
+        // The packed inflight layout is the general path's.
+        if !vq.inflight.is_null() {
+            return None;
+        }
+        packed::pop_chain(dev, mem, vq, qidx, head, sz)
+    } else {
+        split::pop_chain(dev, mem, vq, qidx, head, sz)
+    }
+}
+
+/// `vu_queue_push`: true once the element is used, false for the general path (which also
+/// takes every push with dirty logging, and a packed one with an inflight area).
+#[inline(always)]
+pub fn push(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    elem: Completed,
+    len: u32,
+) -> bool {
+    if !lane_open(dev, mem, 1 << VHOST_F_LOG_ALL) {
+        return false;
+    }
+    if is_packed(dev) {
+        vq.inflight.is_null() && packed::push(dev, mem, vq, qidx, elem, len)
+    } else {
+        split::push(dev, mem, vq, qidx, elem, len)
+    }
+}
+
+/// An element being built from a chain's buffers, for both layouts: the element, and the
+/// region the last buffer was in.
+struct Buffers<'m> {
+    mem: &'m MemoryTable<'m>,
+    elem: ElementBuilder,
+    hint: RegionHint,
+}
+
+impl<'m> Buffers<'m> {
+    /// A fresh element of `sz` bytes (`None`: too small, or no memory).
+    #[inline(always)]
+    fn new(mem: &'m MemoryTable<'m>, sz: usize) -> Option<Buffers<'m>> {
+        if sz < std::mem::size_of::<VuVirtqElement>() {
+            return None;
+        }
+        Some(Buffers { mem, elem: ElementBuilder::new(sz)?, hint: mem.first_hint() })
+    }
+
+    /// Appends the buffer of a descriptor with these fields; `None` for what the general path
+    /// refuses: an empty buffer, a readable one after a writable one, an address outside guest
+    /// memory, too many segments (or no memory for them).
+    #[inline(always)]
+    fn add(&mut self, addr: u64, len: u32, flags: u16) -> Option<()> {
+        if len == 0 {
+            return None;
+        }
+        let write = flags & VRING_DESC_F_WRITE != 0;
+        // The out iovecs come first: a readable buffer after a writable one is out of order.
+        if !write && !self.elem.only_readable() {
+            return None;
+        }
+        let len = u64::from(len);
+        let host = match self.hint.whole(addr, len) {
+            Some(p) => Some(p),
+            None => {
+                self.hint = self.mem.hint_at(addr)?;
+                self.hint.whole(addr, len)
+            }
+        };
+        match host {
+            Some(p) => {
+                if !self.elem.push(iovec { iov_base: p.cast(), iov_len: len as usize }) {
+                    return None;
+                }
+            }
+            // It spans regions.
+            None => {
+                let elem = std::mem::replace(&mut self.elem, ElementBuilder::empty());
+                (self.elem, self.hint) = map_spanning(*self.mem, elem, addr, len)?;
+            }
+        }
+        if !write {
+            self.elem.end_readable();
+        }
+        Some(())
+    }
+
+    /// The element, with `index` as its head (split) or buffer id (packed).
+    #[inline(always)]
+    fn finish(self, index: u16) -> Option<NonNull<VuVirtqElement>> {
+        NonNull::new(self.elem.finish(u32::from(index)))
+    }
+}
+
+/// A buffer that spans regions: translated region by region, with the region of its end as
+/// the new hint. Out of line, on values, so that the caller's element and hint stay in
+/// registers.
+#[inline(never)]
+fn map_spanning(
+    mem: MemoryTable,
+    mut elem: ElementBuilder,
+    mut addr: u64,
+    mut rest: u64,
+) -> Option<(ElementBuilder, RegionHint)> {
+    let mut hint = RegionHint::default();
+    loop {
+        if !hint.holds(addr) {
+            hint = mem.hint_at(addr)?;
+        }
+        let (p, n) = hint.host(addr, rest);
+        if !elem.push(iovec { iov_base: p.cast(), iov_len: n as usize }) {
+            return None;
+        }
+        rest -= n;
+        if rest == 0 {
+            return Some((elem, hint));
+        }
+        addr = addr.checked_add(n)?;
+    }
+}

@@ -1,0 +1,146 @@
+//! The express lane on a packed ring (see the module above for what it takes and hands over).
+//! Ring positions (`Pos`) and the per-id state (`QueueIds`) as in `queue::packed`.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+use crate::abi::{VuVirtq, VuVirtqElement};
+use crate::device::Dev;
+use crate::memory::MemoryTable;
+use crate::queue::chain::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use crate::queue::ids::{self, QueueIds};
+use crate::queue::packed_ring::{is_avail, used_flags, PackedRing, Pos};
+use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
+use crate::queue::Completed;
+
+use super::{Buffers, Head};
+
+/// The ring and the queue's id table, when both are as the general path's prologue
+/// (`Queue::ring`) requires: mapped, the table sized for the ring, both positions on it.
+#[inline(always)]
+fn ring_and_ids<'a>(
+    dev: Dev<'a>,
+    mem: &MemoryTable,
+    vq: &VuVirtq,
+    qidx: usize,
+) -> Option<(PackedRing, &'a mut QueueIds)> {
+    let ring = PackedRing::under(vq, mem)?;
+    let ids = ids::queue_ids(dev, qidx)?;
+    let ok = ids.ids.len() == usize::from(ring.num())
+        && ring.holds(Pos(vq.last_avail_idx))
+        && ring.holds(Pos(vq.used_idx));
+    ok.then_some((ring, ids))
+}
+
+/// `pop_head` on a packed ring: whether the descriptor at the avail position is available.
+#[inline(always)]
+pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Head {
+    let Some((ring, _)) = ring_and_ids(dev, mem, vq, qidx) else { return Head::General };
+    let head = Pos(vq.last_avail_idx);
+    let Some(flags) = ring.flags(head) else { return Head::General };
+    if !is_avail(flags, head.wrap()) {
+        return Head::Empty;
+    }
+    // Read the chain only after seeing its head available.
+    fence(Ordering::Acquire);
+    if vq.inuse >= u32::from(ring.num()) {
+        return Head::General;
+    }
+    Head::At(head.0)
+}
+
+/// `pop_chain` on a packed ring: the direct chain from position `head`, each descriptor read
+/// once (and found available in its own lap) and translated straight into iovecs, then popped
+/// under its buffer id.
+#[inline(always)]
+pub fn pop_chain(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    head: u16,
+    sz: usize,
+) -> Option<NonNull<VuVirtqElement>> {
+    let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
+    let head = Pos(head);
+    let num = ring.num();
+    let mut bufs = Buffers::new(mem, sz)?;
+    let (mut slot, mut wrap) = (head.slot(), head.wrap());
+    let mut k = 0u16;
+    let id = loop {
+        let d = ring.read_slot(slot)?;
+        // The head was found available; a later descriptor must be available in its own lap
+        // (the wrap counter flips where the chain wraps).
+        if k > 0 && !is_avail(d.flags, wrap) {
+            return None;
+        }
+        k += 1;
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return None;
+        }
+        bufs.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE)?;
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            break d.id;
+        }
+        if k >= num {
+            return None;
+        }
+        slot += 1;
+        if slot == num {
+            slot = 0;
+            wrap = !wrap;
+        }
+    };
+    let last_popped = ids.last_popped;
+    let st = ids.get(id)?;
+    if st.ndescs != 0 {
+        return None;
+    }
+    let elem = bufs.finish(id)?;
+    st.ndescs = k;
+    st.entry = 0;
+    st.prev = last_popped;
+    st.head = head.0;
+    ids.last_popped = id;
+    let next = head.advance(k, num);
+    vq.last_avail_idx = next.0;
+    vq.shadow_avail_idx = next.0;
+    vq.inuse += 1;
+    if vq.notification && dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 {
+        ring.set_device_event_offset(next.0);
+    }
+    Some(elem)
+}
+
+/// `push` on a packed ring: the used descriptor at the used position (its flags last), the
+/// id out of flight.
+#[inline(always)]
+pub fn push(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    elem: Completed,
+    len: u32,
+) -> bool {
+    let Some((ring, ids)) = ring_and_ids(dev, mem, vq, qidx) else { return false };
+    let Ok(id) = u16::try_from(elem.index) else { return false };
+    let Some(st) = ids.get(id).filter(|st| st.ndescs != 0) else { return false };
+    let ndescs = std::mem::take(&mut st.ndescs);
+    let num = ring.num();
+    let at = Pos(vq.used_idx);
+    let flags = used_flags(at.wrap()) | if len > 0 { VRING_DESC_F_WRITE } else { 0 };
+    ring.write_used_body(at, id, len);
+    ring.publish_used_flags(at, flags);
+    // As the general path's `publish`: the last signalled position tells new used
+    // descriptors apart only while it is less than a lap behind.
+    if vq.signalled_used_valid {
+        let since = Pos(vq.signalled_used).distance_to(at, num) + u32::from(ndescs);
+        if since >= u32::from(num) {
+            vq.signalled_used_valid = false;
+        }
+    }
+    vq.used_idx = at.advance(ndescs, num).0;
+    vq.inuse = vq.inuse.saturating_sub(1);
+    true
+}

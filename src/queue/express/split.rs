@@ -1,0 +1,141 @@
+//! The express lane on a split ring (see the module above for what it takes and hands over).
+
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+use crate::abi::{VuVirtq, VuVirtqElement};
+use crate::device::Dev;
+use crate::inflight::{self, TrackedPut};
+use crate::memory::MemoryTable;
+use crate::queue::chain::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
+use crate::queue::ring::SplitRing;
+use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
+use crate::queue::Completed;
+
+use super::{Buffers, Head};
+
+/// `pop_head` on a split ring: the avail ring's next head.
+#[inline(always)]
+pub fn pop_head(mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
+    let Some(ring) = SplitRing::under(vq, mem) else { return Head::General };
+    let last = vq.last_avail_idx;
+    if vq.shadow_avail_idx == last {
+        let idx = ring.avail_idx();
+        if idx.wrapping_sub(last) > ring.num() {
+            return Head::General;
+        }
+        vq.shadow_avail_idx = idx;
+        if idx == last {
+            return Head::Empty;
+        }
+    }
+    // Read the descriptors only after seeing the avail index that covers them.
+    fence(Ordering::Acquire);
+    if vq.inuse >= u32::from(ring.num()) {
+        return Head::General;
+    }
+    let head = ring.avail_entry(last);
+    if head >= ring.num() {
+        return Head::General;
+    }
+    Head::At(head)
+}
+
+/// `pop_chain` on a split ring: the direct chain at `head`, each descriptor read once and
+/// translated straight into iovecs, then popped.
+#[inline(always)]
+pub fn pop_chain(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    head: u16,
+    sz: usize,
+) -> Option<NonNull<VuVirtqElement>> {
+    let ring = SplitRing::under(vq, mem)?;
+    let mut bufs = Buffers::new(mem, sz)?;
+    let (mut i, mut left) = (head, ring.num());
+    loop {
+        let d = ring.desc(i)?;
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return None;
+        }
+        bufs.add(d.addr, d.len, d.flags)?;
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            break;
+        }
+        // A chain visits at most `num` descriptors; one more is a loop.
+        left -= 1;
+        if left == 0 {
+            return None;
+        }
+        i = d.next;
+    }
+    let elem = bufs.finish(head)?;
+    if !vq.inflight.is_null() && inflight::on_pop(dev, vq, qidx, u32::from(head)).is_err() {
+        // The general path pops the head again and reports the refusal.
+        // SAFETY: our own element, just built and not handed out.
+        unsafe { libc::free(elem.as_ptr().cast()) };
+        return None;
+    }
+    let next = vq.last_avail_idx.wrapping_add(1);
+    vq.last_avail_idx = next;
+    vq.inuse += 1;
+    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 && vq.notification {
+        ring.set_avail_event(next);
+    }
+    Some(elem)
+}
+
+/// `push` on a split ring: the used entry, then the used index (and the inflight entry
+/// around them, when tracking).
+#[inline(always)]
+pub fn push(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    elem: Completed,
+    len: u32,
+) -> bool {
+    let Some(ring) = SplitRing::under(vq, mem) else { return false };
+    if !vq.inflight.is_null() {
+        return push_tracked(dev, ring, vq, qidx, elem, len);
+    }
+    publish(ring, vq, elem, len);
+    true
+}
+
+/// `push` with an inflight area (out of line: most devices have none).
+#[inline(never)]
+fn push_tracked(
+    dev: Dev,
+    ring: SplitRing,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    elem: Completed,
+    len: u32,
+) -> bool {
+    // No slot for the head: the general path reports it.
+    let Ok(tracked) = TrackedPut::begin(dev, vq, qidx, elem.index) else { return false };
+    publish(ring, vq, elem, len);
+    if let Some(put) = tracked {
+        put.finish(vq);
+    }
+    true
+}
+
+/// The used entry, then the used index.
+#[inline(always)]
+fn publish(ring: SplitRing, vq: &mut VuVirtq, elem: Completed, len: u32) {
+    let old = vq.used_idx;
+    let new = old.wrapping_add(1);
+    ring.write_used(old, elem.index, len);
+    ring.publish_used_idx(new);
+    vq.used_idx = new;
+    vq.inuse = vq.inuse.saturating_sub(1);
+    // The driver's last signalled index fell out of the window the new entry opened.
+    if (new.wrapping_sub(vq.signalled_used) as i16) < 1 {
+        vq.signalled_used_valid = false;
+    }
+}
