@@ -268,7 +268,7 @@ fn packed_desc(r: &mut Rng, s: &Session, id: u16, next: bool, write: bool) -> De
 fn random_packed_rings_go_the_same_way_on_the_express_lane_and_the_general_path() {
     let mut r = Rng(0x9ac_ced5_1a4e);
     let mut total = (0, 0, 0);
-    for case_no in 0..600 {
+    for case_no in 0..800 {
         let queue_size = [4u16, 8, 16, 64][r.below(4) as usize];
         let mut s = Session {
             features: F_VERSION_1 | F_PROTOCOL_FEATURES | F_INDIRECT_DESC | F_RING_PACKED,
@@ -291,6 +291,28 @@ fn random_packed_rings_go_the_same_way_on_the_express_lane_and_the_general_path(
             let longest = if r.chance(1, 10) { u64::from(queue_size) } else { 3 };
             let len = 1 + r.below(longest) as u16;
             let id = if r.chance(9, 10) { r.below(u64::from(queue_size)) } else { r.u64() } as u16;
+            if r.chance(1, 8) {
+                // One indirect descriptor and its table (mostly a good one).
+                let count = 1 + r.below(8) as u16;
+                let at = BUF_OFF + 16 * r.below(0x700);
+                let from = r.below(u64::from(count) + 1) as u16;
+                let table: Vec<u8> = (0..count)
+                    .flat_map(|k| {
+                        let mut e = packed_desc(&mut r, &s, 0, false, k >= from);
+                        e.flags &= !F_PACKED_AVAIL;
+                        ring.table_entry(e)
+                    })
+                    .collect();
+                steps.extend(ring::guest_write(&s, at, table));
+                let mut d = packed_desc(&mut r, &s, id, false, false);
+                d.flags |= F_INDIRECT;
+                d.addr = if r.chance(9, 10) { at } else { d.addr };
+                d.len = if r.chance(9, 10) { 16 * u32::from(count) } else { d.len };
+                steps.push(ring.desc(slot, d));
+                slot = (slot + 1) % queue_size;
+                steps.extend(ring.publish(ring.chain_start(0)));
+                continue;
+            }
             let writes_from = r.below(u64::from(len) + 1) as u16;
             for k in 0..len {
                 let write = if r.chance(1, 20) { r.chance(1, 2) } else { k >= writes_from };

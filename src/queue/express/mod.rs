@@ -1,6 +1,6 @@
 //! The express lane of the three calls every request makes — pop, push and notify — for the
 //! common case, on either ring layout: a working device without the IOMMU or migration logging
-//! (nor, on a packed ring, inflight tracking), a mapped ring, no resubmissions pending, a direct chain. Each is a
+//! (nor, on a packed ring, inflight tracking), a mapped ring, no resubmissions pending. Each is a
 //! small function whose state stays in registers, on the values the general path (`Queue`)
 //! would compute anyway. (`ffi::lane` is how the C entry points get here.)
 //!
@@ -20,13 +20,14 @@ use std::ptr::NonNull;
 
 use libc::iovec;
 
-use crate::abi::{VuVirtq, VuVirtqElement};
+use crate::abi::{vring_desc, VuVirtq, VuVirtqElement, VIRTQUEUE_MAX_SIZE};
 use crate::device::Dev;
 use crate::dirty_log::VHOST_F_LOG_ALL;
 use crate::iommu::VIRTIO_F_IOMMU_PLATFORM;
 use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::chain::VRING_DESC_F_WRITE;
 use crate::queue::element::ElementBuilder;
+use crate::queue::ring::read_desc;
 use crate::queue::{is_packed, Completed};
 
 /// What the first part of `vu_queue_pop` found.
@@ -164,10 +165,52 @@ impl<'m> Buffers<'m> {
         Some(())
     }
 
+    /// The indirect table a descriptor with these fields points to, in place: `None` unless
+    /// its size is a whole number of descriptors, at most VIRTQUEUE_MAX_SIZE of them, and it
+    /// lies wholly in one region, aligned (the general path refuses the first two and copies
+    /// a table that spans regions or is misaligned).
+    #[inline(always)]
+    fn table(&mut self, addr: u64, len: u32) -> Option<IndirectTable> {
+        const DESC: u32 = std::mem::size_of::<vring_desc>() as u32;
+        if len == 0 || len % DESC != 0 || len / DESC > VIRTQUEUE_MAX_SIZE {
+            return None;
+        }
+        let len64 = u64::from(len);
+        let p = match self.hint.whole(addr, len64) {
+            Some(p) => p,
+            None => {
+                self.hint = self.mem.hint_at(addr)?;
+                self.hint.whole(addr, len64)?
+            }
+        };
+        if !(p as usize).is_multiple_of(std::mem::align_of::<vring_desc>()) {
+            return None;
+        }
+        Some(IndirectTable { descs: p.cast(), len: (len / DESC) as u16 })
+    }
+
     /// The element, with `index` as its head (split) or buffer id (packed).
     #[inline(always)]
     fn finish(self, index: u16) -> Option<NonNull<VuVirtqElement>> {
         NonNull::new(self.elem.finish(u32::from(index)))
+    }
+}
+
+/// An indirect table in guest memory (`Buffers::table`): `len` descriptors at `descs`, in the
+/// split layout (packed tables are read through the same fields: see `queue::packed`).
+#[derive(Clone, Copy)]
+struct IndirectTable {
+    descs: *const vring_desc,
+    len: u16,
+}
+
+impl IndirectTable {
+    /// Entry `i`, if `i < len`.
+    #[inline(always)]
+    fn get(self, i: u16) -> Option<vring_desc> {
+        // SAFETY: `Buffers::table` found `len` descriptors at `descs`, aligned, inside one
+        // region of the memory table, which stays mapped while the caller holds it.
+        unsafe { read_desc(self.descs, usize::from(self.len), usize::from(i)) }
     }
 }
 

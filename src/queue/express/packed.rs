@@ -49,9 +49,9 @@ pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> H
     Head::At(head.0)
 }
 
-/// `pop_chain` on a packed ring: the direct chain from position `head`, each descriptor read
-/// once (and found available in its own lap) and translated straight into iovecs, then popped
-/// under its buffer id.
+/// `pop_chain` on a packed ring: the chain from position `head` (direct, or one indirect
+/// descriptor with its table in place), each descriptor read once (and found available in its
+/// own lap) and translated straight into iovecs, then popped under its buffer id.
 #[inline(always)]
 pub fn pop_chain(
     dev: Dev,
@@ -76,7 +76,20 @@ pub fn pop_chain(
         }
         k += 1;
         if d.flags & VRING_DESC_F_INDIRECT != 0 {
-            return None;
+            // An indirect descriptor is a chain of its own, and its table the buffers.
+            if k != 1 || d.flags & VRING_DESC_F_NEXT != 0 {
+                return None;
+            }
+            let table = bufs.table(d.addr, d.len)?;
+            for i in 0..table.len {
+                // Packed table entries read as split ones: `next` holds the flags.
+                let e = table.get(i)?;
+                if e.next & VRING_DESC_F_INDIRECT != 0 {
+                    return None;
+                }
+                bufs.add(e.addr, e.len, e.next & VRING_DESC_F_WRITE)?;
+            }
+            break d.id;
         }
         bufs.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE)?;
         if d.flags & VRING_DESC_F_NEXT == 0 {

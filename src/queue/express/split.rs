@@ -3,7 +3,7 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
-use crate::abi::{VuVirtq, VuVirtqElement};
+use crate::abi::{vring_desc, VuVirtq, VuVirtqElement};
 use crate::device::Dev;
 use crate::inflight::{self, TrackedPut};
 use crate::memory::MemoryTable;
@@ -41,8 +41,8 @@ pub fn pop_head(mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
     Head::At(head)
 }
 
-/// `pop_chain` on a split ring: the direct chain at `head`, each descriptor read once and
-/// translated straight into iovecs, then popped.
+/// `pop_chain` on a split ring: the chain at `head` (direct, or an indirect table in place),
+/// each descriptor read once and translated straight into iovecs, then popped.
 #[inline(always)]
 pub fn pop_chain(
     dev: Dev,
@@ -54,22 +54,12 @@ pub fn pop_chain(
 ) -> Option<NonNull<VuVirtqElement>> {
     let ring = SplitRing::under(vq, mem)?;
     let mut bufs = Buffers::new(mem, sz)?;
-    let (mut i, mut left) = (head, ring.num());
-    loop {
-        let d = ring.desc(i)?;
-        if d.flags & VRING_DESC_F_INDIRECT != 0 {
-            return None;
-        }
-        bufs.add(d.addr, d.len, d.flags)?;
-        if d.flags & VRING_DESC_F_NEXT == 0 {
-            break;
-        }
-        // A chain visits at most `num` descriptors; one more is a loop.
-        left -= 1;
-        if left == 0 {
-            return None;
-        }
-        i = d.next;
+    let first = ring.desc(head)?;
+    if first.flags & VRING_DESC_F_INDIRECT != 0 {
+        let table = bufs.table(first.addr, first.len)?;
+        walk(&mut bufs, table.len, first_of(table)?, |i| table.get(i))?;
+    } else {
+        walk(&mut bufs, ring.num(), first, |i| ring.desc(i))?;
     }
     let elem = bufs.finish(head)?;
     if !vq.inflight.is_null() && inflight::on_pop(dev, vq, qidx, u32::from(head)).is_err() {
@@ -85,6 +75,41 @@ pub fn pop_chain(
         ring.set_avail_event(next);
     }
     Some(elem)
+}
+
+/// The first descriptor of an indirect table.
+#[inline(always)]
+fn first_of(table: super::IndirectTable) -> Option<vring_desc> {
+    table.get(0)
+}
+
+/// The buffers of the chain that starts with `d`, in a table of `len` descriptors (the ring,
+/// or an indirect table: `get` reads entry `i`). `None` for what the general path refuses: a
+/// `next` outside the table, more than `len` descriptors (a loop), an indirect descriptor
+/// (in a chain, or nested in a table), and the buffers' own faults.
+#[inline(always)]
+fn walk(
+    bufs: &mut Buffers,
+    len: u16,
+    mut d: vring_desc,
+    get: impl Fn(u16) -> Option<vring_desc>,
+) -> Option<()> {
+    let mut left = len;
+    loop {
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return None;
+        }
+        bufs.add(d.addr, d.len, d.flags)?;
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            return Some(());
+        }
+        // A chain visits at most `len` descriptors; one more is a loop.
+        left -= 1;
+        if left == 0 {
+            return None;
+        }
+        d = get(d.next)?;
+    }
 }
 
 /// `push` on a split ring: the used entry, then the used index (and the inflight entry
