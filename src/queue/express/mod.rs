@@ -172,7 +172,7 @@ impl<'m> Buffers<'m> {
     #[inline(always)]
     fn table(&mut self, addr: u64, len: u32) -> Option<IndirectTable> {
         const DESC: u32 = std::mem::size_of::<vring_desc>() as u32;
-        if len == 0 || len % DESC != 0 || len / DESC > VIRTQUEUE_MAX_SIZE {
+        if len == 0 || !len.is_multiple_of(DESC) || len / DESC > VIRTQUEUE_MAX_SIZE {
             return None;
         }
         let len64 = u64::from(len);
