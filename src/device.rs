@@ -380,6 +380,7 @@ const fn inverse_mod_word(x: usize) -> usize {
 /// through raw pointers, never long-lived references: C callbacks we invoke receive the same
 /// pointer and may change the struct, and queue threads read it concurrently as they do in C.
 #[derive(Clone, Copy)]
+#[repr(transparent)]
 pub struct Dev<'a> {
     raw: *mut VuDev,
     _call: PhantomData<&'a VuDev>,

@@ -12,6 +12,10 @@
 //! lane hands over, the slow half of leaving — is one call in tail position. So the compiler
 //! keeps the path in scratch registers, with no frame to build and tear down.
 //!
+//! The functions it tail-calls are `extern "C"` (private ones): a Rust-ABI callee may unwind,
+//! and an `extern "C"` caller must then catch that to abort, which makes the call non-tail.
+//! None of them unwinds (each runs its work under `with_dev`).
+//!
 //! The lane runs outside `with_dev`'s panic guard, which would make those calls non-tail:
 //! nothing on it can panic (no indexing, no unwrapping, wrapping or checked arithmetic only,
 //! no allocation but `malloc`). What can panic runs through `with_dev`: the general path, and
@@ -62,6 +66,22 @@ pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
     Entry::In(Lane { dev: d, mem, vq: unsafe { &mut *vq }, qidx })
 }
 
+/// The lane of a call that `enter` let in, again, in a function it tail-called (which gets
+/// the C caller's pointers, not the `Lane`: see `ffi::queue::pop_chain`).
+///
+/// # Safety
+/// `enter(dev, vq)` returned `Entry::In` with queue index `qidx`, and the lock it entered is
+/// still entered.
+#[inline(always)]
+pub(super) unsafe fn entered<'a>(dev: *mut VuDev, vq: *mut VuVirtq, qidx: usize) -> Lane<'a> {
+    // SAFETY: this function's contract: a device `vu_init` set up, inside its memory lock; vq
+    // is its queue `qidx`, worked by this thread alone.
+    let (d, vq) = unsafe { (Dev::new_unchecked(dev), &mut *vq) };
+    // SAFETY: as above.
+    let mem = unsafe { d.mem_entered() };
+    Lane { dev: d, mem, vq, qidx }
+}
+
 /// The environment variable that closes every device `vu_init` sets up afterwards to the
 /// lane (read at each `vu_init`).
 pub const NO_EXPRESS_ENV: &str = "LIBVHOST_USER_NO_EXPRESS";
@@ -83,7 +103,7 @@ pub(super) fn leave(d: Dev) -> Option<u32> {
 /// if they wait and nothing uses them.
 #[cold]
 #[inline(never)]
-pub(super) fn left_slow(d: Dev, was: u32) {
+pub(super) extern "C" fn left_slow(d: Dev, was: u32) {
     with_dev(Some(d), (), |d| {
         if d.mem_gate().left_slow(was) {
             d.release_retired_if_unused();

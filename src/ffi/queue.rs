@@ -9,9 +9,10 @@ use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
 use crate::diagnostics;
-use crate::queue::express::{self, Head};
+use crate::queue::express::{packed, split, Head, Pushed};
+use crate::queue::is_packed;
 use crate::queue::{Completed, Fault, Notify, Queue};
-use lane::Entry;
+use lane::{Entry, Lane};
 
 /// Runs a queue operation for one of `dev`'s queues under the memory read lock, on one
 /// `Queue` context; `fallback` if `vq` is not one of them (`dev`: what `Dev::from_raw` made of
@@ -129,8 +130,9 @@ pub unsafe extern "C" fn vu_queue_empty(dev: *mut VuDev, vq: *mut VuVirtq) -> bo
 }
 
 /// `vu_queue_notify(_sync)`: the common case (a working device's mapped ring) decided on the
-/// express lane (`lane`) by `queue::quick_should_notify`; anything else goes to
-/// `notify_general`.
+/// express lane (`lane`, `queue::quick_notify_open`); anything else goes to `notify_general`.
+/// A packed ring's decision is out of line (`notify_packed`): each layout's path gets the
+/// registers to itself.
 #[inline(always)]
 unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // SAFETY: the C caller's pointers (this function's contract); `lane::enter` checks them,
@@ -142,14 +144,49 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         // SAFETY: the pointers `lane::enter` checked.
         Entry::Closed => return unsafe { notify_closed(dev, vq, sync) },
     };
-    match crate::queue::quick_should_notify(lane.dev, lane.vq) {
+    if !crate::queue::quick_notify_open(lane.dev) {
+        // SAFETY: the pointers `lane::enter` checked, still inside the lock.
+        return unsafe { notify_handed_over(dev, vq, sync) };
+    }
+    if is_packed(lane.dev) {
+        // SAFETY: as above.
+        return unsafe { notify_packed(dev, vq, lane.qidx, sync) };
+    }
+    let decision = crate::queue::split::quick_should_notify(lane.dev, lane.vq);
+    // SAFETY: as above.
+    unsafe { notify_decided(lane, decision, sync) }
+}
+
+/// `notify` on a packed ring (see `notify`).
+///
+/// # Safety
+/// As for `pop_chain`.
+#[inline(never)]
+unsafe extern "C" fn notify_packed(dev: *mut VuDev, vq: *mut VuVirtq, qidx: usize, sync: bool) {
+    // SAFETY: this function's contract (as in pop_chain).
+    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let decision = crate::queue::packed::quick_should_notify(lane.vq);
+    // SAFETY: as above.
+    unsafe { notify_decided(lane, decision, sync) }
+}
+
+/// Carries out the lane's notify decision and leaves the lock: nothing, a signal, or (`None`)
+/// the general path.
+///
+/// # Safety
+/// `lane` came from `lane::enter` (or `lane::entered`) and is still inside the lock.
+#[inline(always)]
+unsafe fn notify_decided(lane: Lane, decision: Option<bool>, sync: bool) {
+    let (dev, vq) = (lane.dev.raw(), std::ptr::from_mut(lane.vq));
+    match decision {
         Some(false) => {
             if let Some(was) = lane::leave(lane.dev) {
                 lane::left_slow(lane.dev, was);
             }
         }
-        Some(true) => signal_and_leave(lane.dev, lane.vq, lane.qidx, sync),
-        // SAFETY: the pointers `lane::enter` checked.
+        // SAFETY: `vq` is the lane's queue (the reference above, re-borrowed).
+        Some(true) => signal_and_leave(lane.dev, unsafe { &*vq }, lane.qidx, sync),
+        // SAFETY: this function's contract.
         None => unsafe { notify_handed_over(dev, vq, sync) },
     }
 }
@@ -158,7 +195,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
 /// As for `lane::back_out`.
 #[cold]
 #[inline(never)]
-unsafe fn notify_closed(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+unsafe extern "C" fn notify_closed(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // SAFETY: this function's contract.
     unsafe {
         lane::back_out(dev);
@@ -170,7 +207,7 @@ unsafe fn notify_closed(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
 /// As for `lane::leave_in_full`.
 #[cold]
 #[inline(never)]
-unsafe fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+unsafe extern "C" fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // SAFETY: this function's contract.
     unsafe {
         lane::leave_in_full(dev);
@@ -197,7 +234,7 @@ fn release_retired(d: Dev) {
 /// `notify_general`), an in-band call after it.
 #[cold]
 #[inline(never)]
-fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
+extern "C" fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
     /// Leaves the lock when dropped, on unwinding too (a writer would wait forever).
     struct Entered<'a>(Dev<'a>);
     impl Drop for Entered<'_> {
@@ -225,7 +262,7 @@ fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
 /// devices, NOTIFY_ON_EMPTY, tracing.
 #[cold]
 #[inline(never)]
-unsafe fn notify_general(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+unsafe extern "C" fn notify_general(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
     // Decide under the memory lock and write the call eventfd under it too: call fds are
     // closed only under the write lock (MemWrite::replace_call), so the fd cannot be closed
     // and its number given to another file before this write. The write does not block (the
@@ -301,8 +338,12 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         // SAFETY: the pointers `lane::enter` checked.
         Entry::Closed => return unsafe { pop_closed(dev, vq, sz) },
     };
-    match express::pop_head(lane.dev, &lane.mem, lane.vq, lane.qidx) {
-        // SAFETY: the pointers `lane::enter` checked.
+    if is_packed(lane.dev) {
+        // SAFETY: the pointers `lane::enter` checked, still inside the lock.
+        return unsafe { pop_packed(dev, vq, lane.qidx, sz) };
+    }
+    match split::pop_head(lane.dev, &lane.mem, lane.vq) {
+        // SAFETY: as above.
         Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, head, sz) },
         Head::Empty => {
             if let Some(was) = lane::leave(lane.dev) {
@@ -310,9 +351,38 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
             }
             std::ptr::null_mut()
         }
-        // SAFETY: the pointers `lane::enter` checked.
+        // SAFETY: as above.
         Head::General => unsafe { pop_handed_over(dev, vq, sz) },
     }
+}
+
+/// `vu_queue_pop` on the lane for a packed ring (out of line: each layout's path gets the
+/// registers to itself).
+///
+/// # Safety
+/// As for `pop_chain`.
+#[inline(never)]
+unsafe extern "C" fn pop_packed(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    sz: usize,
+) -> *mut c_void {
+    // SAFETY: this function's contract (as in pop_chain).
+    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let elem = match packed::pop_head(lane.dev, &lane.mem, lane.vq, qidx) {
+        Head::At(head) => packed::pop_chain(lane.dev, &lane.mem, lane.vq, qidx, head, sz).map(Some),
+        Head::Empty => Some(None),
+        Head::General => None,
+    };
+    let Some(elem) = elem else {
+        // SAFETY: this function's contract.
+        return unsafe { pop_handed_over(dev, vq, sz) };
+    };
+    if let Some(was) = lane::leave(lane.dev) {
+        lane::left_slow(lane.dev, was);
+    }
+    elem.map_or(std::ptr::null_mut(), |e| e.as_ptr().cast())
 }
 
 /// `vu_queue_pop`'s second half on the lane: the chain at `head` (see `express::pop_chain`),
@@ -323,19 +393,17 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
 /// `lane::enter(dev, vq)` accepted these pointers, found queue `qidx`, and the lock it
 /// entered is still entered.
 #[inline(never)]
-unsafe fn pop_chain(
+unsafe extern "C" fn pop_chain(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
     qidx: usize,
     head: u16,
     sz: usize,
 ) -> *mut c_void {
-    // SAFETY: this function's contract: a device `vu_init` set up, inside its memory lock;
-    // vq is its queue `qidx`, worked by this thread alone.
-    let (d, q) = unsafe { (Dev::new_unchecked(dev), &mut *vq) };
-    // SAFETY: as above.
-    let mem = unsafe { d.mem_entered() };
-    let Some(elem) = express::pop_chain(d, &mem, q, qidx, head, sz) else {
+    // SAFETY: this function's contract.
+    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let d = lane.dev;
+    let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, qidx, head, sz) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, sz) };
     };
@@ -347,7 +415,7 @@ unsafe fn pop_chain(
 
 #[cold]
 #[inline(never)]
-fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
+extern "C" fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
     lane::left_slow(d, was);
     std::ptr::null_mut()
 }
@@ -356,7 +424,7 @@ fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
 /// As for `lane::back_out`.
 #[cold]
 #[inline(never)]
-unsafe fn pop_closed(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+unsafe extern "C" fn pop_closed(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     // SAFETY: this function's contract.
     unsafe {
         lane::back_out(dev);
@@ -368,7 +436,7 @@ unsafe fn pop_closed(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_voi
 /// As for `lane::leave_in_full`.
 #[cold]
 #[inline(never)]
-unsafe fn pop_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+unsafe extern "C" fn pop_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     // SAFETY: this function's contract.
     unsafe {
         lane::leave_in_full(dev);
@@ -378,7 +446,7 @@ unsafe fn pop_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut 
 
 /// `vu_queue_pop` on the general path.
 #[inline(never)]
-unsafe fn pop_general(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+unsafe extern "C" fn pop_general(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
     with_queue(
         // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
         unsafe { Dev::from_raw(dev) },
@@ -468,8 +536,38 @@ pub unsafe extern "C" fn vu_queue_push(
         // SAFETY: the pointers `lane::enter` checked.
         Entry::Closed => return unsafe { push_closed(dev, vq, e, len) },
     };
-    if !express::push(lane.dev, &lane.mem, lane.vq, lane.qidx, e, len) {
-        // SAFETY: the pointers `lane::enter` checked.
+    if is_packed(lane.dev) {
+        // SAFETY: the pointers `lane::enter` checked, still inside the lock it entered.
+        return unsafe { push_packed(dev, vq, lane.qidx, e, len) };
+    }
+    match split::push(lane.dev, &lane.mem, lane.vq, e, len) {
+        Pushed::Done => {}
+        // SAFETY: as above.
+        Pushed::Tracked => return unsafe { push_tracked(dev, vq, lane.qidx, e, len) },
+        // SAFETY: as above.
+        Pushed::General => return unsafe { push_handed_over(dev, vq, e, len) },
+    }
+    if let Some(was) = lane::leave(lane.dev) {
+        lane::left_slow(lane.dev, was);
+    }
+}
+
+/// `vu_queue_push` on the lane for a packed ring (out of line, as `pop_packed`).
+///
+/// # Safety
+/// As for `pop_chain`.
+#[inline(never)]
+unsafe extern "C" fn push_packed(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    e: Completed,
+    len: c_uint,
+) {
+    // SAFETY: this function's contract (as in pop_chain).
+    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    if !packed::push(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
+        // SAFETY: this function's contract.
         return unsafe { push_handed_over(dev, vq, e, len) };
     }
     if let Some(was) = lane::leave(lane.dev) {
@@ -477,11 +575,36 @@ pub unsafe extern "C" fn vu_queue_push(
     }
 }
 
+/// `vu_queue_push` on the lane for a queue that tracks inflight elements (see
+/// `express::push_tracked`), leaving the lock.
+///
+/// # Safety
+/// As for `pop_chain`.
+#[inline(never)]
+unsafe extern "C" fn push_tracked(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    e: Completed,
+    len: c_uint,
+) {
+    // SAFETY: this function's contract (as in pop_chain).
+    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let d = lane.dev;
+    if !split::push_tracked(d, &lane.mem, lane.vq, qidx, e, len) {
+        // SAFETY: this function's contract.
+        return unsafe { push_handed_over(dev, vq, e, len) };
+    }
+    if let Some(was) = lane::leave(d) {
+        lane::left_slow(d, was);
+    }
+}
+
 /// # Safety
 /// As for `lane::back_out`.
 #[cold]
 #[inline(never)]
-unsafe fn push_closed(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
+unsafe extern "C" fn push_closed(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
     // SAFETY: this function's contract.
     unsafe {
         lane::back_out(dev);
@@ -493,7 +616,12 @@ unsafe fn push_closed(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_ui
 /// As for `lane::leave_in_full`.
 #[cold]
 #[inline(never)]
-unsafe fn push_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
+unsafe extern "C" fn push_handed_over(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    e: Completed,
+    len: c_uint,
+) {
     // SAFETY: this function's contract.
     unsafe {
         lane::leave_in_full(dev);
@@ -503,7 +631,7 @@ unsafe fn push_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len:
 
 /// `vu_queue_push` on the general path.
 #[inline(never)]
-unsafe fn push_general(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
+unsafe extern "C" fn push_general(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
     with_queue(
         // SAFETY: the C caller's pointers (this function's contract); with_queue checks them.
         unsafe { Dev::from_raw(dev) },

@@ -153,6 +153,7 @@ impl fmt::Display for Fault {
 /// buffers (for dirty logging of what the device wrote; read only then, so a push without
 /// logging loads one field of the element).
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub struct Completed<'e> {
     pub index: u32,
     elem: &'e VuVirtqElement,
@@ -375,21 +376,15 @@ impl<'a> Queue<'a> {
     }
 }
 
-/// `vu_queue_notify`'s common case, decided without the general prologue (`Queue::ring`):
-/// a working device's mapped ring without NOTIFY_ON_EMPTY. `None`, with nothing changed,
-/// for everything else (broken, unmapped, NOTIFY_ON_EMPTY, a bad packed event offset): the
-/// general path (`Queue::notify_decision`) decides those. The caller holds the memory lock.
-/// Reads no ring position the library did not write but the driver's event area.
+/// Whether `vu_queue_notify`'s common case may be decided without the general prologue
+/// (`Queue::ring`): a working device without NOTIFY_ON_EMPTY. The layout's
+/// `quick_should_notify` then decides (`split::`, `packed::`): `None`, with nothing changed,
+/// for the rest (unmapped, a bad packed event offset), which the general path
+/// (`Queue::notify_decision`) decides. The caller holds the memory lock. Reads no ring position
+/// the library did not write but the driver's event area.
 #[inline(always)]
-pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
-    if dev.has_feature(split::VIRTIO_F_NOTIFY_ON_EMPTY) || dev.broken() {
-        return None;
-    }
-    if is_packed(dev) {
-        packed::quick_should_notify(vq)
-    } else {
-        split::quick_should_notify(dev, vq)
-    }
+pub fn quick_notify_open(dev: Dev) -> bool {
+    !dev.has_feature(split::VIRTIO_F_NOTIFY_ON_EMPTY) && !dev.broken()
 }
 
 /// Maps the ring again after a memory change unmapped it; false if it has no addresses.

@@ -87,7 +87,7 @@ impl Pos {
 
     /// How many slots lie from `self` to `to` on a ring of `num` slots, counted over the two
     /// laps a slot and wrap counter tell apart (`0..2 * num`).
-    #[inline]
+    #[inline(always)]
     pub fn distance_to(self, to: Pos, num: u16) -> u32 {
         let num = i32::from(num.max(1));
         // A ring position as a count modulo two laps: the reset position (wrap 1) is 0.

@@ -13,8 +13,8 @@
 //! "not mine" instead of naming the fault), and handing a call over is always safe.
 //! `tests/express_lane.rs` holds the two paths to the same results.
 
-mod packed;
-mod split;
+pub mod packed;
+pub mod split;
 
 use std::ptr::NonNull;
 
@@ -28,7 +28,6 @@ use crate::memory::{MemoryTable, RegionHint};
 use crate::queue::chain::VRING_DESC_F_WRITE;
 use crate::queue::element::ElementBuilder;
 use crate::queue::ring::read_desc;
-use crate::queue::{is_packed, Completed};
 
 /// What the first part of `vu_queue_pop` found.
 pub enum Head {
@@ -41,6 +40,9 @@ pub enum Head {
     General,
 }
 
+/// The features of a push that the general path takes (it logs what the device wrote).
+const PUSH_GENERAL_ONLY: u64 = 1 << VHOST_F_LOG_ALL;
+
 /// Whether the lane may work the device's queues now: it works and guest addresses are not
 /// IOVAs. `excluded`: features that send this call to the general path as well.
 #[inline(always)]
@@ -50,62 +52,21 @@ fn lane_open(dev: Dev, mem: &MemoryTable, excluded: u64) -> bool {
         && mem.iotlb().is_none()
 }
 
-/// `vu_queue_pop`'s first part: the ring's readiness and the next head, checked as the
-/// general path checks them (changes only what the general path would change the same way).
+/// Whether a queue has resubmissions pending (after a reconnect: the general path's).
 #[inline(always)]
-pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Head {
-    if !lane_open(dev, mem, 0) || (!vq.resubmit_list.is_null() && vq.resubmit_num > 0) {
-        return Head::General;
-    }
-    if is_packed(dev) {
-        packed::pop_head(dev, mem, vq, qidx)
-    } else {
-        split::pop_head(mem, vq)
-    }
+fn resubmitting(vq: &VuVirtq) -> bool {
+    !vq.resubmit_list.is_null() && vq.resubmit_num > 0
 }
 
-/// `vu_queue_pop`'s second part, for the head `pop_head` found: the element, popped, or
-/// `None` (nothing changed) for the general path. The caller has not left the memory lock
-/// since `pop_head`.
-#[inline(always)]
-pub fn pop_chain(
-    dev: Dev,
-    mem: &MemoryTable,
-    vq: &mut VuVirtq,
-    qidx: usize,
-    head: u16,
-    sz: usize,
-) -> Option<NonNull<VuVirtqElement>> {
-    if is_packed(dev) {
-        // The packed inflight layout is the general path's.
-        if !vq.inflight.is_null() {
-            return None;
-        }
-        packed::pop_chain(dev, mem, vq, qidx, head, sz)
-    } else {
-        split::pop_chain(dev, mem, vq, qidx, head, sz)
-    }
-}
-
-/// `vu_queue_push`: true once the element is used, false for the general path (which also
-/// takes every push with dirty logging, and a packed one with an inflight area).
-#[inline(always)]
-pub fn push(
-    dev: Dev,
-    mem: &MemoryTable,
-    vq: &mut VuVirtq,
-    qidx: usize,
-    elem: Completed,
-    len: u32,
-) -> bool {
-    if !lane_open(dev, mem, 1 << VHOST_F_LOG_ALL) {
-        return false;
-    }
-    if is_packed(dev) {
-        vq.inflight.is_null() && packed::push(dev, mem, vq, qidx, elem, len)
-    } else {
-        split::push(dev, mem, vq, qidx, elem, len)
-    }
+/// What a split queue's `push` did.
+pub enum Pushed {
+    /// The element is used.
+    Done,
+    /// Nothing yet: the queue tracks inflight elements, which `split::push_tracked` does (out
+    /// of line, so that this path makes no call).
+    Tracked,
+    /// Nothing: the general path takes the call.
+    General,
 }
 
 /// An element being built from a chain's buffers, for both layouts: the element, and the

@@ -13,7 +13,7 @@ use crate::queue::packed_ring::{is_avail, used_flags, PackedRing, Pos};
 use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
 use crate::queue::Completed;
 
-use super::{Buffers, Head};
+use super::{lane_open, resubmitting, Buffers, Head, PUSH_GENERAL_ONLY};
 
 /// The ring and the queue's id table, when both are as the general path's prologue
 /// (`Queue::ring`) requires: mapped, the table sized for the ring, both positions on it.
@@ -32,9 +32,14 @@ fn ring_and_ids<'a>(
     ok.then_some((ring, ids))
 }
 
-/// `pop_head` on a packed ring: whether the descriptor at the avail position is available.
+/// `vu_queue_pop`'s first part on a packed ring: whether the descriptor at the avail
+/// position is available (checked as the general path checks it; changes nothing). The
+/// packed inflight layout is the general path's.
 #[inline(always)]
 pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Head {
+    if !lane_open(dev, mem, 0) || resubmitting(vq) || !vq.inflight.is_null() {
+        return Head::General;
+    }
     let Some((ring, _)) = ring_and_ids(dev, mem, vq, qidx) else { return Head::General };
     let head = Pos(vq.last_avail_idx);
     let Some(flags) = ring.flags(head) else { return Head::General };
@@ -49,7 +54,8 @@ pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> H
     Head::At(head.0)
 }
 
-/// `pop_chain` on a packed ring: the chain from position `head` (direct, or one indirect
+/// `vu_queue_pop`'s second part on a packed ring, for the head `pop_head` found: the chain
+/// from position `head` (direct, or one indirect
 /// descriptor with its table in place), each descriptor read once (and found available in its
 /// own lap) and translated straight into iovecs, then popped under its buffer id.
 #[inline(always)]
@@ -125,8 +131,8 @@ pub fn pop_chain(
     Some(elem)
 }
 
-/// `push` on a packed ring: the used descriptor at the used position (its flags last), the
-/// id out of flight.
+/// `vu_queue_push` on a packed ring: the used descriptor at the used position (its flags
+/// last), the id out of flight. False (nothing changed) for the general path.
 #[inline(always)]
 pub fn push(
     dev: Dev,
@@ -136,6 +142,9 @@ pub fn push(
     elem: Completed,
     len: u32,
 ) -> bool {
+    if !lane_open(dev, mem, PUSH_GENERAL_ONLY) || !vq.inflight.is_null() {
+        return false;
+    }
     let Some((ring, ids)) = ring_and_ids(dev, mem, vq, qidx) else { return false };
     let Ok(id) = u16::try_from(elem.index) else { return false };
     let Some(st) = ids.get(id).filter(|st| st.ndescs != 0) else { return false };

@@ -12,11 +12,16 @@ use crate::queue::ring::SplitRing;
 use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
 use crate::queue::Completed;
 
-use super::{Buffers, Head};
+use super::{lane_open, resubmitting, Buffers, Head, Pushed, PUSH_GENERAL_ONLY};
 
-/// `pop_head` on a split ring: the avail ring's next head.
+/// `vu_queue_pop`'s first part on a split ring: the ring's readiness and the avail ring's
+/// next head, checked as the general path checks them (changes only `shadow_avail_idx`, to a
+/// valid avail index, as the general path would).
 #[inline(always)]
-pub fn pop_head(mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
+pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
+    if !lane_open(dev, mem, 0) || resubmitting(vq) {
+        return Head::General;
+    }
     let Some(ring) = SplitRing::under(vq, mem) else { return Head::General };
     let last = vq.last_avail_idx;
     if vq.shadow_avail_idx == last {
@@ -41,8 +46,10 @@ pub fn pop_head(mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
     Head::At(head)
 }
 
-/// `pop_chain` on a split ring: the chain at `head` (direct, or an indirect table in place),
-/// each descriptor read once and translated straight into iovecs, then popped.
+/// `vu_queue_pop`'s second part on a split ring, for the head `pop_head` found (the caller
+/// has not left the memory lock since): the chain at `head` (direct, or an indirect table in
+/// place), each descriptor read once and translated straight into iovecs, then popped; `None`
+/// (nothing changed) for the general path.
 #[inline(always)]
 pub fn pop_chain(
     dev: Dev,
@@ -112,10 +119,24 @@ fn walk(
     }
 }
 
-/// `push` on a split ring: the used entry, then the used index (and the inflight entry
-/// around them, when tracking).
+/// `vu_queue_push` on a split ring: the used entry, then the used index.
 #[inline(always)]
-pub fn push(
+pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, elem: Completed, len: u32) -> Pushed {
+    if !lane_open(dev, mem, PUSH_GENERAL_ONLY) {
+        return Pushed::General;
+    }
+    if !vq.inflight.is_null() {
+        return Pushed::Tracked;
+    }
+    let Some(ring) = SplitRing::under(vq, mem) else { return Pushed::General };
+    publish(ring, vq, elem, len);
+    Pushed::Done
+}
+
+/// `push` with an inflight area (`Pushed::Tracked`): the entry is marked around the used
+/// entry and index. False (nothing changed) for the general path.
+#[inline(always)]
+pub fn push_tracked(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
@@ -124,23 +145,6 @@ pub fn push(
     len: u32,
 ) -> bool {
     let Some(ring) = SplitRing::under(vq, mem) else { return false };
-    if !vq.inflight.is_null() {
-        return push_tracked(dev, ring, vq, qidx, elem, len);
-    }
-    publish(ring, vq, elem, len);
-    true
-}
-
-/// `push` with an inflight area (out of line: most devices have none).
-#[inline(never)]
-fn push_tracked(
-    dev: Dev,
-    ring: SplitRing,
-    vq: &mut VuVirtq,
-    qidx: usize,
-    elem: Completed,
-    len: u32,
-) -> bool {
     // No slot for the head: the general path reports it.
     let Ok(tracked) = TrackedPut::begin(dev, vq, qidx, elem.index) else { return false };
     publish(ring, vq, elem, len);
