@@ -9,7 +9,10 @@ use crate::device::Dev;
 use crate::memory::MemoryTable;
 use crate::queue::chain::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use crate::queue::ids::{self, QueueIds};
-use crate::queue::packed_ring::{is_avail, used_flags, PackedRing, Pos};
+use crate::queue::packed_ring::{
+    avail_flags, is_avail, used_flags, PackedDesc, PackedRing, Pos, VRING_PACKED_DESC_F_AVAIL,
+    VRING_PACKED_DESC_F_USED,
+};
 use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
 use crate::queue::Completed;
 
@@ -71,44 +74,24 @@ pub fn pop_chain(
     let head = Pos(head);
     let num = ring.num();
     let mut bufs = Buffers::new(mem, sz)?;
-    let (mut slot, mut wrap) = (head.slot(), head.wrap());
-    let mut k = 0u16;
-    let id = loop {
-        let d = ring.read_slot(slot)?;
-        // The head was found available; a later descriptor must be available in its own lap
-        // (the wrap counter flips where the chain wraps).
-        if k > 0 && !is_avail(d.flags, wrap) {
+    let first = ring.read_slot(head.slot())?;
+    let (id, k) = if first.flags & VRING_DESC_F_INDIRECT != 0 {
+        // An indirect descriptor is a chain of its own, and its table the buffers.
+        if first.flags & VRING_DESC_F_NEXT != 0 {
             return None;
         }
-        k += 1;
-        if d.flags & VRING_DESC_F_INDIRECT != 0 {
-            // An indirect descriptor is a chain of its own, and its table the buffers.
-            if k != 1 || d.flags & VRING_DESC_F_NEXT != 0 {
+        let table = bufs.table(first.addr, first.len)?;
+        for i in 0..table.len {
+            // Packed table entries read as split ones: `next` holds the flags.
+            let e = table.get(i)?;
+            if e.next & VRING_DESC_F_INDIRECT != 0 {
                 return None;
             }
-            let table = bufs.table(d.addr, d.len)?;
-            for i in 0..table.len {
-                // Packed table entries read as split ones: `next` holds the flags.
-                let e = table.get(i)?;
-                if e.next & VRING_DESC_F_INDIRECT != 0 {
-                    return None;
-                }
-                bufs.add(e.addr, e.len, e.next & VRING_DESC_F_WRITE)?;
-            }
-            break d.id;
+            bufs.add(e.addr, e.len, e.next & VRING_DESC_F_WRITE)?;
         }
-        bufs.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE)?;
-        if d.flags & VRING_DESC_F_NEXT == 0 {
-            break d.id;
-        }
-        if k >= num {
-            return None;
-        }
-        slot += 1;
-        if slot == num {
-            slot = 0;
-            wrap = !wrap;
-        }
+        (first.id, 1)
+    } else {
+        walk(&mut bufs, &ring, head, first)?
     };
     let last_popped = ids.last_popped;
     let st = ids.get(id)?;
@@ -129,6 +112,44 @@ pub fn pop_chain(
         ring.set_device_event_offset(next.0);
     }
     Some(elem)
+}
+
+/// The buffers of the direct chain whose first descriptor `d` is at `head`: its buffer id
+/// and the ring slots it takes. `None` for what the general path refuses: a later descriptor
+/// not available in its own lap (its wrap counter flips where the chain wraps), an indirect
+/// one, a chain longer than the ring, and the buffers' own faults. A ring whose size is not a
+/// power of two (never mapped so) is the general path's too.
+#[inline(always)]
+fn walk(bufs: &mut Buffers, ring: &PackedRing, head: Pos, mut d: PackedDesc) -> Option<(u16, u16)> {
+    const MARKS: u16 = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
+    let num = ring.num();
+    if !num.is_power_of_two() {
+        return None;
+    }
+    let mask = num - 1;
+    let (mut slot, mut want) = (head.slot(), avail_flags(head.wrap()));
+    let mut k = 1u16;
+    loop {
+        if d.flags & VRING_DESC_F_INDIRECT != 0 {
+            return None;
+        }
+        bufs.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE)?;
+        if d.flags & VRING_DESC_F_NEXT == 0 {
+            return Some((d.id, k));
+        }
+        if k > mask {
+            return None;
+        }
+        k += 1;
+        slot = (slot + 1) & mask;
+        if slot == 0 {
+            want ^= MARKS;
+        }
+        d = ring.read_slot(slot)?;
+        if d.flags & MARKS != want {
+            return None;
+        }
+    }
 }
 
 /// `vu_queue_push` on a packed ring: the used descriptor at the used position (its flags
