@@ -298,11 +298,12 @@ impl<'a> MemoryTable<'a> {
         self.find(gpa).map(RegionHint::of)
     }
 
-    /// `hint_for`, out of line and on a copy of the table: a hint miss of the express lane
-    /// (`queue::express`), whose table and hint stay in registers.
-    #[inline(never)]
-    pub fn hint_at(self, gpa: u64) -> Option<RegionHint> {
-        self.hint_for(gpa)
+    /// The hint for the region holding `gpa`, for the express lane (`queue::express`): the
+    /// search out of line (returning the region, one register), the hint built in the caller,
+    /// whose table and hint stay in registers.
+    #[inline(always)]
+    pub fn hint_at(&self, gpa: u64) -> Option<RegionHint> {
+        find_region(self.regions, gpa).map(RegionHint::of)
     }
 
     /// A first hint for `translate_dma`: the lowest region (the only one of most guests).
@@ -328,6 +329,12 @@ impl<'a> MemoryTable<'a> {
             host_range(r, r.gpa + off, len)
         })
     }
+}
+
+/// `MemoryTable::find` out of line, on the slice (two registers).
+#[inline(never)]
+fn find_region(regions: &[VuDevRegion], gpa: u64) -> Option<&VuDevRegion> {
+    MemoryTable::new(regions).find(gpa)
 }
 
 /// The mapping behind region `r`, borrowed (not unmapped when the result is dropped), for
