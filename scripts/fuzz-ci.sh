@@ -21,7 +21,8 @@ fail() { echo "fuzz: FAIL $1"; failed=$((failed + 1)); }
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz missing (scripts/install-deps.sh installs it)"; exit 1; }
 (cd fuzz && cargo fuzz build -s none 2>&1 | tail -2)
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --target-dir target/asan 2>&1 | tail -2)
-plain=fuzz/target/$triple/release
+# cargo fuzz builds the plain targets where CARGO_TARGET_DIR says (the ASan ones: --target-dir).
+plain=${CARGO_TARGET_DIR:-fuzz/target}/$triple/release
 asan=fuzz/target/asan/$triple/release
 
 # 1. Timed runs, two at a time (the machine has 2 cores). New inputs go to a scratch corpus.
