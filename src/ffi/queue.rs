@@ -385,9 +385,9 @@ unsafe extern "C" fn pop_packed(
     elem.map_or(std::ptr::null_mut(), |e| e.as_ptr().cast())
 }
 
-/// `vu_queue_pop`'s second half on the lane: the chain at `head` (see `express::pop_chain`),
-/// leaving the lock. Out of line, on the C caller's pointers again (so the first half ends in
-/// a tail call and builds no frame).
+/// `vu_queue_pop`'s second half on the lane: the chain at `head` (see
+/// `express::split::pop_chain`), leaving the lock. Out of line, on the C caller's pointers
+/// again (so the first half ends in a tail call and builds no frame).
 ///
 /// # Safety
 /// `lane::enter(dev, vq)` accepted these pointers, found queue `qidx`, and the lock it

@@ -286,7 +286,7 @@ fn wants_interrupt(ring: &PackedRing, e: EventSuppress, vq: &mut VuVirtq) -> boo
 }
 
 /// `vu_queue_notify`'s common case for a mapped packed ring (see
-/// `queue::quick_should_notify`): `None`, with nothing changed, when the ring is not mapped
+/// `queue::quick_notify_open`): `None`, with nothing changed, when the ring is not mapped
 /// or the driver's event offset is bad (the general path reports it).
 #[inline(always)]
 pub fn quick_should_notify(vq: &mut VuVirtq) -> Option<bool> {

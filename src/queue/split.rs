@@ -212,7 +212,7 @@ pub(crate) fn wants_interrupt(ring: &SplitRing, dev: Dev, vq: &mut VuVirtq) -> b
 }
 
 /// `vu_queue_notify`'s common case for a mapped split ring (see
-/// `queue::quick_should_notify`): `None`, with nothing changed, when the ring is not mapped.
+/// `queue::quick_notify_open`): `None`, with nothing changed, when the ring is not mapped.
 #[inline(always)]
 pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
     // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
