@@ -488,14 +488,6 @@ impl<'a> Dev<'a> {
         unsafe { self.state().table_entered(self) }
     }
 
-    /// Leaves the memory lock the express lane entered (`ffi::lane`); true if retired
-    /// mappings wait (the caller
-    /// then calls [`Dev::release_retired_if_unused`]).
-    #[inline(always)]
-    pub fn leave_mem(self) -> bool {
-        self.state().lock.leave_read()
-    }
-
     /// Unmaps the retired mappings if no element uses them and no writer is in (never waits).
     #[inline]
     pub fn release_retired_if_unused(self) {

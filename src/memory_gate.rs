@@ -44,8 +44,8 @@ impl MemoryGate {
 
     /// Enters for reading if no writer holds the gate, for the express lane (`ffi::lane`):
     /// `false` when one does (or the device is the general path's alone), with the entry
-    /// counted all the same, which the caller undoes with `back_out` (out of line, so that the
-    /// lane's path makes no call of its own).
+    /// counted all the same, which the caller undoes by leaving (`leave_read_quick`, then
+    /// `left_slow` when it says so: the writer's wait for the readers inside can end).
     #[inline(always)]
     pub fn enter_read_counted(&self) -> bool {
         self.word.fetch_add(1, Ordering::Acquire) & (WRITER | GENERAL) == 0
@@ -71,15 +71,6 @@ impl MemoryGate {
     #[inline(never)]
     pub fn left_slow(&self, was: u32) -> bool {
         self.leave_read_slow(was)
-    }
-
-    /// Undoes an entry that found the gate closed, as `enter_read_slow` does: the writer's
-    /// wait for the readers inside can end (the last one out wakes it).
-    #[cold]
-    #[inline(never)]
-    pub fn back_out(&self) {
-        let was = self.word.fetch_sub(1, Ordering::Relaxed);
-        self.reader_left(was);
     }
 
     #[cold]
@@ -277,14 +268,15 @@ mod tests {
     }
 
     #[test]
-    fn the_express_lane_enters_counted_backs_out_and_leaves_quick() {
+    fn the_express_lane_enters_counted_and_leaves_quick() {
         let gate = MemoryGate::default();
         assert!(gate.enter_read_counted());
         assert!(!gate.try_enter_write(), "a reader is inside");
         assert_eq!(gate.leave_read_quick(), None, "nothing else to do on leaving");
         gate.enter_write();
         assert!(!gate.enter_read_counted(), "the writer holds the gate");
-        gate.back_out();
+        let was = gate.leave_read_quick().expect("a writer waits: the slow half runs");
+        assert!(!gate.left_slow(was), "no retired mappings");
         assert_eq!(gate.word.load(Ordering::Relaxed) & READERS, 0, "nothing stays entered");
         gate.leave_write();
         gate.set_retired(true);
@@ -294,7 +286,7 @@ mod tests {
         gate.set_retired(false);
         gate.close_to_lane();
         assert!(!gate.enter_read_counted(), "closed to the lane");
-        gate.back_out();
+        assert_eq!(gate.leave_read_quick(), None, "leaving a closed entry is plain leaving");
         gate.enter_read();
         assert_eq!(gate.word.load(Ordering::Relaxed) & READERS, 1, "the general path enters");
         gate.leave_read();

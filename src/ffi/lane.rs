@@ -28,7 +28,7 @@ use crate::memory::MemoryTable;
 
 use super::with_dev;
 
-/// A queue call on the lane: inside the memory lock until `leave`.
+/// A queue call on the lane: inside the memory lock until `exit`.
 pub(super) struct Lane<'a> {
     pub dev: Dev<'a>,
     pub mem: MemoryTable<'a>,
@@ -42,8 +42,9 @@ pub(super) enum Entry<'a> {
     /// The general path takes the call (pointers not ours).
     General,
     /// The gate is closed to the lane: a writer holds the memory lock, or the device takes the
-    /// general path only (`close_to_lane`). The entry was counted and must be undone
-    /// (`back_out`) before the general path takes the call (and waits for the writer).
+    /// general path only (`close_to_lane`). The entry was counted: the caller leaves again
+    /// (`leave_in_full`, as for a call handed over) before the general path takes the call
+    /// (and waits for the writer).
     Closed,
 }
 
@@ -59,7 +60,7 @@ pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
     if !d.mem_gate().enter_read_counted() {
         return Entry::Closed;
     }
-    // SAFETY: just entered the lock; the lane leaves it (`leave`) before it returns.
+    // SAFETY: just entered the lock; the lane leaves it (`exit`) before it returns.
     let mem = unsafe { d.mem_entered() };
     // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the C
     // API requires.
@@ -93,10 +94,12 @@ pub(super) fn general_only() -> bool {
         || std::env::var_os(NO_EXPRESS_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Leaves the memory lock: `Some(word)` when the slow half must follow (`left_slow`).
+/// Leaves the memory lock, the slow half (`left_slow`) out of line when it must follow.
 #[inline(always)]
-pub(super) fn leave(d: Dev) -> Option<u32> {
-    d.mem_gate().leave_read_quick()
+pub(super) fn exit(d: Dev) {
+    if let Some(was) = d.mem_gate().leave_read_quick() {
+        left_slow(d, was);
+    }
 }
 
 /// The slow half of leaving: wakes a writer waiting for the readers, unmaps retired mappings
@@ -111,20 +114,8 @@ pub(super) extern "C" fn left_slow(d: Dev, was: u32) {
     })
 }
 
-/// Undoes a `Closed` entry (before the general path takes the call).
-///
-/// # Safety
-/// `dev` is the pointer `enter` accepted.
-#[inline(always)]
-pub(super) unsafe fn back_out(dev: *mut VuDev) {
-    // SAFETY: this function's contract.
-    if let Some(d) = unsafe { Dev::from_raw(dev) } {
-        d.mem_gate().back_out();
-    }
-}
-
-/// Leaves the lock entered for `dev` in full (before the general path takes a call the lane
-/// handed over after entering).
+/// Leaves the lock entered for `dev` (before the general path takes a call the lane did not
+/// take: `Entry::Closed`, or handed over after entering).
 ///
 /// # Safety
 /// `dev` is the pointer `enter` accepted, and the lock is still entered for it.
@@ -132,8 +123,6 @@ pub(super) unsafe fn back_out(dev: *mut VuDev) {
 pub(super) unsafe fn leave_in_full(dev: *mut VuDev) {
     // SAFETY: this function's contract.
     if let Some(d) = unsafe { Dev::from_raw(dev) } {
-        if let Some(was) = leave(d) {
-            left_slow(d, was);
-        }
+        exit(d);
     }
 }

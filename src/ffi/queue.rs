@@ -142,7 +142,7 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { notify_general(dev, vq, sync) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Closed => return unsafe { notify_closed(dev, vq, sync) },
+        Entry::Closed => return unsafe { notify_handed_over(dev, vq, sync) },
     };
     if !crate::queue::quick_notify_open(lane.dev) {
         // SAFETY: the pointers `lane::enter` checked, still inside the lock.
@@ -177,29 +177,11 @@ unsafe extern "C" fn notify_packed(dev: *mut VuDev, vq: *mut VuVirtq, qidx: usiz
 /// `lane` came from `lane::enter` (or `lane::entered`) and is still inside the lock.
 #[inline(always)]
 unsafe fn notify_decided(lane: Lane, decision: Option<bool>, sync: bool) {
-    let (dev, vq) = (lane.dev.raw(), std::ptr::from_mut(lane.vq));
     match decision {
-        Some(false) => {
-            if let Some(was) = lane::leave(lane.dev) {
-                lane::left_slow(lane.dev, was);
-            }
-        }
-        // SAFETY: `vq` is the lane's queue (the reference above, re-borrowed).
-        Some(true) => signal_and_leave(lane.dev, unsafe { &*vq }, lane.qidx, sync),
+        Some(false) => lane::exit(lane.dev),
+        Some(true) => signal_and_leave(lane.dev, lane.vq, lane.qidx, sync),
         // SAFETY: this function's contract.
-        None => unsafe { notify_handed_over(dev, vq, sync) },
-    }
-}
-
-/// # Safety
-/// As for `lane::back_out`.
-#[cold]
-#[inline(never)]
-unsafe extern "C" fn notify_closed(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
-    // SAFETY: this function's contract.
-    unsafe {
-        lane::back_out(dev);
-        notify_general(dev, vq, sync)
+        None => unsafe { notify_handed_over(lane.dev.raw(), lane.vq, sync) },
     }
 }
 
@@ -215,20 +197,6 @@ unsafe extern "C" fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync:
     }
 }
 
-/// Leaves the memory lock the express lane entered, unmapping retired mappings if they wait.
-#[inline(always)]
-fn leave_mem(d: Dev) {
-    if d.leave_mem() {
-        release_retired(d);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn release_retired(d: Dev) {
-    with_dev(Some(d), (), |d| d.release_retired_if_unused())
-}
-
 /// Signals the driver once the ring's rule said it wants a notification, still inside the
 /// memory lock `notify` entered (it leaves it): the call eventfd under the lock (see
 /// `notify_general`), an in-band call after it.
@@ -239,7 +207,7 @@ extern "C" fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
     struct Entered<'a>(Dev<'a>);
     impl Drop for Entered<'_> {
         fn drop(&mut self) {
-            leave_mem(self.0)
+            lane::exit(self.0)
         }
     }
     with_dev(Some(d), (), |d| {
@@ -336,7 +304,7 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { pop_general(dev, vq, sz) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Closed => return unsafe { pop_closed(dev, vq, sz) },
+        Entry::Closed => return unsafe { pop_handed_over(dev, vq, sz) },
     };
     if is_packed(lane.dev) {
         // SAFETY: the pointers `lane::enter` checked, still inside the lock.
@@ -346,9 +314,7 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         // SAFETY: as above.
         Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, head, sz) },
         Head::Empty => {
-            if let Some(was) = lane::leave(lane.dev) {
-                return left_slow_null(lane.dev, was);
-            }
+            lane::exit(lane.dev);
             std::ptr::null_mut()
         }
         // SAFETY: as above.
@@ -379,9 +345,7 @@ unsafe extern "C" fn pop_packed(
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, sz) };
     };
-    if let Some(was) = lane::leave(lane.dev) {
-        lane::left_slow(lane.dev, was);
-    }
+    lane::exit(lane.dev);
     elem.map_or(std::ptr::null_mut(), |e| e.as_ptr().cast())
 }
 
@@ -407,29 +371,8 @@ unsafe extern "C" fn pop_chain(
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, sz) };
     };
-    if let Some(was) = lane::leave(d) {
-        lane::left_slow(d, was);
-    }
+    lane::exit(d);
     elem.as_ptr().cast()
-}
-
-#[cold]
-#[inline(never)]
-extern "C" fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
-    lane::left_slow(d, was);
-    std::ptr::null_mut()
-}
-
-/// # Safety
-/// As for `lane::back_out`.
-#[cold]
-#[inline(never)]
-unsafe extern "C" fn pop_closed(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
-    // SAFETY: this function's contract.
-    unsafe {
-        lane::back_out(dev);
-        pop_general(dev, vq, sz)
-    }
 }
 
 /// # Safety
@@ -534,7 +477,7 @@ pub unsafe extern "C" fn vu_queue_push(
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { push_general(dev, vq, e, len) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Closed => return unsafe { push_closed(dev, vq, e, len) },
+        Entry::Closed => return unsafe { push_handed_over(dev, vq, e, len) },
     };
     if is_packed(lane.dev) {
         // SAFETY: the pointers `lane::enter` checked, still inside the lock it entered.
@@ -547,9 +490,7 @@ pub unsafe extern "C" fn vu_queue_push(
         // SAFETY: as above.
         Pushed::General => return unsafe { push_handed_over(dev, vq, e, len) },
     }
-    if let Some(was) = lane::leave(lane.dev) {
-        lane::left_slow(lane.dev, was);
-    }
+    lane::exit(lane.dev);
 }
 
 /// `vu_queue_push` on the lane for a packed ring (out of line, as `pop_packed`).
@@ -570,9 +511,7 @@ unsafe extern "C" fn push_packed(
         // SAFETY: this function's contract.
         return unsafe { push_handed_over(dev, vq, e, len) };
     }
-    if let Some(was) = lane::leave(lane.dev) {
-        lane::left_slow(lane.dev, was);
-    }
+    lane::exit(lane.dev);
 }
 
 /// `vu_queue_push` on the lane for a queue that tracks inflight elements (see
@@ -595,21 +534,7 @@ unsafe extern "C" fn push_tracked(
         // SAFETY: this function's contract.
         return unsafe { push_handed_over(dev, vq, e, len) };
     }
-    if let Some(was) = lane::leave(d) {
-        lane::left_slow(d, was);
-    }
-}
-
-/// # Safety
-/// As for `lane::back_out`.
-#[cold]
-#[inline(never)]
-unsafe extern "C" fn push_closed(dev: *mut VuDev, vq: *mut VuVirtq, e: Completed, len: c_uint) {
-    // SAFETY: this function's contract.
-    unsafe {
-        lane::back_out(dev);
-        push_general(dev, vq, e, len)
-    }
+    lane::exit(d);
 }
 
 /// # Safety
