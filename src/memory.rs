@@ -62,14 +62,14 @@ pub struct RegionHint {
 impl RegionHint {
     /// Whether `gpa` lies in the hint's region (never, for the empty hint).
     #[inline(always)]
-    pub fn holds(&self, gpa: u64) -> bool {
+    fn holds(&self, gpa: u64) -> bool {
         gpa.wrapping_sub(self.start) < self.size
     }
 
     /// Where `gpa` (which the region holds) is in ours, and how many of `len` bytes follow it
     /// there.
     #[inline(always)]
-    pub fn host(&self, gpa: u64, len: u64) -> (*mut u8, u64) {
+    fn host(&self, gpa: u64, len: u64) -> (*mut u8, u64) {
         let left = self.size - (gpa - self.start);
         (gpa.wrapping_add(self.to_host) as *mut u8, len.min(left))
     }
@@ -292,17 +292,11 @@ impl<'a> MemoryTable<'a> {
         self.translate_dma(gpa, len, 0, hint).ok()
     }
 
-    /// The bounds of the region holding `gpa` (the search behind `translate_dma`'s hint).
-    #[inline]
-    fn hint_for(&self, gpa: u64) -> Option<RegionHint> {
-        self.find(gpa).map(RegionHint::of)
-    }
-
-    /// The hint for the region holding `gpa`, for the express lane (`queue::express`): the
-    /// search out of line (returning the region, one register), the hint built in the caller,
-    /// whose table and hint stay in registers.
+    /// The bounds of the region holding `gpa` (the search behind `translate_dma`'s hint and
+    /// the express lane's, `queue::express`): the search out of line (it returns the region,
+    /// one register), the hint built in the caller, whose table and hint stay in registers.
     #[inline(always)]
-    pub fn hint_at(&self, gpa: u64) -> Option<RegionHint> {
+    pub fn hint_for(&self, gpa: u64) -> Option<RegionHint> {
         find_region(self.regions, gpa).map(RegionHint::of)
     }
 

@@ -101,20 +101,13 @@ impl<'m> Buffers<'m> {
             return None;
         }
         let len = u64::from(len);
-        let host = match self.hint.whole(addr, len) {
-            Some(p) => Some(p),
-            None => {
-                self.hint = self.mem.hint_at(addr)?;
-                self.hint.whole(addr, len)
-            }
-        };
-        match host {
+        match self.locate(addr, len) {
             Some(p) => {
                 if !self.elem.push(iovec { iov_base: p.cast(), iov_len: len as usize }) {
                     return None;
                 }
             }
-            // It spans regions.
+            // It spans regions (or lies outside guest memory: then this fails too).
             None => {
                 let elem = std::mem::replace(&mut self.elem, ElementBuilder::empty());
                 (self.elem, self.hint) = map_spanning(*self.mem, elem, addr, len)?;
@@ -124,6 +117,17 @@ impl<'m> Buffers<'m> {
             self.elem.end_readable();
         }
         Some(())
+    }
+
+    /// Where `[addr, addr+len)` is in ours if one region holds all of it: the hint's region,
+    /// else the region holding `addr`, which becomes the hint.
+    #[inline(always)]
+    fn locate(&mut self, addr: u64, len: u64) -> Option<*mut u8> {
+        if let Some(p) = self.hint.whole(addr, len) {
+            return Some(p);
+        }
+        self.hint = self.mem.hint_for(addr)?;
+        self.hint.whole(addr, len)
     }
 
     /// The indirect table a descriptor with these fields points to, in place: `None` unless
@@ -136,14 +140,7 @@ impl<'m> Buffers<'m> {
         if len == 0 || !len.is_multiple_of(DESC) || len / DESC > VIRTQUEUE_MAX_SIZE {
             return None;
         }
-        let len64 = u64::from(len);
-        let p = match self.hint.whole(addr, len64) {
-            Some(p) => p,
-            None => {
-                self.hint = self.mem.hint_at(addr)?;
-                self.hint.whole(addr, len64)?
-            }
-        };
+        let p = self.locate(addr, u64::from(len))?;
         if !(p as usize).is_multiple_of(std::mem::align_of::<vring_desc>()) {
             return None;
         }
@@ -175,9 +172,9 @@ impl IndirectTable {
     }
 }
 
-/// A buffer that spans regions: translated region by region, with the region of its end as
-/// the new hint. Out of line, on values, so that the caller's element and hint stay in
-/// registers.
+/// A buffer that spans regions: translated region by region (`MemoryTable::translate_dma`,
+/// as the general path does), with the region of its end as the new hint. Out of line, on
+/// values, so that the caller's element and hint stay in registers.
 #[inline(never)]
 fn map_spanning(
     mem: MemoryTable,
@@ -187,10 +184,7 @@ fn map_spanning(
 ) -> Option<(ElementBuilder, RegionHint)> {
     let mut hint = RegionHint::default();
     loop {
-        if !hint.holds(addr) {
-            hint = mem.hint_at(addr)?;
-        }
-        let (p, n) = hint.host(addr, rest);
+        let (p, n) = mem.translate_dma(addr, rest, 0, &mut hint).ok()?;
         if !elem.push(iovec { iov_base: p.cast(), iov_len: n as usize }) {
             return None;
         }

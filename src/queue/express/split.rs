@@ -64,7 +64,7 @@ pub fn pop_chain(
     let first = ring.desc(head)?;
     if first.flags & VRING_DESC_F_INDIRECT != 0 {
         let table = bufs.table(first.addr, first.len)?;
-        walk(&mut bufs, table.len, first_of(table)?, |i| table.get(i))?;
+        walk(&mut bufs, table.len, table.get(0)?, |i| table.get(i))?;
     } else {
         walk(&mut bufs, ring.num(), first, |i| ring.desc(i))?;
     }
@@ -82,12 +82,6 @@ pub fn pop_chain(
         ring.set_avail_event(next);
     }
     Some(elem)
-}
-
-/// The first descriptor of an indirect table.
-#[inline(always)]
-fn first_of(table: super::IndirectTable) -> Option<vring_desc> {
-    table.get(0)
 }
 
 /// The buffers of the chain that starts with `d`, in a table of `len` descriptors (the ring,
