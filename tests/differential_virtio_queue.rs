@@ -139,7 +139,7 @@ fn their_queue(l: &Live, c: &Case) -> (Queue, GuestMemoryMmap) {
 
 #[test]
 fn random_split_rings_agree_with_virtio_queue() {
-    let mut r = Rng(0xd1ff_5eed);
+    let mut r = Rng::new(0xd1ff_5eed);
     let (mut accepted, mut refused, mut rules) =
         (0, 0, std::collections::BTreeMap::<&str, usize>::new());
     for case_no in 0..400 {

@@ -214,7 +214,7 @@ fn run_alike(
 
 #[test]
 fn random_split_rings_go_the_same_way_on_the_express_lane_and_the_general_path() {
-    let mut r = Rng(0x0e7b_2e55_1a4e);
+    let mut r = Rng::new(0x0e7b_2e55_1a4e);
     let mut total = (0, 0, 0);
     for case_no in 0..1000 {
         let mut c = random_case(&mut r);
@@ -266,7 +266,7 @@ fn packed_desc(r: &mut Rng, s: &Session, id: u16, next: bool, write: bool) -> De
 
 #[test]
 fn random_packed_rings_go_the_same_way_on_the_express_lane_and_the_general_path() {
-    let mut r = Rng(0x9ac_ced5_1a4e);
+    let mut r = Rng::new(0x9ac_ced5_1a4e);
     let mut total = (0, 0, 0);
     for case_no in 0..800 {
         let queue_size = [4u16, 8, 16, 64][r.below(4) as usize];

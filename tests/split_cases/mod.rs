@@ -9,23 +9,9 @@ use crate::live::{self, Live};
 use crate::proto::*;
 use crate::ring::{self, Desc, DriverRing, SplitDriver, F_INDIRECT, F_NEXT, F_WRITE};
 
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.u64() % n
-    }
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-}
+#[path = "../rng/mod.rs"]
+mod rng;
+pub use rng::Rng;
 
 /// A guest range and its direction (device-writable?).
 pub type Range = (u64, u64, bool);
