@@ -336,12 +336,7 @@ unsafe extern "C" fn pop_packed(
 ) -> *mut c_void {
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx) };
-    let elem = match packed::pop_head(lane.dev, &lane.mem, lane.vq, qidx) {
-        Head::At(head) => packed::pop_chain(lane.dev, &lane.mem, lane.vq, qidx, head, sz).map(Some),
-        Head::Empty => Some(None),
-        Head::General => None,
-    };
-    let Some(elem) = elem else {
+    let Some(elem) = packed::pop(lane.dev, &lane.mem, lane.vq, qidx, sz) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, sz) };
     };

@@ -29,12 +29,13 @@ use crate::queue::chain::VRING_DESC_F_WRITE;
 use crate::queue::element::ElementBuilder;
 use crate::queue::ring::read_desc;
 
-/// What the first part of `vu_queue_pop` found.
+/// What the first part of a split ring's `vu_queue_pop` found (`split::pop_head`; the second
+/// part is out of line so that the first makes no call, see `ffi::queue::pop_chain`).
 pub enum Head {
     /// Nothing is waiting.
     Empty,
-    /// The chain at this head (split: a descriptor index; packed: a ring position) is next;
-    /// nothing changed yet: `pop_chain` takes it.
+    /// The chain at this descriptor index is next; nothing changed yet: `split::pop_chain`
+    /// takes it.
     At(u16),
     /// The general path takes the call.
     General,

@@ -16,7 +16,7 @@ use crate::queue::packed_ring::{
 use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
 use crate::queue::Completed;
 
-use super::{lane_open, resubmitting, Buffers, Head, PUSH_GENERAL_ONLY};
+use super::{lane_open, resubmitting, Buffers, PUSH_GENERAL_ONLY};
 
 /// The ring and the queue's id table, when both are as the general path's prologue
 /// (`Queue::ring`) requires: mapped, the table sized for the ring, both positions on it.
@@ -35,44 +35,34 @@ fn ring_and_ids<'a>(
     ok.then_some((ring, ids))
 }
 
-/// `vu_queue_pop`'s first part on a packed ring: whether the descriptor at the avail
-/// position is available (checked as the general path checks it; changes nothing). The
-/// packed inflight layout is the general path's.
+/// `vu_queue_pop` on a packed ring: `Some(Some(element))`, `Some(None)` when the descriptor at
+/// the avail position is not available, `None` (nothing changed) for the general path. The
+/// head found available, the chain from it (direct, or one indirect descriptor with its table
+/// in place): each descriptor read once (and found available in its own lap) and translated
+/// straight into iovecs, then popped under its buffer id. The packed inflight layout is the
+/// general path's.
 #[inline(always)]
-pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, qidx: usize) -> Head {
-    if !lane_open(dev, mem, 0) || resubmitting(vq) || !vq.inflight.is_null() {
-        return Head::General;
-    }
-    let Some((ring, _)) = ring_and_ids(dev, mem, vq, qidx) else { return Head::General };
-    let head = Pos(vq.last_avail_idx);
-    let Some(flags) = ring.flags(head) else { return Head::General };
-    if !is_avail(flags, head.wrap()) {
-        return Head::Empty;
-    }
-    // Read the chain only after seeing its head available.
-    fence(Ordering::Acquire);
-    if vq.inuse >= u32::from(ring.num()) {
-        return Head::General;
-    }
-    Head::At(head.0)
-}
-
-/// `vu_queue_pop`'s second part on a packed ring, for the head `pop_head` found: the chain
-/// from position `head` (direct, or one indirect
-/// descriptor with its table in place), each descriptor read once (and found available in its
-/// own lap) and translated straight into iovecs, then popped under its buffer id.
-#[inline(always)]
-pub fn pop_chain(
+pub fn pop(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
     qidx: usize,
-    head: u16,
     sz: usize,
-) -> Option<NonNull<VuVirtqElement>> {
+) -> Option<Option<NonNull<VuVirtqElement>>> {
+    if !lane_open(dev, mem, 0) || resubmitting(vq) || !vq.inflight.is_null() {
+        return None;
+    }
     let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
-    let head = Pos(head);
+    let head = Pos(vq.last_avail_idx);
+    if !is_avail(ring.flags(head)?, head.wrap()) {
+        return Some(None);
+    }
+    // Read the chain only after seeing its head available.
+    fence(Ordering::Acquire);
     let num = ring.num();
+    if vq.inuse >= u32::from(num) {
+        return None;
+    }
     let mut bufs = Buffers::new(mem, sz)?;
     let first = ring.read_slot(head.slot())?;
     let (id, k) = if first.flags & VRING_DESC_F_INDIRECT != 0 {
@@ -111,7 +101,7 @@ pub fn pop_chain(
     if vq.notification && dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 {
         ring.set_device_event_offset(next.0);
     }
-    Some(elem)
+    Some(Some(elem))
 }
 
 /// The buffers of the direct chain whose first descriptor `d` is at `head`: its buffer id
