@@ -353,7 +353,7 @@ impl DeviceState {
     #[cold]
     #[inline(never)]
     fn release_retired_if_unused(&self, dev: Dev<'_>) {
-        if self.lock.try_enter_write() {
+        if self.lock.may_release_retired() && self.lock.try_enter_write() {
             // Under the write lock no queue operation runs, so every `inuse` is stable.
             if !elements_in_use(dev) {
                 self.release_retired();

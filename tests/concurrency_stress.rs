@@ -105,39 +105,49 @@ impl Drop for PGuard<'_> {
     }
 }
 
-/// The driver and the device worker of one queue, in one thread: publish a request when
-/// there is room, pop, push, notify; until `stop`. Returns (published, completed).
-fn worker(
-    dev: &device::Device,
+/// The driver and the device worker of one queue, in one thread.
+struct QueueDriver {
     q: usize,
     ring: Ring,
-    pause: &PMutex,
-    stop: &AtomicBool,
-) -> (u32, u32) {
-    let (mut published, mut completed) = (0u32, 0u32);
-    let mut avail = 0u16;
-    let mut used_seen = 0u16;
-    let n = u64::from(QSIZE);
-    while !stop.load(Ordering::Relaxed) || completed < published {
-        let _g = pause.lock();
+    published: u32,
+    completed: u32,
+    avail: u16,
+    used_seen: u16,
+}
+
+impl QueueDriver {
+    fn new(q: usize, ring: Ring) -> Self {
+        QueueDriver { q, ring, published: 0, completed: 0, avail: 0, used_seen: 0 }
+    }
+
+    /// Whether requests are still out.
+    fn busy(&self) -> bool {
+        self.completed < self.published
+    }
+
+    /// One turn: publish a request when there is room (and `publish`), pop, push, notify.
+    fn step(&mut self, dev: &device::Device, publish: bool) {
+        let ring = self.ring;
+        let n = u64::from(QSIZE);
         let used = u16::from_le(ring.u16_at(USED_OFF + 2).load(Ordering::Acquire));
-        completed += u32::from(used.wrapping_sub(used_seen));
-        used_seen = used;
-        if !stop.load(Ordering::Relaxed) && avail.wrapping_sub(used) < QSIZE / 2 {
+        self.completed += u32::from(used.wrapping_sub(self.used_seen));
+        self.used_seen = used;
+        if publish && self.avail.wrapping_sub(used) < QSIZE / 2 {
             // A two-buffer request at descriptor slots 2k, 2k+1.
-            let k = u64::from(avail % (QSIZE / 2));
+            let k = u64::from(self.avail % (QSIZE / 2));
             let buf = BUF_OFF + 0x100 * k;
             let d0 =
                 Desc { addr: ring.gpa + buf, len: 16, flags: F_NEXT, next: (2 * k + 1) as u16 };
             let d1 = Desc { addr: ring.gpa + buf + 16, len: 64, flags: F_WRITE, next: 0 };
             ring.write(DESC_OFF + 16 * 2 * k, &d0.bytes());
             ring.write(DESC_OFF + 16 * (2 * k + 1), &d1.bytes());
-            ring.write(AVAIL_OFF + 4 + 2 * (u64::from(avail) % n), &((2 * k) as u16).to_le_bytes());
-            avail = avail.wrapping_add(1);
-            ring.u16_at(AVAIL_OFF + 2).store(avail.to_le(), Ordering::Release);
-            published += 1;
+            let slot = AVAIL_OFF + 4 + 2 * (u64::from(self.avail) % n);
+            ring.write(slot, &((2 * k) as u16).to_le_bytes());
+            self.avail = self.avail.wrapping_add(1);
+            ring.u16_at(AVAIL_OFF + 2).store(self.avail.to_le(), Ordering::Release);
+            self.published += 1;
         }
-        let vq = dev.queue(q);
+        let vq = dev.queue(self.q);
         // SAFETY: our device and queue; elements freed once pushed.
         unsafe {
             let e = vu_queue_pop(dev.raw(), vq, device::ELEM_SIZE) as *mut VuVirtqElement;
@@ -147,13 +157,29 @@ fn worker(
                 vu_queue_notify(dev.raw(), vq);
             }
         }
+    }
+}
+
+/// A queue's worker thread: `QueueDriver` turns until `stop` and every request completed.
+/// Returns (published, completed).
+fn worker(
+    dev: &device::Device,
+    q: usize,
+    ring: Ring,
+    pause: &PMutex,
+    stop: &AtomicBool,
+) -> (u32, u32) {
+    let mut driver = QueueDriver::new(q, ring);
+    while !stop.load(Ordering::Relaxed) || driver.busy() {
+        let _g = pause.lock();
+        driver.step(dev, !stop.load(Ordering::Relaxed));
         drop(_g);
         if dev.broken() {
             break;
         }
         std::thread::yield_now();
     }
-    (published, completed)
+    (driver.published, driver.completed)
 }
 
 fn rounds() -> u32 {
@@ -162,6 +188,26 @@ fn rounds() -> u32 {
 
 #[test]
 fn concurrency_stress() {
+    stress(Serving::Workers);
+}
+
+/// Queue 0 served by the dispatch thread between its messages — the express lane's home,
+/// whose calls the memory lock does not count (`memory_gate`) — and queue 1 by a worker
+/// thread (counted), while the dispatch thread changes the memory table under the worker.
+#[test]
+fn concurrency_stress_with_a_home_queue() {
+    stress(Serving::HomeAndWorker);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Serving {
+    /// A worker thread per queue.
+    Workers,
+    /// Queue 0 by the dispatch thread, queue 1 by a worker.
+    HomeAndWorker,
+}
+
+fn stress(serving: Serving) {
     let s = session();
     let mut l = Live::new(2, &[GUEST_SIZE, GUEST_SIZE, GUEST_SIZE]);
     l.steps(&s.setup());
@@ -181,7 +227,9 @@ fn concurrency_stress() {
     let r2 = Region { gpa: 8 << 20, size: GUEST_SIZE as u64, qva: QVA_BASE + (8 << 20), offset: 0 };
     let results = std::thread::scope(|sc| {
         let dev: &device::Device = &l.dev;
-        let handles: Vec<_> = (0..2)
+        let home_queue = serving == Serving::HomeAndWorker;
+        let mut home = QueueDriver::new(0, rings[0]);
+        let handles: Vec<_> = (usize::from(home_queue)..2)
             .map(|q| {
                 let (stop, pauses, ring) = (stop.clone(), pauses.clone(), rings[q]);
                 sc.spawn(move || worker(dev, q, ring, &pauses[q], &stop))
@@ -238,10 +286,26 @@ fn concurrency_stress() {
                 }
             }
             assert!(!dev.broken(), "round {round}: {}", dev.ctx.last_panic.lock().unwrap());
+            if home_queue {
+                for _ in 0..4 {
+                    home.step(dev, true);
+                }
+            }
             std::thread::yield_now();
         }
         stop.store(true, Ordering::Relaxed);
-        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        let mut results = Vec::new();
+        if home_queue {
+            for _ in 0..100_000 {
+                if !home.busy() || dev.broken() {
+                    break;
+                }
+                home.step(dev, false);
+            }
+            results.push((home.published, home.completed));
+        }
+        results.extend(handles.into_iter().map(|h| h.join().unwrap()));
+        results
     });
     assert!(!l.dev.broken(), "device broken: {}", l.dev.ctx.last_panic.lock().unwrap());
     for (q, (published, completed)) in results.iter().enumerate() {
@@ -273,7 +337,8 @@ fn concurrency_stress_under_drd() {
         .args(["--tool=drd", "--error-exitcode=99", "--quiet"])
         .arg(format!("--suppressions={supp}"))
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "concurrency_stress", "--test-threads=1", "--nocapture"])
+        .args(["--exact", "concurrency_stress", "concurrency_stress_with_a_home_queue"])
+        .args(["--test-threads=1", "--nocapture"])
         .env("VU_UNDER_DRD", "1")
         .env("VU_CONC_ROUNDS", "40")
         .output()

@@ -191,7 +191,11 @@ pub extern "C" fn vu_request_to_string(req: c_uint) -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn vu_dispatch(dev: *mut VuDev) -> bool {
     // SAFETY: the caller passes its initialised device (the C API's contract).
-    with_dev(unsafe { Dev::from_raw(dev) }, false, control::dispatch)
+    with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
+        // The thread that changes guest memory: the express lane's home (`memory_gate`).
+        d.mem_gate().settle_home();
+        control::dispatch(d)
+    })
 }
 
 /// Translates a guest address to a pointer; `*plen` is shortened to the contiguous length.

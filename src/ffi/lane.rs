@@ -57,10 +57,13 @@ pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
     // SAFETY: this function's contract.
     let Some(d) = (unsafe { Dev::from_raw(dev) }) else { return Entry::General };
     let Some(qidx) = d.queue_index(vq) else { return Entry::General };
-    if !d.mem_gate().enter_read_counted() {
+    // A call on the home thread is not counted (see `memory_gate`): no writer can be at work.
+    let gate = d.mem_gate();
+    if !gate.at_home() && !gate.enter_read_counted() {
         return Entry::Closed;
     }
-    // SAFETY: just entered the lock; the lane leaves it (`exit`) before it returns.
+    // SAFETY: just entered the lock (counted, or on the home thread, where no writer can be at
+    // work); the lane leaves it (`exit`) before it returns.
     let mem = unsafe { d.mem_entered() };
     // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the C
     // API requires.
@@ -94,10 +97,14 @@ pub(super) fn general_only() -> bool {
         || std::env::var_os(NO_EXPRESS_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Leaves the memory lock, the slow half (`left_slow`) out of line when it must follow.
+/// Leaves the memory lock, the slow half (`left_slow`) out of line when it must follow. A
+/// home call was not counted, so it is not uncounted either (the home never changes under a
+/// call made on it: `memory_gate`).
 #[inline(always)]
 pub(super) fn exit(d: Dev) {
-    if let Some(was) = d.mem_gate().leave_read_quick() {
+    let gate = d.mem_gate();
+    let slow = if gate.at_home() { gate.leave_home() } else { gate.leave_read_quick() };
+    if let Some(was) = slow {
         left_slow(d, was);
     }
 }
