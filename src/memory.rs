@@ -261,11 +261,24 @@ impl<'a> MemoryTable<'a> {
         self.regions
     }
 
-    /// The region holding `gpa`.
+    /// The region holding `gpa`: the last region starting at or below it, if that one reaches
+    /// it (the regions are sorted and do not overlap). A binary search whose step is a
+    /// conditional move, not a branch: guest buffers land in regions the predictor cannot
+    /// guess, and each step is one load and one compare (the start alone, not start + size).
     #[inline]
     pub fn find(&self, gpa: u64) -> Option<&'a VuDevRegion> {
-        let idx = self.regions.partition_point(|r| gpa_end(r) <= gpa);
-        self.regions.get(idx).filter(|r| r.gpa <= gpa)
+        // The answer, if any, is in `window`; each step keeps the half (of the same length:
+        // they overlap by one when the length is odd) on the side of `gpa`. Slices of a
+        // window longer than one, so no bounds check and no panic path (which would make
+        // every caller unwind-aware).
+        let mut window = self.regions;
+        while window.len() > 1 {
+            let keep = window.len() - window.len() / 2;
+            let (lower, upper) = (&window[..keep], &window[window.len() - keep..]);
+            window = std::hint::select_unpredictable(upper[0].gpa <= gpa, upper, lower);
+        }
+        let r = window.first()?;
+        (gpa.wrapping_sub(r.gpa) < r.size).then_some(r)
     }
 
     /// Translates `gpa` to a host pointer, with the number of bytes (at most `len`) that are
@@ -485,6 +498,42 @@ mod tests {
                 mmap_addr: base + 0x1000 - 0x10,
             },
         ]
+    }
+
+    /// `find` (the branch-free binary search) agrees with a linear scan on every table of 0 to
+    /// 17 regions, with and without gaps, at every region edge, gap and end.
+    #[test]
+    fn find_agrees_with_a_linear_scan() {
+        for n in 0..=17u64 {
+            for gap in [0u64, 0x1000] {
+                let regions: Vec<VuDevRegion> = (0..n)
+                    .map(|i| VuDevRegion {
+                        gpa: 0x10_0000 + i * (0x4000 + gap),
+                        size: 0x4000,
+                        qva: 0,
+                        mmap_offset: 0,
+                        mmap_addr: 0,
+                    })
+                    .collect();
+                let t = MemoryTable::new(&regions);
+                let mut probes = vec![0, 0xf_ffff, u64::MAX];
+                for r in &regions {
+                    probes.extend([
+                        r.gpa - 1,
+                        r.gpa,
+                        r.gpa + 1,
+                        r.gpa + r.size - 1,
+                        r.gpa + r.size,
+                    ]);
+                }
+                for gpa in probes {
+                    let linear = regions.iter().position(|r| gpa >= r.gpa && gpa - r.gpa < r.size);
+                    let found = t.find(gpa).map(|r| (r as *const VuDevRegion).cast::<u8>());
+                    let expected = linear.map(|i| (&regions[i] as *const VuDevRegion).cast::<u8>());
+                    assert_eq!(found, expected, "{n} regions, gap {gap:#x}, gpa {gpa:#x}");
+                }
+            }
+        }
     }
 
     #[test]
