@@ -66,6 +66,33 @@ pub fn eventfd_write(fd: libc::c_int, guard_sigpipe: bool) -> std::io::Result<()
     }
 }
 
+/// Adds 1 to an eventfd without a SIGPIPE guard (`eventfd_write(fd, false)` on the data
+/// path's terms: the errno on failure, nothing to drop); retries on EINTR.
+#[inline]
+pub fn eventfd_add_one(fd: libc::c_int) -> Result<(), i32> {
+    let one: u64 = 1;
+    loop {
+        // SAFETY: writing 8 bytes from a local to an fd.
+        let rc = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        if rc == 8 {
+            return Ok(());
+        }
+        match write_error(rc) {
+            libc::EINTR => continue,
+            errno => return Err(errno),
+        }
+    }
+}
+
+/// The errno of a failed or short eventfd write (EIO for a short one).
+#[cold]
+fn write_error(rc: isize) -> i32 {
+    if rc >= 0 {
+        return libc::EIO;
+    }
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
 /// SIGPIPE blocked in the calling thread while it lives; on drop, a SIGPIPE that became
 /// pending meanwhile (and was not pending before) is consumed, then the old mask restored.
 struct SigpipeBlocked {

@@ -47,3 +47,27 @@ fn full_pipe_as_call_fd_is_refused_without_hanging() {
     let data = s2.read(0, 0, 4096, Layout::default());
     assert_eq!(data, initial_image(4096));
 }
+
+/// An eventfd whose counter is one short of its limit: the backend's non-blocking write of
+/// 1 fails (EAGAIN). That is the data path's own signal write (an eventfd, no SIGPIPE guard),
+/// not the guarded one pipes and sockets take: its failure must reach the panic callback too.
+#[test]
+fn saturated_eventfd_as_call_fd_is_refused_without_hanging() {
+    let mut b = Backend::start(BackendOpts::default());
+    let mut s = Session::connect(&mut b, SessionOpts::default());
+    let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    call.write(u64::MAX - 1).unwrap();
+    s.ctl("SET_VRING_CALL (saturated eventfd)", |fe| fe.set_vring_call(0, &call));
+    let p = prepare(&s.mem, VIRTIO_BLK_T_IN, 0, &[], 4096, Layout::default());
+    s.submit(0, &p);
+    assert!(
+        b.wait_stderr("Error writing eventfd", Duration::from_secs(10)),
+        "no panic for a call eventfd that cannot be written; stderr:\n{}",
+        b.stderr()
+    );
+    b.assert_alive();
+    drop(s);
+    let mut s2 = Session::connect(&mut b, SessionOpts::default());
+    let data = s2.read(0, 0, 4096, Layout::default());
+    assert_eq!(data, initial_image(4096));
+}

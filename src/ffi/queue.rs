@@ -198,11 +198,35 @@ unsafe extern "C" fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync:
 }
 
 /// Signals the driver once the ring's rule said it wants a notification, still inside the
-/// memory lock `notify` entered (it leaves it): the call eventfd under the lock (see
-/// `notify_general`), an in-band call after it.
-#[cold]
+/// memory lock `notify` entered (it leaves it). Not cold: a backend whose driver waits for
+/// interrupts comes here for every request. The common case, a call eventfd written without
+/// a SIGPIPE guard, is one `write` and nothing that can panic (so no panic guard either);
+/// the rest is `signal_and_leave_general`.
 #[inline(never)]
 extern "C" fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
+    if vq.call_fd < 0 || d.ext().guard_sigpipe() {
+        return signal_and_leave_general(d, vq, qidx, sync);
+    }
+    // Under the lock, as `notify_general` explains: the fd cannot be closed meanwhile.
+    let written = crate::fd::eventfd_add_one(vq.call_fd);
+    lane::exit(d);
+    if let Err(errno) = written {
+        signal_failed(d, errno);
+    }
+}
+
+/// The driver could not be signalled: the device is broken (`panic`), as in the original.
+#[cold]
+#[inline(never)]
+extern "C" fn signal_failed(d: Dev, errno: i32) {
+    with_dev(Some(d), (), |d| d.panic(&Fault::EventfdWrite(errno).to_string()))
+}
+
+/// `signal_and_leave` for an in-band call, a SIGPIPE-guarded write or no call fd: the call
+/// eventfd under the lock (see `notify_general`), an in-band call after it.
+#[cold]
+#[inline(never)]
+extern "C" fn signal_and_leave_general(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
     /// Leaves the lock when dropped, on unwinding too (a writer would wait forever).
     struct Entered<'a>(Dev<'a>);
     impl Drop for Entered<'_> {
