@@ -324,11 +324,20 @@ impl DeviceState {
     /// The caller is inside the memory lock (read or write) while it uses the table.
     #[inline(always)]
     unsafe fn table_entered<'a>(&'a self, dev: Dev<'a>) -> MemoryTable<'a> {
+        // SAFETY: this function's contract.
+        unsafe { self.regions_entered(dev) }.with_iotlb(self.iotlb_if_translating(dev))
+    }
+
+    /// `table_entered` without the IOTLB (`Dev::mem_entered`, the express lane's).
+    ///
+    /// # Safety
+    /// As for `table_entered`.
+    #[inline(always)]
+    unsafe fn regions_entered<'a>(&'a self, dev: Dev<'a>) -> MemoryTable<'a> {
         // SAFETY: under the lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
         MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
-            .with_iotlb(self.iotlb_if_translating(dev))
     }
 
     /// Sends every queue call of the device to the general path (see `ffi::lane`).
@@ -478,14 +487,17 @@ impl<'a> Dev<'a> {
         &self.state().lock
     }
 
-    /// The memory table for a caller inside the memory lock.
+    /// The memory table for the express lane, inside the memory lock: guest addresses are
+    /// guest physical ones, never IOVAs. The lane is closed to a device that acked
+    /// VIRTIO_F_IOMMU_PLATFORM (`queue::express::lane_open` checks the feature before the
+    /// lane translates anything), so the table does not ask whether the IOTLB applies.
     ///
     /// # Safety
     /// The caller entered the lock (`mem_gate`) and stays inside while it uses the table.
     #[inline(always)]
     pub unsafe fn mem_entered(self) -> MemoryTable<'a> {
         // SAFETY: this function's contract.
-        unsafe { self.state().table_entered(self) }
+        unsafe { self.state().regions_entered(self) }
     }
 
     /// Unmaps the retired mappings if no element uses them and no writer is in (never waits).

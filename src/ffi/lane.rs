@@ -34,6 +34,9 @@ pub(super) struct Lane<'a> {
     pub mem: MemoryTable<'a>,
     pub vq: &'a mut VuVirtq,
     pub qidx: usize,
+    /// Whether the entry was counted (a call off the home thread): `exit` takes it back, so it
+    /// does not ask again (the home never changes under a call: `memory_gate`).
+    pub counted: bool,
 }
 
 /// How a call enters the lane.
@@ -59,7 +62,8 @@ pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
     let Some(qidx) = d.queue_index(vq) else { return Entry::General };
     // A call on the home thread is not counted (see `memory_gate`): no writer can be at work.
     let gate = d.mem_gate();
-    if !gate.at_home() && !gate.enter_read_counted() {
+    let counted = !gate.at_home();
+    if counted && !gate.enter_read_counted() {
         return Entry::Closed;
     }
     // SAFETY: just entered the lock (counted, or on the home thread, where no writer can be at
@@ -67,23 +71,28 @@ pub(super) unsafe fn enter<'a>(dev: *mut VuDev, vq: *mut VuVirtq) -> Entry<'a> {
     let mem = unsafe { d.mem_entered() };
     // SAFETY: vq is one of d's queues (checked); one thread works a queue at a time, as the C
     // API requires.
-    Entry::In(Lane { dev: d, mem, vq: unsafe { &mut *vq }, qidx })
+    Entry::In(Lane { dev: d, mem, vq: unsafe { &mut *vq }, qidx, counted })
 }
 
 /// The lane of a call that `enter` let in, again, in a function it tail-called (which gets
 /// the C caller's pointers, not the `Lane`: see `ffi::queue::pop_chain`).
 ///
 /// # Safety
-/// `enter(dev, vq)` returned `Entry::In` with queue index `qidx`, and the lock it entered is
-/// still entered.
+/// `enter(dev, vq)` returned `Entry::In` with queue index `qidx` and `counted`, and the lock
+/// it entered is still entered.
 #[inline(always)]
-pub(super) unsafe fn entered<'a>(dev: *mut VuDev, vq: *mut VuVirtq, qidx: usize) -> Lane<'a> {
+pub(super) unsafe fn entered<'a>(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    counted: bool,
+) -> Lane<'a> {
     // SAFETY: this function's contract: a device `vu_init` set up, inside its memory lock; vq
     // is its queue `qidx`, worked by this thread alone.
     let (d, vq) = unsafe { (Dev::new_unchecked(dev), &mut *vq) };
     // SAFETY: as above.
     let mem = unsafe { d.mem_entered() };
-    Lane { dev: d, mem, vq, qidx }
+    Lane { dev: d, mem, vq, qidx, counted }
 }
 
 /// The environment variable that closes every device `vu_init` sets up afterwards to the
@@ -98,12 +107,12 @@ pub(super) fn general_only() -> bool {
 }
 
 /// Leaves the memory lock, the slow half (`left_slow`) out of line when it must follow. A
-/// home call was not counted, so it is not uncounted either (the home never changes under a
-/// call made on it: `memory_gate`).
+/// home call (`counted` false, as `enter` found it) was not counted, so it is not uncounted
+/// either.
 #[inline(always)]
-pub(super) fn exit(d: Dev) {
+pub(super) fn exit(d: Dev, counted: bool) {
     let gate = d.mem_gate();
-    let slow = if gate.at_home() { gate.leave_home() } else { gate.leave_read_quick() };
+    let slow = if counted { gate.leave_read_quick() } else { gate.leave_home() };
     if let Some(was) = slow {
         left_slow(d, was);
     }
@@ -125,11 +134,12 @@ pub(super) extern "C" fn left_slow(d: Dev, was: u32) {
 /// take: `Entry::Closed`, or handed over after entering).
 ///
 /// # Safety
-/// `dev` is the pointer `enter` accepted, and the lock is still entered for it.
+/// `dev` is the pointer `enter` accepted, and the lock is still entered for it (`counted`
+/// as `enter` found it: true for `Entry::Closed`).
 #[inline(always)]
-pub(super) unsafe fn leave_in_full(dev: *mut VuDev) {
+pub(super) unsafe fn leave_in_full(dev: *mut VuDev, counted: bool) {
     // SAFETY: this function's contract.
     if let Some(d) = unsafe { Dev::from_raw(dev) } {
-        exit(d);
+        exit(d, counted);
     }
 }

@@ -142,15 +142,15 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { notify_general(dev, vq, sync) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Closed => return unsafe { notify_handed_over(dev, vq, sync) },
+        Entry::Closed => return unsafe { notify_handed_over(dev, vq, true, sync) },
     };
     if !crate::queue::quick_notify_open(lane.dev) {
         // SAFETY: the pointers `lane::enter` checked, still inside the lock.
-        return unsafe { notify_handed_over(dev, vq, sync) };
+        return unsafe { notify_handed_over(dev, vq, lane.counted, sync) };
     }
     if is_packed(lane.dev) {
         // SAFETY: as above.
-        return unsafe { notify_packed(dev, vq, lane.qidx, sync) };
+        return unsafe { notify_packed(dev, vq, lane.qidx, lane.counted, sync) };
     }
     let decision = crate::queue::split::quick_should_notify(lane.dev, lane.vq);
     // SAFETY: as above.
@@ -162,9 +162,15 @@ unsafe fn notify(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
 /// # Safety
 /// As for `pop_chain`.
 #[inline(never)]
-unsafe extern "C" fn notify_packed(dev: *mut VuDev, vq: *mut VuVirtq, qidx: usize, sync: bool) {
+unsafe extern "C" fn notify_packed(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    counted: bool,
+    sync: bool,
+) {
     // SAFETY: this function's contract (as in pop_chain).
-    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let decision = crate::queue::packed::quick_should_notify(lane.vq);
     // SAFETY: as above.
     unsafe { notify_decided(lane, decision, sync) }
@@ -178,10 +184,10 @@ unsafe extern "C" fn notify_packed(dev: *mut VuDev, vq: *mut VuVirtq, qidx: usiz
 #[inline(always)]
 unsafe fn notify_decided(lane: Lane, decision: Option<bool>, sync: bool) {
     match decision {
-        Some(false) => lane::exit(lane.dev),
-        Some(true) => signal_and_leave(lane.dev, lane.vq, lane.qidx, sync),
+        Some(false) => lane::exit(lane.dev, lane.counted),
+        Some(true) => signal_and_leave(lane.dev, lane.vq, lane.qidx, lane.counted, sync),
         // SAFETY: this function's contract.
-        None => unsafe { notify_handed_over(lane.dev.raw(), lane.vq, sync) },
+        None => unsafe { notify_handed_over(lane.dev.raw(), lane.vq, lane.counted, sync) },
     }
 }
 
@@ -189,10 +195,15 @@ unsafe fn notify_decided(lane: Lane, decision: Option<bool>, sync: bool) {
 /// As for `lane::leave_in_full`.
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync: bool) {
+unsafe extern "C" fn notify_handed_over(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    counted: bool,
+    sync: bool,
+) {
     // SAFETY: this function's contract.
     unsafe {
-        lane::leave_in_full(dev);
+        lane::leave_in_full(dev, counted);
         notify_general(dev, vq, sync)
     }
 }
@@ -203,13 +214,13 @@ unsafe extern "C" fn notify_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sync:
 /// a SIGPIPE guard, is one `write` and nothing that can panic (so no panic guard either);
 /// the rest is `signal_and_leave_general`.
 #[inline(never)]
-extern "C" fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
+extern "C" fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, counted: bool, sync: bool) {
     if vq.call_fd < 0 || d.ext().guard_sigpipe() {
-        return signal_and_leave_general(d, vq, qidx, sync);
+        return signal_and_leave_general(d, vq, qidx, counted, sync);
     }
     // Under the lock, as `notify_general` explains: the fd cannot be closed meanwhile.
     let written = crate::fd::eventfd_add_one(vq.call_fd);
-    lane::exit(d);
+    lane::exit(d, counted);
     if let Err(errno) = written {
         signal_failed(d, errno);
     }
@@ -226,16 +237,22 @@ extern "C" fn signal_failed(d: Dev, errno: i32) {
 /// eventfd under the lock (see `notify_general`), an in-band call after it.
 #[cold]
 #[inline(never)]
-extern "C" fn signal_and_leave_general(d: Dev, vq: &VuVirtq, qidx: usize, sync: bool) {
+extern "C" fn signal_and_leave_general(
+    d: Dev,
+    vq: &VuVirtq,
+    qidx: usize,
+    counted: bool,
+    sync: bool,
+) {
     /// Leaves the lock when dropped, on unwinding too (a writer would wait forever).
-    struct Entered<'a>(Dev<'a>);
+    struct Entered<'a>(Dev<'a>, bool);
     impl Drop for Entered<'_> {
         fn drop(&mut self) {
-            lane::exit(self.0)
+            lane::exit(self.0, self.1)
         }
     }
     with_dev(Some(d), (), |d| {
-        let entered = Entered(d);
+        let entered = Entered(d, counted);
         let action = crate::queue::split::delivery(d, vq, sync);
         let result = match action {
             Notify::Eventfd(fd) => crate::queue::signal_eventfd(d, fd),
@@ -328,21 +345,21 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { pop_general(dev, vq, sz) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Closed => return unsafe { pop_handed_over(dev, vq, sz) },
+        Entry::Closed => return unsafe { pop_handed_over(dev, vq, true, sz) },
     };
     if is_packed(lane.dev) {
         // SAFETY: the pointers `lane::enter` checked, still inside the lock.
-        return unsafe { pop_packed(dev, vq, lane.qidx, sz) };
+        return unsafe { pop_packed(dev, vq, lane.qidx, lane.counted, sz) };
     }
     match split::pop_head(lane.dev, &lane.mem, lane.vq) {
         // SAFETY: as above.
-        Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, head, sz) },
+        Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, lane.counted, head, sz) },
         Head::Empty => {
-            lane::exit(lane.dev);
+            lane::exit(lane.dev, lane.counted);
             std::ptr::null_mut()
         }
         // SAFETY: as above.
-        Head::General => unsafe { pop_handed_over(dev, vq, sz) },
+        Head::General => unsafe { pop_handed_over(dev, vq, lane.counted, sz) },
     }
 }
 
@@ -356,15 +373,16 @@ unsafe extern "C" fn pop_packed(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
     qidx: usize,
+    counted: bool,
     sz: usize,
 ) -> *mut c_void {
     // SAFETY: this function's contract (as in pop_chain).
-    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let Some(elem) = packed::pop(lane.dev, &lane.mem, lane.vq, qidx, sz) else {
         // SAFETY: this function's contract.
-        return unsafe { pop_handed_over(dev, vq, sz) };
+        return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };
-    lane::exit(lane.dev);
+    lane::exit(lane.dev, counted);
     elem.map_or(std::ptr::null_mut(), |e| e.as_ptr().cast())
 }
 
@@ -373,24 +391,25 @@ unsafe extern "C" fn pop_packed(
 /// again (so the first half ends in a tail call and builds no frame).
 ///
 /// # Safety
-/// `lane::enter(dev, vq)` accepted these pointers, found queue `qidx`, and the lock it
-/// entered is still entered.
+/// `lane::enter(dev, vq)` accepted these pointers, found queue `qidx` and `counted`, and
+/// the lock it entered is still entered.
 #[inline(never)]
 unsafe extern "C" fn pop_chain(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
     qidx: usize,
+    counted: bool,
     head: u16,
     sz: usize,
 ) -> *mut c_void {
     // SAFETY: this function's contract.
-    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let d = lane.dev;
     let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, qidx, head, sz) else {
         // SAFETY: this function's contract.
-        return unsafe { pop_handed_over(dev, vq, sz) };
+        return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };
-    lane::exit(d);
+    lane::exit(d, counted);
     elem.as_ptr().cast()
 }
 
@@ -398,10 +417,15 @@ unsafe extern "C" fn pop_chain(
 /// As for `lane::leave_in_full`.
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn pop_handed_over(dev: *mut VuDev, vq: *mut VuVirtq, sz: usize) -> *mut c_void {
+unsafe extern "C" fn pop_handed_over(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    counted: bool,
+    sz: usize,
+) -> *mut c_void {
     // SAFETY: this function's contract.
     unsafe {
-        lane::leave_in_full(dev);
+        lane::leave_in_full(dev, counted);
         pop_general(dev, vq, sz)
     }
 }
@@ -496,64 +520,72 @@ pub unsafe extern "C" fn vu_queue_push(
         // SAFETY: the pointers `lane::enter` checked.
         Entry::General => return unsafe { push_general(dev, vq, e, len) },
         // SAFETY: the pointers `lane::enter` checked.
-        Entry::Closed => return unsafe { push_handed_over(dev, vq, e, len) },
+        Entry::Closed => return unsafe { push_handed_over(dev, vq, true, e, len) },
     };
     if is_packed(lane.dev) {
         // SAFETY: the pointers `lane::enter` checked, still inside the lock it entered.
-        return unsafe { push_packed(dev, vq, lane.qidx, e, len) };
+        return unsafe { push_packed(dev, vq, lane.qidx, lane.counted, e.element(), len) };
     }
     match split::push(lane.dev, &lane.mem, lane.vq, e, len) {
         Pushed::Done => {}
+        Pushed::Tracked => {
+            // SAFETY: as above.
+            return unsafe { push_tracked(dev, vq, lane.qidx, lane.counted, e.element(), len) };
+        }
         // SAFETY: as above.
-        Pushed::Tracked => return unsafe { push_tracked(dev, vq, lane.qidx, e, len) },
-        // SAFETY: as above.
-        Pushed::General => return unsafe { push_handed_over(dev, vq, e, len) },
+        Pushed::General => return unsafe { push_handed_over(dev, vq, lane.counted, e, len) },
     }
-    lane::exit(lane.dev);
+    lane::exit(lane.dev, lane.counted);
 }
 
 /// `vu_queue_push` on the lane for a packed ring (out of line, as `pop_packed`).
 ///
 /// # Safety
-/// As for `pop_chain`.
+/// As for `pop_chain`; `elem` is the element `vu_queue_push` was given.
 #[inline(never)]
 unsafe extern "C" fn push_packed(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
     qidx: usize,
-    e: Completed,
+    counted: bool,
+    elem: &VuVirtqElement,
     len: c_uint,
 ) {
+    // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
+    let e = unsafe { Completed::new(elem) };
     // SAFETY: this function's contract (as in pop_chain).
-    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     if !packed::push(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
         // SAFETY: this function's contract.
-        return unsafe { push_handed_over(dev, vq, e, len) };
+        return unsafe { push_handed_over(dev, vq, counted, e, len) };
     }
-    lane::exit(lane.dev);
+    lane::exit(lane.dev, counted);
 }
 
 /// `vu_queue_push` on the lane for a queue that tracks inflight elements (see
 /// `express::push_tracked`), leaving the lock.
 ///
 /// # Safety
-/// As for `pop_chain`.
+/// As for `pop_chain`; `elem` is the element `vu_queue_push` was given.
 #[inline(never)]
 unsafe extern "C" fn push_tracked(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
     qidx: usize,
-    e: Completed,
+    counted: bool,
+    elem: &VuVirtqElement,
     len: c_uint,
 ) {
+    // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
+    let e = unsafe { Completed::new(elem) };
     // SAFETY: this function's contract (as in pop_chain).
-    let lane = unsafe { lane::entered(dev, vq, qidx) };
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let d = lane.dev;
     if !split::push_tracked(d, &lane.mem, lane.vq, qidx, e, len) {
         // SAFETY: this function's contract.
-        return unsafe { push_handed_over(dev, vq, e, len) };
+        return unsafe { push_handed_over(dev, vq, counted, e, len) };
     }
-    lane::exit(d);
+    lane::exit(d, counted);
 }
 
 /// # Safety
@@ -563,12 +595,13 @@ unsafe extern "C" fn push_tracked(
 unsafe extern "C" fn push_handed_over(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
+    counted: bool,
     e: Completed,
     len: c_uint,
 ) {
     // SAFETY: this function's contract.
     unsafe {
-        lane::leave_in_full(dev);
+        lane::leave_in_full(dev, counted);
         push_general(dev, vq, e, len)
     }
 }

@@ -168,6 +168,13 @@ impl<'e> Completed<'e> {
         Completed { index: elem.index, elem }
     }
 
+    /// The element itself (one register, where the pair would not fit: `ffi::queue`'s
+    /// out-of-line continuations).
+    #[inline(always)]
+    pub fn element(self) -> &'e VuVirtqElement {
+        self.elem
+    }
+
     /// The element's device-writable iovecs.
     pub fn in_sg(&self) -> &'e [iovec] {
         let (p, n) = (self.elem.in_sg, self.elem.in_num as usize);

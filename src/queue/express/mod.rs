@@ -45,12 +45,11 @@ pub enum Head {
 const PUSH_GENERAL_ONLY: u64 = 1 << VHOST_F_LOG_ALL;
 
 /// Whether the lane may work the device's queues now: it works and guest addresses are not
-/// IOVAs. `excluded`: features that send this call to the general path as well.
+/// IOVAs (the lane's memory table has no IOTLB: `Dev::mem_entered`). `excluded`: features
+/// that send this call to the general path as well.
 #[inline(always)]
-fn lane_open(dev: Dev, mem: &MemoryTable, excluded: u64) -> bool {
-    dev.features() & (excluded | 1 << VIRTIO_F_IOMMU_PLATFORM) == 0
-        && !dev.broken()
-        && mem.iotlb().is_none()
+fn lane_open(dev: Dev, excluded: u64) -> bool {
+    dev.features() & (excluded | 1 << VIRTIO_F_IOMMU_PLATFORM) == 0 && !dev.broken()
 }
 
 /// Whether a queue has resubmissions pending (after a reconnect: the general path's).

@@ -49,7 +49,7 @@ pub fn pop(
     qidx: usize,
     sz: usize,
 ) -> Option<Option<NonNull<VuVirtqElement>>> {
-    if !lane_open(dev, mem, 0) || resubmitting(vq) || !vq.inflight.is_null() {
+    if !lane_open(dev, 0) || resubmitting(vq) || !vq.inflight.is_null() {
         return None;
     }
     let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
@@ -153,7 +153,7 @@ pub fn push(
     elem: Completed,
     len: u32,
 ) -> bool {
-    if !lane_open(dev, mem, PUSH_GENERAL_ONLY) || !vq.inflight.is_null() {
+    if !lane_open(dev, PUSH_GENERAL_ONLY) || !vq.inflight.is_null() {
         return false;
     }
     let Some((ring, ids)) = ring_and_ids(dev, mem, vq, qidx) else { return false };

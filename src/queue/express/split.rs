@@ -19,7 +19,7 @@ use super::{lane_open, resubmitting, Buffers, Head, Pushed, PUSH_GENERAL_ONLY};
 /// valid avail index, as the general path would).
 #[inline(always)]
 pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
-    if !lane_open(dev, mem, 0) || resubmitting(vq) {
+    if !lane_open(dev, 0) || resubmitting(vq) {
         return Head::General;
     }
     let Some(ring) = SplitRing::under(vq, mem) else { return Head::General };
@@ -116,7 +116,7 @@ fn walk(
 /// `vu_queue_push` on a split ring: the used entry, then the used index.
 #[inline(always)]
 pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, elem: Completed, len: u32) -> Pushed {
-    if !lane_open(dev, mem, PUSH_GENERAL_ONLY) {
+    if !lane_open(dev, PUSH_GENERAL_ONLY) {
         return Pushed::General;
     }
     if !vq.inflight.is_null() {
