@@ -171,6 +171,43 @@ fn on_pop_tracked(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<
     Ok(())
 }
 
+/// The express lane's view of a split queue that has `vq.inflight` set: its area and the state
+/// of descriptor `idx`, the slot checked against the mapping in one comparison (the header and
+/// `idx + 1` states between `vq.inflight` and the mapping's end; no capacity division).
+/// `None` for what the general path takes: the feature not acked (it tracks nothing then) or
+/// no slot for `idx` (it refuses the element).
+#[inline(always)]
+pub fn lane_slot(dev: Dev, vq: &VuVirtq, idx: u32) -> Option<(InflightArea, DescSlot)> {
+    if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
+        return None;
+    }
+    let info = dev.inflight_info();
+    // Below the mapping's start the offset wraps past its size.
+    let off = (vq.inflight as usize).wrapping_sub(info.addr as usize);
+    let size = info.size as usize;
+    let states = (idx as usize).checked_add(1)?;
+    let need = std::mem::size_of::<VuVirtqInflight>()
+        .checked_add(states.checked_mul(std::mem::size_of::<VuDescStateSplit>())?)?;
+    if off >= size || need > size - off {
+        return None;
+    }
+    // `states` states follow the header inside the mapping: the capacity `of` would find is
+    // at least that.
+    let area = InflightArea { area: vq.inflight, cap: states };
+    let s = area.slot(idx as usize)?;
+    Some((area, s))
+}
+
+/// `on_pop` on the express lane, for the slot `lane_slot` found.
+#[inline(always)]
+pub fn lane_on_pop(vq: &mut VuVirtq, s: &DescSlot) {
+    let counter = vq.counter;
+    vq.counter = counter.wrapping_add(1);
+    // The frontend may read the state at any time.
+    s.set_counter(counter);
+    s.set_inflight(1);
+}
+
 /// Before publishing `head` as used: remember it as the last batch head.
 #[inline]
 pub fn before_put(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
@@ -209,7 +246,15 @@ impl TrackedPut {
         Ok(put)
     }
 
+    /// `begin` on the express lane, for the slot `lane_slot` found.
+    #[inline(always)]
+    pub fn lane_begin(area: InflightArea, s: DescSlot, head: u32) -> TrackedPut {
+        area.set_last_batch_head(head as u16);
+        TrackedPut(area, s)
+    }
+
     /// `after_put`: the element is no longer in flight; the area records the used index.
+    #[inline]
     pub fn finish(self, vq: &VuVirtq) {
         let TrackedPut(area, s) = self;
         compiler_fence(Ordering::SeqCst);

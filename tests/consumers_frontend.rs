@@ -45,6 +45,13 @@ enum Blk {
     Qsd,
 }
 
+/// The offered features that must match the C original's: all but VIRTIO_F_IOMMU_PLATFORM
+/// (bit 33) and VIRTIO_F_RING_PACKED (bit 34), which this library offers in addition (the
+/// guest tier checks they are negotiated).
+fn comparable_features(features: u64) -> u64 {
+    features & !(1 << 33 | 1 << 34)
+}
+
 fn blk_kind(consumer: &str) -> Blk {
     if consumer == "qemu-storage-daemon" {
         Blk::Qsd
@@ -186,7 +193,7 @@ fn blk_data(consumer: &str, t: &Target) -> Result<Facts, String> {
 
     // Session A: 2 queues, EVENT_IDX, indirect + direct chains, 4 regions.
     let mut fe = blk_session(&mut p, &sock, queues, true, true, P::empty())?;
-    facts.cmp("features", format!("{:#x}", fe.features));
+    facts.cmp("features", format!("{:#x}", comparable_features(fe.features)));
     facts.info(format!("features {:#x} protocol {:#x}", fe.features, fe.protocol_offered.bits()));
     facts.cmp("queue_num", format!("{:?}", fe.queue_num));
     check_blk_config(&mut fe, kind, queues, DISK / 512, &mut facts)?;
@@ -548,7 +555,7 @@ fn control_plane(
     let mut p = Proc::spawn(t, w, consumer, args);
     let stream = p.connect(sock);
     let mut fe = Fe::connect(stream, nq as u64, &[(0, 1 << 20)])?;
-    facts.cmp("features", format!("{:#x}", fe.features));
+    facts.cmp("features", format!("{:#x}", comparable_features(fe.features)));
     let want = VIRTIO_F_VERSION_1
         | VIRTIO_RING_F_EVENT_IDX
         | VIRTIO_RING_F_INDIRECT_DESC

@@ -80,8 +80,14 @@ fn seen(l: &Live, s: &Session) -> Seen {
     let inflight = if vq.inflight.is_null() {
         Vec::new()
     } else {
-        // SAFETY: the device's own inflight area of this queue (a mapping it holds).
-        unsafe { std::slice::from_raw_parts(vq.inflight as *const u8, 16 + 16 * n) }.to_vec()
+        // The queue's states up to the ring's size, or to the mapping's end when the area is
+        // shorter (`setup` with a short area).
+        // SAFETY: the device's own VuDev, read-only here.
+        let info = unsafe { std::ptr::addr_of!((*l.dev.raw()).inflight_info).read() };
+        let end = info.addr as usize + info.size as usize;
+        let len = (16 + 16 * n).min(end.saturating_sub(vq.inflight as usize));
+        // SAFETY: the device's own inflight area of this queue, inside the mapping it holds.
+        unsafe { std::slice::from_raw_parts(vq.inflight as *const u8, len) }.to_vec()
     };
     Seen {
         broken: l.dev.broken(),
@@ -100,14 +106,18 @@ fn seen(l: &Live, s: &Session) -> Seen {
     }
 }
 
-/// The session's setup, with an inflight area (a fresh memfd) when it negotiates one.
-fn setup(s: &Session) -> Vec<engine::Step> {
+/// The session's setup, with an inflight area (a fresh memfd) when it negotiates one: two
+/// queues' areas for the ring's size, or (`short`) one queue's area for a quarter of it, so
+/// that heads past its end have no slot in the mapping (both paths refuse them).
+fn setup(s: &Session, short: bool) -> Vec<engine::Step> {
     let mut v = s.negotiate();
     if s.protocol & PF_INFLIGHT != 0 {
-        let size = 2 * queue_region_size(s.queue_size);
+        let (queues, qsize) =
+            if short { (1, (s.queue_size / 4).max(1)) } else { (2, s.queue_size) };
+        let size = u64::from(queues) * queue_region_size(qsize);
         v.push(msg_fds(
             SET_INFLIGHT_FD,
-            inflight(size, 0, 2, s.queue_size),
+            inflight(size, 0, queues, qsize),
             vec![FdSpec::Scratch { size: size as u32, fill: 0 }],
         ));
     }
@@ -224,10 +234,11 @@ fn random_split_rings_go_the_same_way_on_the_express_lane_and_the_general_path()
         if r.chance(1, 3) {
             c.s.protocol |= PF_INFLIGHT;
         }
+        let short = r.chance(1, 4);
         let mut lane = lane_device();
         let mut general = general_only();
         for l in [&mut lane, &mut general] {
-            l.steps(&setup(&c.s));
+            l.steps(&setup(&c.s, short));
             assert!(!l.dev.broken(), "case {case_no}: setup refused");
             write_case(l, &c);
         }
@@ -282,7 +293,7 @@ fn random_packed_rings_go_the_same_way_on_the_express_lane_and_the_general_path(
         }
         let mut lane = lane_device();
         let mut general = general_only();
-        let mut steps = setup(&s);
+        let mut steps = setup(&s, false);
         // Chains at the driver's position, one after the other (wrapping the ring).
         let mut ring = PackedDriver::new(&s);
         let chains = 1 + r.below(6) as usize;

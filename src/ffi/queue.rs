@@ -405,7 +405,7 @@ unsafe extern "C" fn pop_chain(
     // SAFETY: this function's contract.
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let d = lane.dev;
-    let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, qidx, head, sz) else {
+    let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, head, sz) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };
@@ -581,7 +581,7 @@ unsafe extern "C" fn push_tracked(
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let d = lane.dev;
-    if !split::push_tracked(d, &lane.mem, lane.vq, qidx, e, len) {
+    if !split::push_tracked(d, &lane.mem, lane.vq, e, len) {
         // SAFETY: this function's contract.
         return unsafe { push_handed_over(dev, vq, counted, e, len) };
     }
