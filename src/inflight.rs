@@ -427,6 +427,9 @@ pub struct PackedInflight {
     cap: u16,
     counter: u64,
     head: u16,
+    /// Whether `record` started a chain (`head` is its head entry): `abort_pop` takes back
+    /// only what was recorded.
+    recording: bool,
 }
 
 macro_rules! hdr {
@@ -480,8 +483,14 @@ pub fn packed(dev: Dev, vq: &VuVirtq, _qidx: usize) -> Result<Option<PackedInfli
     let cap = (end - area - std::mem::size_of::<QueueRegionPacked>())
         / std::mem::size_of::<DescStatePacked>();
     let map_cap = u16::try_from(cap.min(usize::from(u16::MAX))).unwrap_or(u16::MAX);
-    let mut area =
-        PackedInflight { area: vq.inflight.cast(), map_cap, cap: 0, counter: vq.counter, head: 0 };
+    let mut area = PackedInflight {
+        area: vq.inflight.cast(),
+        map_cap,
+        cap: 0,
+        counter: vq.counter,
+        head: 0,
+        recording: false,
+    };
     // The states a queue owns: `desc_num` (its queue size), within the mapping.
     area.cap = area.desc_num().min(map_cap);
     Ok(Some(area))
@@ -524,6 +533,7 @@ impl PackedInflight {
         let head = self.old_free_head();
         if first {
             self.head = head;
+            self.recording = true;
             self.set_num(head, 0)?;
             self.set_counter(head, self.counter)?;
             self.counter = self.counter.wrapping_add(1);
@@ -553,6 +563,10 @@ impl PackedInflight {
     /// Takes back a chain `record` started but that was not popped (an IOTLB miss): its
     /// entries go back to the free list and its head is not in flight.
     pub fn abort_pop(&mut self) {
+        if !self.recording {
+            // Nothing recorded (the chain was refused before its first descriptor was).
+            return;
+        }
         // `record` only wrote entries and moved the heads (never a `next` link), so the free
         // list is whole again from the chain's head, which was the old free head (`record`
         // moved that too if it saw the chain's last descriptor).
@@ -562,8 +576,8 @@ impl PackedInflight {
     }
 
     /// The head entry of the chain just recorded.
-    pub fn commit_pop(&mut self) -> Result<u16, Fault> {
-        Ok(self.head)
+    pub fn commit_pop(&mut self) -> u16 {
+        self.head
     }
 
     /// Returns the entries of the chain at `entry` to the free list (before publishing it used).

@@ -43,7 +43,7 @@ use live::Live;
 use proto::*;
 use ring::{Desc, DriverRing, PackedDriver, F_INDIRECT, F_NEXT, F_PACKED_AVAIL, F_WRITE};
 use split_cases::{our_ranges, random_case, write_case, Rng};
-use targets::inflight::queue_region_size;
+use targets::inflight::{packed_queue_region_size, queue_region_size};
 
 /// What one call left behind on one device, to compare across the two.
 #[derive(Debug, PartialEq)]
@@ -85,7 +85,9 @@ fn seen(l: &Live, s: &Session) -> Seen {
         // SAFETY: the device's own VuDev, read-only here.
         let info = unsafe { std::ptr::addr_of!((*l.dev.raw()).inflight_info).read() };
         let end = info.addr as usize + info.size as usize;
-        let len = (16 + 16 * n).min(end.saturating_sub(vq.inflight as usize));
+        // Split: a 16-byte header and 16 bytes a descriptor; packed: 32 and 32.
+        let (hdr, per) = if s.features & F_RING_PACKED != 0 { (32, 32) } else { (16, 16) };
+        let len = (hdr + per * n).min(end.saturating_sub(vq.inflight as usize));
         // SAFETY: the device's own inflight area of this queue, inside the mapping it holds.
         unsafe { std::slice::from_raw_parts(vq.inflight as *const u8, len) }.to_vec()
     };
@@ -114,7 +116,12 @@ fn setup(s: &Session, short: bool) -> Vec<engine::Step> {
     if s.protocol & PF_INFLIGHT != 0 {
         let (queues, qsize) =
             if short { (1, (s.queue_size / 4).max(1)) } else { (2, s.queue_size) };
-        let size = u64::from(queues) * queue_region_size(qsize);
+        let per_queue = if s.features & F_RING_PACKED != 0 {
+            packed_queue_region_size(qsize)
+        } else {
+            queue_region_size(qsize)
+        };
+        let size = u64::from(queues) * per_queue;
         v.push(msg_fds(
             SET_INFLIGHT_FD,
             inflight(size, 0, queues, qsize),
@@ -291,9 +298,13 @@ fn random_packed_rings_go_the_same_way_on_the_express_lane_and_the_general_path(
         if r.chance(1, 2) {
             s.features |= F_EVENT_IDX;
         }
+        if r.chance(1, 3) {
+            s.protocol |= PF_INFLIGHT;
+        }
+        let short = r.chance(1, 4);
         let mut lane = lane_device();
         let mut general = general_only();
-        let mut steps = setup(&s, false);
+        let mut steps = setup(&s, short);
         // Chains at the driver's position, one after the other (wrapping the ring).
         let mut ring = PackedDriver::new(&s);
         let chains = 1 + r.below(6) as usize;

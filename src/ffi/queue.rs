@@ -376,9 +376,37 @@ unsafe extern "C" fn pop_packed(
     counted: bool,
     sz: usize,
 ) -> *mut c_void {
+    // SAFETY: vq is the caller's checked queue (this function's contract).
+    if unsafe { !(*vq).inflight.is_null() } {
+        // SAFETY: as above.
+        return unsafe { pop_packed_tracked(dev, vq, qidx, counted, sz) };
+    }
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let Some(elem) = packed::pop(lane.dev, &lane.mem, lane.vq, qidx, sz) else {
+        // SAFETY: this function's contract.
+        return unsafe { pop_handed_over(dev, vq, counted, sz) };
+    };
+    lane::exit(lane.dev, counted);
+    elem.map_or(std::ptr::null_mut(), |e| e.as_ptr().cast())
+}
+
+/// `pop_packed` for a queue with an inflight area (its own function: the untracked path's
+/// registers stay its own).
+///
+/// # Safety
+/// As for `pop_chain`.
+#[inline(never)]
+unsafe extern "C" fn pop_packed_tracked(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    counted: bool,
+    sz: usize,
+) -> *mut c_void {
+    // SAFETY: this function's contract (as in pop_chain).
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
+    let Some(elem) = packed::pop_tracked(lane.dev, &lane.mem, lane.vq, qidx, sz) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };
@@ -551,11 +579,40 @@ unsafe extern "C" fn push_packed(
     elem: &VuVirtqElement,
     len: c_uint,
 ) {
+    // SAFETY: vq is the caller's checked queue (this function's contract).
+    if unsafe { !(*vq).inflight.is_null() } {
+        // SAFETY: as above.
+        return unsafe { push_packed_tracked(dev, vq, qidx, counted, elem, len) };
+    }
     // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
     let e = unsafe { Completed::new(elem) };
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     if !packed::push(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
+        // SAFETY: this function's contract.
+        return unsafe { push_handed_over(dev, vq, counted, e, len) };
+    }
+    lane::exit(lane.dev, counted);
+}
+
+/// `push_packed` for a queue with an inflight area (as `pop_packed_tracked`).
+///
+/// # Safety
+/// As for `push_packed`.
+#[inline(never)]
+unsafe extern "C" fn push_packed_tracked(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    counted: bool,
+    elem: &VuVirtqElement,
+    len: c_uint,
+) {
+    // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
+    let e = unsafe { Completed::new(elem) };
+    // SAFETY: this function's contract (as in pop_chain).
+    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
+    if !packed::push_tracked(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
         // SAFETY: this function's contract.
         return unsafe { push_handed_over(dev, vq, counted, e, len) };
     }

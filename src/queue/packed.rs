@@ -477,7 +477,7 @@ impl RingOps for Packed<'_> {
         let entry = match area.as_mut() {
             Some(a) => {
                 q.vq.counter = a.counter();
-                a.commit_pop()?
+                a.commit_pop()
             }
             None => 0,
         };

@@ -1,6 +1,6 @@
 //! The express lane of the three calls every request makes — pop, push and notify — for the
-//! common case, on either ring layout: a working device without the IOMMU or migration logging
-//! (nor, on a packed ring, inflight tracking), a mapped ring, no resubmissions pending. Each is a
+//! common case, on either ring layout (with or without inflight tracking): a working device
+//! without the IOMMU or migration logging, a mapped ring, no resubmissions pending. Each is a
 //! small function whose state stays in registers, on the values the general path (`Queue`)
 //! would compute anyway. (`ffi::lane` is how the C entry points get here.)
 //!

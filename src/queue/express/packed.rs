@@ -6,6 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use crate::abi::{VuVirtq, VuVirtqElement};
 use crate::device::Dev;
+use crate::inflight::{self, PackedInflight};
 use crate::memory::MemoryTable;
 use crate::queue::chain::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use crate::queue::ids::{self, QueueIds};
@@ -39,8 +40,8 @@ fn ring_and_ids<'a>(
 /// the avail position is not available, `None` (nothing changed) for the general path. The
 /// head found available, the chain from it (direct, or one indirect descriptor with its table
 /// in place): each descriptor read once (and found available in its own lap) and translated
-/// straight into iovecs, then popped under its buffer id. The packed inflight layout is the
-/// general path's.
+/// straight into iovecs, then popped under its buffer id. A queue with an inflight area takes
+/// `pop_tracked` (the caller dispatches on `vq.inflight`, so that each has its own function).
 #[inline(always)]
 pub fn pop(
     dev: Dev,
@@ -52,6 +53,110 @@ pub fn pop(
     if !lane_open(dev, 0) || resubmitting(vq) || !vq.inflight.is_null() {
         return None;
     }
+    pop_recording(dev, mem, vq, qidx, sz, &mut NoRecord)
+}
+
+/// `pop` for a queue with an inflight area: each ring descriptor is recorded in the packed
+/// inflight layout as the general path records it (nothing, when the feature is not acked).
+#[inline(always)]
+pub fn pop_tracked(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    sz: usize,
+) -> Option<Option<NonNull<VuVirtqElement>>> {
+    if !lane_open(dev, 0) || resubmitting(vq) {
+        return None;
+    }
+    // An area the general path refuses is its to report (it does so only for a chain).
+    match inflight::packed(dev, vq, qidx).ok()? {
+        Some(mut area) => pop_recording(dev, mem, vq, qidx, sz, &mut area),
+        None => pop_recording(dev, mem, vq, qidx, sz, &mut NoRecord),
+    }
+}
+
+/// What a pop records of the ring descriptors it reads: nothing, or (`PackedInflight`) the
+/// inflight area's copies. A record handed over to the general path is taken back first
+/// (`abort`), so that path starts from the same area.
+trait Record {
+    /// Records ring descriptor `d` of the chain (`None`: the area refuses it).
+    fn desc(&mut self, d: &PackedDesc, first: bool, last: bool) -> Option<()>;
+    /// Takes back what `desc` recorded of a chain that is not popped.
+    fn abort(&mut self);
+    /// The chain is popped: its inflight entry (the fetch counter goes back to `vq`).
+    fn commit(&mut self, vq: &mut VuVirtq) -> u16;
+    /// Before a push: the entries of the chain at `entry` back to the free list (false: the
+    /// area refuses them, nothing changed).
+    fn put(&mut self, entry: u16) -> bool;
+    /// The used position after the push, recorded before its descriptor is published.
+    fn used(&mut self, next: Pos);
+    /// After the used descriptor is published: the chain at `entry` is out of flight.
+    fn done(&mut self, entry: u16);
+}
+
+struct NoRecord;
+
+impl Record for NoRecord {
+    #[inline(always)]
+    fn desc(&mut self, _: &PackedDesc, _: bool, _: bool) -> Option<()> {
+        Some(())
+    }
+    #[inline(always)]
+    fn abort(&mut self) {}
+    #[inline(always)]
+    fn commit(&mut self, _: &mut VuVirtq) -> u16 {
+        0
+    }
+    #[inline(always)]
+    fn put(&mut self, _: u16) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn used(&mut self, _: Pos) {}
+    #[inline(always)]
+    fn done(&mut self, _: u16) {}
+}
+
+impl Record for PackedInflight {
+    #[inline(always)]
+    fn desc(&mut self, d: &PackedDesc, first: bool, last: bool) -> Option<()> {
+        self.record(d, first, last).ok()
+    }
+    #[inline(always)]
+    fn abort(&mut self) {
+        self.abort_pop();
+    }
+    #[inline(always)]
+    fn commit(&mut self, vq: &mut VuVirtq) -> u16 {
+        vq.counter = self.counter();
+        self.commit_pop()
+    }
+    #[inline(always)]
+    fn put(&mut self, entry: u16) -> bool {
+        PackedInflight::put(self, entry).is_ok()
+    }
+    #[inline(always)]
+    fn used(&mut self, next: Pos) {
+        self.set_used(next);
+    }
+    #[inline(always)]
+    fn done(&mut self, entry: u16) {
+        self.clear(entry);
+        self.finish_batch();
+    }
+}
+
+/// The body of `pop`, recording into `rec`.
+#[inline(always)]
+fn pop_recording(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    sz: usize,
+    rec: &mut impl Record,
+) -> Option<Option<NonNull<VuVirtqElement>>> {
     let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
     let head = Pos(vq.last_avail_idx);
     if !is_avail(ring.flags(head)?, head.wrap()) {
@@ -64,33 +169,19 @@ pub fn pop(
         return None;
     }
     let mut bufs = Buffers::new(mem, sz)?;
-    let first = ring.read_slot(head.slot())?;
-    let (id, k) = if first.flags & VRING_DESC_F_INDIRECT != 0 {
-        // An indirect descriptor is a chain of its own, and its table the buffers.
-        if first.flags & VRING_DESC_F_NEXT != 0 {
-            return None;
-        }
-        let table = bufs.table(first.addr, first.len)?;
-        for i in 0..table.len {
-            // Packed table entries read as split ones: `next` holds the flags.
-            let e = table.get(i)?;
-            if e.next & VRING_DESC_F_INDIRECT != 0 {
-                return None;
-            }
-            bufs.add(e.addr, e.len, e.next & VRING_DESC_F_WRITE)?;
-        }
-        (first.id, 1)
-    } else {
-        walk(&mut bufs, &ring, head, first)?
+    let Some((id, k)) = chain(&mut bufs, &ring, head, rec) else {
+        rec.abort();
+        return None;
     };
     let last_popped = ids.last_popped;
-    let st = ids.get(id)?;
-    if st.ndescs != 0 {
+    let Some(st) = ids.get(id).filter(|st| st.ndescs == 0) else {
+        rec.abort();
         return None;
-    }
+    };
+    let entry = rec.commit(vq);
     let elem = bufs.finish(id)?;
     st.ndescs = k;
-    st.entry = 0;
+    st.entry = entry;
     st.prev = last_popped;
     st.head = head.0;
     ids.last_popped = id;
@@ -104,13 +195,51 @@ pub fn pop(
     Some(Some(elem))
 }
 
+/// The buffers of the chain at `head` (direct, or one indirect descriptor with its table in
+/// place), each ring descriptor recorded in `rec`: its buffer id and the ring
+/// slots it takes. `None` for the general path (the caller takes the record back).
+#[inline(always)]
+fn chain(
+    bufs: &mut Buffers,
+    ring: &PackedRing,
+    head: Pos,
+    rec: &mut impl Record,
+) -> Option<(u16, u16)> {
+    let first = ring.read_slot(head.slot())?;
+    if first.flags & VRING_DESC_F_INDIRECT == 0 {
+        return walk(bufs, ring, head, first, rec);
+    }
+    // An indirect descriptor is a chain of its own, and its table the buffers.
+    let last = first.flags & VRING_DESC_F_NEXT == 0;
+    rec.desc(&first, true, last)?;
+    if !last {
+        return None;
+    }
+    let table = bufs.table(first.addr, first.len)?;
+    for i in 0..table.len {
+        // Packed table entries read as split ones: `next` holds the flags.
+        let e = table.get(i)?;
+        if e.next & VRING_DESC_F_INDIRECT != 0 {
+            return None;
+        }
+        bufs.add(e.addr, e.len, e.next & VRING_DESC_F_WRITE)?;
+    }
+    Some((first.id, 1))
+}
+
 /// The buffers of the direct chain whose first descriptor `d` is at `head`: its buffer id
 /// and the ring slots it takes. `None` for what the general path refuses: a later descriptor
 /// not available in its own lap (its wrap counter flips where the chain wraps), an indirect
 /// one, a chain longer than the ring, and the buffers' own faults. A ring whose size is not a
 /// power of two (never mapped so) is the general path's too.
 #[inline(always)]
-fn walk(bufs: &mut Buffers, ring: &PackedRing, head: Pos, mut d: PackedDesc) -> Option<(u16, u16)> {
+fn walk(
+    bufs: &mut Buffers,
+    ring: &PackedRing,
+    head: Pos,
+    mut d: PackedDesc,
+    rec: &mut impl Record,
+) -> Option<(u16, u16)> {
     const MARKS: u16 = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
     let num = ring.num();
     if !num.is_power_of_two() {
@@ -124,7 +253,11 @@ fn walk(bufs: &mut Buffers, ring: &PackedRing, head: Pos, mut d: PackedDesc) -> 
             return None;
         }
         bufs.add(d.addr, d.len, d.flags & VRING_DESC_F_WRITE)?;
-        if d.flags & VRING_DESC_F_NEXT == 0 {
+        // Recorded after its buffer (the general path records it before): whichever refuses
+        // first, the call goes to the general path, which records the chain again.
+        let last = d.flags & VRING_DESC_F_NEXT == 0;
+        rec.desc(&d, k == 1, last)?;
+        if last {
             return Some((d.id, k));
         }
         if k > mask {
@@ -143,7 +276,8 @@ fn walk(bufs: &mut Buffers, ring: &PackedRing, head: Pos, mut d: PackedDesc) -> 
 }
 
 /// `vu_queue_push` on a packed ring: the used descriptor at the used position (its flags
-/// last), the id out of flight. False (nothing changed) for the general path.
+/// last), the id out of flight. False (nothing changed) for the general path. A queue with an
+/// inflight area takes `push_tracked` (as for `pop`).
 #[inline(always)]
 pub fn push(
     dev: Dev,
@@ -156,15 +290,56 @@ pub fn push(
     if !lane_open(dev, PUSH_GENERAL_ONLY) || !vq.inflight.is_null() {
         return false;
     }
+    push_recording(dev, mem, vq, qidx, elem, len, &mut NoRecord)
+}
+
+/// `push` for a queue with an inflight area, as the general path's `publish` of a batch of
+/// one: the entries back to the free list first (nothing else changed if that fails), the
+/// used position recorded before the used descriptor is published, then the entry out of
+/// flight and the batch committed. Without the feature acked: the general path's.
+#[inline(always)]
+pub fn push_tracked(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    elem: Completed,
+    len: u32,
+) -> bool {
+    if !lane_open(dev, PUSH_GENERAL_ONLY) {
+        return false;
+    }
+    let Ok(Some(mut area)) = inflight::packed(dev, vq, qidx) else { return false };
+    push_recording(dev, mem, vq, qidx, elem, len, &mut area)
+}
+
+/// The body of `push`, recording into `rec`.
+#[inline(always)]
+fn push_recording(
+    dev: Dev,
+    mem: &MemoryTable,
+    vq: &mut VuVirtq,
+    qidx: usize,
+    elem: Completed,
+    len: u32,
+    rec: &mut impl Record,
+) -> bool {
     let Some((ring, ids)) = ring_and_ids(dev, mem, vq, qidx) else { return false };
     let Ok(id) = u16::try_from(elem.index) else { return false };
     let Some(st) = ids.get(id).filter(|st| st.ndescs != 0) else { return false };
+    let entry = st.entry;
+    if !rec.put(entry) {
+        return false;
+    }
     let ndescs = std::mem::take(&mut st.ndescs);
     let num = ring.num();
     let at = Pos(vq.used_idx);
+    let next = at.advance(ndescs, num);
     let flags = used_flags(at.wrap()) | if len > 0 { VRING_DESC_F_WRITE } else { 0 };
     ring.write_used_body(at, id, len);
+    rec.used(next);
     ring.publish_used_flags(at, flags);
+    rec.done(entry);
     // As the general path's `publish`: the last signalled position tells new used
     // descriptors apart only while it is less than a lap behind.
     if vq.signalled_used_valid {
@@ -173,7 +348,7 @@ pub fn push(
             vq.signalled_used_valid = false;
         }
     }
-    vq.used_idx = at.advance(ndescs, num).0;
+    vq.used_idx = next.0;
     vq.inuse = vq.inuse.saturating_sub(1);
     true
 }
