@@ -26,13 +26,17 @@ pub fn queue_region_size(queue_size: u16) -> u64 {
 /// `vq.inflight`); the frontend's own `desc_num` is never trusted for bounds.
 pub struct InflightArea {
     area: *mut VuVirtqInflight,
-    cap: usize,
+    /// Bytes of the mapping from `area` on (0 when `area` lies outside it).
+    room: usize,
 }
 
+const HEADER: usize = std::mem::size_of::<VuVirtqInflight>();
+const STATE: usize = std::mem::size_of::<VuDescStateSplit>();
+
 impl InflightArea {
-    /// The area of queue `vq` when inflight tracking is on (`None` otherwise); `cap` is 0
+    /// The area of queue `vq` when inflight tracking is on (`None` otherwise); it has no room
     /// when `vq.inflight` lies outside the mapping.
-    #[inline]
+    #[inline(always)]
     pub fn of(dev: Dev, vq: &VuVirtq) -> Option<InflightArea> {
         if vq.inflight.is_null()
             || !dev.has_protocol_feature(
@@ -42,30 +46,24 @@ impl InflightArea {
             return None;
         }
         let info = dev.inflight_info();
-        let (start, end) =
-            (info.addr as usize, (info.addr as usize).saturating_add(info.size as usize));
-        let area = vq.inflight as usize;
-        let cap = if area < start || area >= end {
-            0
-        } else {
-            (end - area).saturating_sub(std::mem::size_of::<VuVirtqInflight>())
-                / std::mem::size_of::<VuDescStateSplit>()
-        };
-        Some(InflightArea { area: vq.inflight, cap })
+        // Below the mapping's start the offset wraps past its size.
+        let off = (vq.inflight as usize).wrapping_sub(info.addr as usize);
+        let room = (info.size as usize).saturating_sub(off);
+        Some(InflightArea { area: vq.inflight, room })
     }
 
     /// How many descriptor states the mapping holds for this queue.
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.room.saturating_sub(HEADER) / STATE
     }
 
     fn header_ok(&self) -> bool {
-        self.cap > 0
+        self.capacity() > 0
     }
 
     pub fn version(&self) -> u16 {
         debug_assert!(self.header_ok());
-        // SAFETY: `area` heads a queue area inside the mapping (cap > 0: callers check).
+        // SAFETY: `area` heads a queue area inside the mapping (capacity() > 0: callers check).
         unsafe { std::ptr::addr_of!((*self.area).version).read_volatile() }
     }
 
@@ -99,13 +97,15 @@ impl InflightArea {
         unsafe { std::ptr::addr_of_mut!((*self.area).last_batch_head).write_volatile(v) }
     }
 
-    /// The state of descriptor `i`, if the mapping holds it.
-    #[inline]
+    /// The state of descriptor `i`, if the mapping holds it: the header and `i + 1` states
+    /// from `area` on (one comparison, no division: a pop and a push ask this).
+    #[inline(always)]
     pub fn slot(&self, i: usize) -> Option<DescSlot> {
-        if i >= self.cap {
+        let need = i.checked_add(1)?.checked_mul(STATE)?.checked_add(HEADER)?;
+        if need > self.room {
             return None;
         }
-        // SAFETY: i < cap states follow the header inside the mapping.
+        // SAFETY: the header and i + 1 states lie in the mapping from `area` on (checked above).
         let p =
             unsafe { (std::ptr::addr_of_mut!((*self.area).desc) as *mut VuDescStateSplit).add(i) };
         Some(DescSlot(p))
@@ -135,7 +135,7 @@ impl DescSlot {
 }
 
 /// The state slot of descriptor `idx` in the queue's area, if tracking is on.
-#[inline]
+#[inline(always)]
 fn slot(
     dev: Dev,
     vq: &VuVirtq,
@@ -161,6 +161,13 @@ pub fn on_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), 
 
 #[inline(never)]
 fn on_pop_tracked(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
+    track_pop(dev, vq, qidx, head)
+}
+
+/// `on_pop` for a queue with `vq.inflight` set, inline (the express lane's pop; the general
+/// path calls it out of line through `on_pop`).
+#[inline(always)]
+pub fn track_pop(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<(), Fault> {
     if let Some((_, s)) = slot(dev, vq, qidx, head)? {
         let counter = vq.counter;
         vq.counter = counter.wrapping_add(1);
@@ -169,43 +176,6 @@ fn on_pop_tracked(dev: Dev, vq: &mut VuVirtq, qidx: usize, head: u32) -> Result<
         s.set_inflight(1);
     }
     Ok(())
-}
-
-/// The express lane's view of a split queue that has `vq.inflight` set: its area and the state
-/// of descriptor `idx`, the slot checked against the mapping in one comparison (the header and
-/// `idx + 1` states between `vq.inflight` and the mapping's end; no capacity division).
-/// `None` for what the general path takes: the feature not acked (it tracks nothing then) or
-/// no slot for `idx` (it refuses the element).
-#[inline(always)]
-pub fn lane_slot(dev: Dev, vq: &VuVirtq, idx: u32) -> Option<(InflightArea, DescSlot)> {
-    if !dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) {
-        return None;
-    }
-    let info = dev.inflight_info();
-    // Below the mapping's start the offset wraps past its size.
-    let off = (vq.inflight as usize).wrapping_sub(info.addr as usize);
-    let size = info.size as usize;
-    let states = (idx as usize).checked_add(1)?;
-    let need = std::mem::size_of::<VuVirtqInflight>()
-        .checked_add(states.checked_mul(std::mem::size_of::<VuDescStateSplit>())?)?;
-    if off >= size || need > size - off {
-        return None;
-    }
-    // `states` states follow the header inside the mapping: the capacity `of` would find is
-    // at least that.
-    let area = InflightArea { area: vq.inflight, cap: states };
-    let s = area.slot(idx as usize)?;
-    Some((area, s))
-}
-
-/// `on_pop` on the express lane, for the slot `lane_slot` found.
-#[inline(always)]
-pub fn lane_on_pop(vq: &mut VuVirtq, s: &DescSlot) {
-    let counter = vq.counter;
-    vq.counter = counter.wrapping_add(1);
-    // The frontend may read the state at any time.
-    s.set_counter(counter);
-    s.set_inflight(1);
 }
 
 /// Before publishing `head` as used: remember it as the last batch head.
@@ -233,6 +203,7 @@ impl TrackedPut {
 
     /// `before_put` for `head`, keeping what `after_put` needs: `None` without an inflight
     /// area, `Err` when the area has no slot for `head` (nothing changed then).
+    #[inline(always)]
     pub fn begin(
         dev: Dev,
         vq: &VuVirtq,
@@ -244,13 +215,6 @@ impl TrackedPut {
             area.set_last_batch_head(head as u16);
         }
         Ok(put)
-    }
-
-    /// `begin` on the express lane, for the slot `lane_slot` found.
-    #[inline(always)]
-    pub fn lane_begin(area: InflightArea, s: DescSlot, head: u32) -> TrackedPut {
-        area.set_last_batch_head(head as u16);
-        TrackedPut(area, s)
     }
 
     /// `after_put`: the element is no longer in flight; the area records the used index.
@@ -792,4 +756,32 @@ pub fn init_desc_num(mapping: &Mapping, offset: usize, queue_size: u16) {
     // SAFETY: the region lies inside the live, page-aligned mapping, at an aligned offset
     // (both checked above); the frontend shares the memory, hence a volatile write.
     unsafe { std::ptr::addr_of_mut!((*area).desc_num).write_volatile(queue_size) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A split area with `room` bytes of the mapping from its start (the slots are only
+    /// computed here, never dereferenced).
+    fn area_with_room(buf: &mut [u8], room: usize) -> InflightArea {
+        InflightArea { area: buf.as_mut_ptr().cast(), room }
+    }
+
+    #[test]
+    fn a_slot_exists_only_when_the_mapping_holds_the_header_and_it() {
+        let mut buf = vec![0u8; HEADER + 8 * STATE];
+        let a = area_with_room(&mut buf, HEADER + 3 * STATE);
+        assert_eq!(a.capacity(), 3);
+        assert!((0..3).all(|i| a.slot(i).is_some()));
+        assert!(a.slot(3).is_none(), "one state past the mapping");
+        assert!(a.slot(usize::MAX).is_none(), "no overflow to a small size");
+        let a = area_with_room(&mut buf, HEADER + 3 * STATE - 1);
+        assert_eq!(a.capacity(), 2);
+        assert!(a.slot(1).is_some() && a.slot(2).is_none(), "a state cut by the mapping's end");
+        let a = area_with_room(&mut buf, HEADER);
+        assert!(a.slot(0).is_none() && !a.header_ok(), "the header alone holds no state");
+        let a = area_with_room(&mut buf, 0);
+        assert!(a.slot(0).is_none() && a.capacity() == 0);
+    }
 }

@@ -9,6 +9,7 @@ use crate::abi::*;
 use crate::backend_channel;
 use crate::device::{Dev, Vq};
 use crate::diagnostics;
+use crate::memory::MemoryTable;
 use crate::queue::express::{packed, split, Head, Pushed};
 use crate::queue::is_packed;
 use crate::queue::{Completed, Fault, Notify, Queue};
@@ -364,7 +365,9 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
 }
 
 /// `vu_queue_pop` on the lane for a packed ring (out of line: each layout's path gets the
-/// registers to itself).
+/// registers to itself), a queue with an inflight area in a function of its own. (Not through
+/// a shared generic continuation as the pushes are: that costs this path 13 instructions a
+/// request, the table kept in memory.)
 ///
 /// # Safety
 /// As for `pop_chain`.
@@ -383,7 +386,7 @@ unsafe extern "C" fn pop_packed(
     }
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
-    let Some(elem) = packed::pop(lane.dev, &lane.mem, lane.vq, qidx, sz) else {
+    let Some(elem) = packed::pop_untracked(lane.dev, &lane.mem, lane.vq, qidx, sz) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };
@@ -391,9 +394,6 @@ unsafe extern "C" fn pop_packed(
     elem.map_or(std::ptr::null_mut(), |e| e.as_ptr().cast())
 }
 
-/// `pop_packed` for a queue with an inflight area (its own function: the untracked path's
-/// registers stay its own).
-///
 /// # Safety
 /// As for `pop_chain`.
 #[inline(never)]
@@ -433,7 +433,7 @@ unsafe extern "C" fn pop_chain(
     // SAFETY: this function's contract.
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let d = lane.dev;
-    let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, head, sz) else {
+    let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, qidx, head, sz) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };
@@ -584,19 +584,10 @@ unsafe extern "C" fn push_packed(
         // SAFETY: as above.
         return unsafe { push_packed_tracked(dev, vq, qidx, counted, elem, len) };
     }
-    // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
-    let e = unsafe { Completed::new(elem) };
-    // SAFETY: this function's contract (as in pop_chain).
-    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
-    if !packed::push(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
-        // SAFETY: this function's contract.
-        return unsafe { push_handed_over(dev, vq, counted, e, len) };
-    }
-    lane::exit(lane.dev, counted);
+    // SAFETY: this function's contract.
+    unsafe { push_continued(dev, vq, qidx, counted, elem, len, packed::push_untracked) }
 }
 
-/// `push_packed` for a queue with an inflight area (as `pop_packed_tracked`).
-///
 /// # Safety
 /// As for `push_packed`.
 #[inline(never)]
@@ -608,22 +599,15 @@ unsafe extern "C" fn push_packed_tracked(
     elem: &VuVirtqElement,
     len: c_uint,
 ) {
-    // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
-    let e = unsafe { Completed::new(elem) };
-    // SAFETY: this function's contract (as in pop_chain).
-    let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
-    if !packed::push_tracked(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
-        // SAFETY: this function's contract.
-        return unsafe { push_handed_over(dev, vq, counted, e, len) };
-    }
-    lane::exit(lane.dev, counted);
+    // SAFETY: this function's contract.
+    unsafe { push_continued(dev, vq, qidx, counted, elem, len, packed::push_tracked) }
 }
 
-/// `vu_queue_push` on the lane for a queue that tracks inflight elements (see
-/// `express::push_tracked`), leaving the lock.
+/// `vu_queue_push` on the lane for a split queue that tracks inflight elements (see
+/// `express::split::push_tracked`), leaving the lock.
 ///
 /// # Safety
-/// As for `pop_chain`; `elem` is the element `vu_queue_push` was given.
+/// As for `push_packed`.
 #[inline(never)]
 unsafe extern "C" fn push_tracked(
     dev: *mut VuDev,
@@ -633,16 +617,35 @@ unsafe extern "C" fn push_tracked(
     elem: &VuVirtqElement,
     len: c_uint,
 ) {
-    // SAFETY: the caller's element, as `vu_queue_push` took it (six arguments, in registers).
+    // SAFETY: this function's contract.
+    unsafe { push_continued(dev, vq, qidx, counted, elem, len, split::push_tracked) }
+}
+
+/// The lane again in a function `vu_queue_push` tail-called (the element rebuilt from the
+/// caller's pointer: six arguments, in registers), `push` on it, then out of the lock (or the
+/// general path, for false).
+///
+/// # Safety
+/// As for `push_packed`.
+#[inline(always)]
+unsafe fn push_continued(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+    qidx: usize,
+    counted: bool,
+    elem: &VuVirtqElement,
+    len: c_uint,
+    push: impl FnOnce(Dev, &MemoryTable, &mut VuVirtq, usize, Completed, u32) -> bool,
+) {
+    // SAFETY: the caller's element, as `vu_queue_push` took it.
     let e = unsafe { Completed::new(elem) };
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
-    let d = lane.dev;
-    if !split::push_tracked(d, &lane.mem, lane.vq, e, len) {
+    if !push(lane.dev, &lane.mem, lane.vq, qidx, e, len) {
         // SAFETY: this function's contract.
         return unsafe { push_handed_over(dev, vq, counted, e, len) };
     }
-    lane::exit(d, counted);
+    lane::exit(lane.dev, counted);
 }
 
 /// # Safety

@@ -36,24 +36,17 @@ fn ring_and_ids<'a>(
     ok.then_some((ring, ids))
 }
 
-/// `vu_queue_pop` on a packed ring: `Some(Some(element))`, `Some(None)` when the descriptor at
-/// the avail position is not available, `None` (nothing changed) for the general path. The
-/// head found available, the chain from it (direct, or one indirect descriptor with its table
-/// in place): each descriptor read once (and found available in its own lap) and translated
-/// straight into iovecs, then popped under its buffer id. A queue with an inflight area takes
-/// `pop_tracked` (the caller dispatches on `vq.inflight`, so that each has its own function).
+/// `pop` for a queue without an inflight area (a function, not a closure, so that the
+/// caller's generic continuation inlines it).
 #[inline(always)]
-pub fn pop(
+pub fn pop_untracked(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
     qidx: usize,
     sz: usize,
 ) -> Option<Option<NonNull<VuVirtqElement>>> {
-    if !lane_open(dev, 0) || resubmitting(vq) || !vq.inflight.is_null() {
-        return None;
-    }
-    pop_recording(dev, mem, vq, qidx, sz, &mut NoRecord)
+    pop(dev, mem, vq, qidx, sz, &mut NoRecord)
 }
 
 /// `pop` for a queue with an inflight area: each ring descriptor is recorded in the packed
@@ -66,13 +59,10 @@ pub fn pop_tracked(
     qidx: usize,
     sz: usize,
 ) -> Option<Option<NonNull<VuVirtqElement>>> {
-    if !lane_open(dev, 0) || resubmitting(vq) {
-        return None;
-    }
     // An area the general path refuses is its to report (it does so only for a chain).
     match inflight::packed(dev, vq, qidx).ok()? {
-        Some(mut area) => pop_recording(dev, mem, vq, qidx, sz, &mut area),
-        None => pop_recording(dev, mem, vq, qidx, sz, &mut NoRecord),
+        Some(mut area) => pop(dev, mem, vq, qidx, sz, &mut area),
+        None => pop(dev, mem, vq, qidx, sz, &mut NoRecord),
     }
 }
 
@@ -95,6 +85,7 @@ trait Record {
     fn done(&mut self, entry: u16);
 }
 
+/// The record of a queue without an inflight area.
 struct NoRecord;
 
 impl Record for NoRecord {
@@ -147,9 +138,15 @@ impl Record for PackedInflight {
     }
 }
 
-/// The body of `pop`, recording into `rec`.
+/// `vu_queue_pop` on a packed ring: `Some(Some(element))`, `Some(None)` when the descriptor at
+/// the avail position is not available, `None` (nothing changed) for the general path. The
+/// head found available, the chain from it (direct, or one indirect descriptor with its table
+/// in place): each descriptor read once (and found available in its own lap) and translated
+/// straight into iovecs, then popped under its buffer id, each ring descriptor recorded in
+/// `rec`: `NoRecord` for a queue without an inflight area, `pop_tracked` for one with it (the
+/// caller dispatches on `vq.inflight`, so that each has its own function and registers).
 #[inline(always)]
-fn pop_recording(
+fn pop(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
@@ -157,6 +154,9 @@ fn pop_recording(
     sz: usize,
     rec: &mut impl Record,
 ) -> Option<Option<NonNull<VuVirtqElement>>> {
+    if !lane_open(dev, 0) || resubmitting(vq) {
+        return None;
+    }
     let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
     let head = Pos(vq.last_avail_idx);
     if !is_avail(ring.flags(head)?, head.wrap()) {
@@ -275,11 +275,9 @@ fn walk(
     }
 }
 
-/// `vu_queue_push` on a packed ring: the used descriptor at the used position (its flags
-/// last), the id out of flight. False (nothing changed) for the general path. A queue with an
-/// inflight area takes `push_tracked` (as for `pop`).
+/// `push` for a queue without an inflight area (as `pop_untracked`).
 #[inline(always)]
-pub fn push(
+pub fn push_untracked(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
@@ -287,10 +285,7 @@ pub fn push(
     elem: Completed,
     len: u32,
 ) -> bool {
-    if !lane_open(dev, PUSH_GENERAL_ONLY) || !vq.inflight.is_null() {
-        return false;
-    }
-    push_recording(dev, mem, vq, qidx, elem, len, &mut NoRecord)
+    push(dev, mem, vq, qidx, elem, len, &mut NoRecord)
 }
 
 /// `push` for a queue with an inflight area, as the general path's `publish` of a batch of
@@ -306,16 +301,15 @@ pub fn push_tracked(
     elem: Completed,
     len: u32,
 ) -> bool {
-    if !lane_open(dev, PUSH_GENERAL_ONLY) {
-        return false;
-    }
     let Ok(Some(mut area)) = inflight::packed(dev, vq, qidx) else { return false };
-    push_recording(dev, mem, vq, qidx, elem, len, &mut area)
+    push(dev, mem, vq, qidx, elem, len, &mut area)
 }
 
-/// The body of `push`, recording into `rec`.
+/// `vu_queue_push` on a packed ring: the used descriptor at the used position (its flags
+/// last), the id out of flight, recorded in `rec` (`NoRecord`, or `push_tracked`'s area, as
+/// for `pop`). False (nothing changed) for the general path.
 #[inline(always)]
-fn push_recording(
+fn push(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
@@ -324,6 +318,9 @@ fn push_recording(
     len: u32,
     rec: &mut impl Record,
 ) -> bool {
+    if !lane_open(dev, PUSH_GENERAL_ONLY) {
+        return false;
+    }
     let Some((ring, ids)) = ring_and_ids(dev, mem, vq, qidx) else { return false };
     let Ok(id) = u16::try_from(elem.index) else { return false };
     let Some(st) = ids.get(id).filter(|st| st.ndescs != 0) else { return false };

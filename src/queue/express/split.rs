@@ -55,6 +55,7 @@ pub fn pop_chain(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
+    qidx: usize,
     head: u16,
     sz: usize,
 ) -> Option<NonNull<VuVirtqElement>> {
@@ -68,14 +69,11 @@ pub fn pop_chain(
         walk(&mut bufs, ring.num(), first, |i| ring.desc(i))?;
     }
     let elem = bufs.finish(head)?;
-    if !vq.inflight.is_null() {
-        let Some((_, s)) = inflight::lane_slot(dev, vq, u32::from(head)) else {
-            // The general path pops the head again (and refuses it, or tracks nothing).
-            // SAFETY: our own element, just built and not handed out.
-            unsafe { libc::free(elem.as_ptr().cast()) };
-            return None;
-        };
-        inflight::lane_on_pop(vq, &s);
+    if !vq.inflight.is_null() && inflight::track_pop(dev, vq, qidx, u32::from(head)).is_err() {
+        // The general path pops the head again and reports the refusal.
+        // SAFETY: our own element, just built and not handed out.
+        unsafe { libc::free(elem.as_ptr().cast()) };
+        return None;
     }
     let next = vq.last_avail_idx.wrapping_add(1);
     vq.last_avail_idx = next;
@@ -136,15 +134,17 @@ pub fn push_tracked(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
+    qidx: usize,
     elem: Completed,
     len: u32,
 ) -> bool {
     let Some(ring) = SplitRing::under(vq, mem) else { return false };
-    // No slot for the head (or the feature not acked): the general path's.
-    let Some((area, s)) = inflight::lane_slot(dev, vq, elem.index) else { return false };
-    let put = TrackedPut::lane_begin(area, s, elem.index);
+    // No slot for the head: the general path reports it.
+    let Ok(tracked) = TrackedPut::begin(dev, vq, qidx, elem.index) else { return false };
     publish(ring, vq, elem, len);
-    put.finish(vq);
+    if let Some(put) = tracked {
+        put.finish(vq);
+    }
     true
 }
 
