@@ -203,6 +203,21 @@ impl Cfg {
             2.0
         }
     }
+    /// Rounds of the blk throughput runs (`blk_runs`: short windows, back to back).
+    fn blk_rounds(&self) -> usize {
+        if self.quick {
+            5
+        } else {
+            15
+        }
+    }
+    fn blk_window(&self) -> f64 {
+        if self.quick {
+            0.2
+        } else {
+            0.5
+        }
+    }
     fn cg_requests(&self) -> u64 {
         if self.quick {
             2000
@@ -1133,21 +1148,47 @@ fn offers_packed(cfg: &Cfg, lib: &Lib) -> bool {
 }
 
 /// One throughput run: fresh backend, warm-up, timed window.
-fn blk_run(cfg: &Cfg, lib: &Lib, wl: &Wl) -> (f64, f64) {
-    let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
-    let stream = b.connect();
-    let (s, mut ring) = start_device(stream, wl);
-    ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
-    // drain: let in-flight requests finish so the window starts clean
-    let t0 = Instant::now();
-    let c0 = b.cpu();
-    let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.secs())), None);
-    let dt = t0.elapsed().as_secs_f64();
-    let c1 = b.cpu();
-    drop(s);
-    drop(ring);
-    b.finish(Duration::from_secs(20));
-    (n as f64 / dt, (c1 - c0) * 1e9 / n as f64)
+/// Throughput of `wl` on each of `libs`: one backend per library, each connected, started
+/// and warmed up once, then measured in alternating windows (`cfg.blk_rounds()` rounds, each
+/// library once per round, the order reversed every other round). A pair compared (round i
+/// of two libraries) is thus a fraction of a second apart, so both see the same state of
+/// the machine: on these virtual machines the speed of the same binary can change by a
+/// factor of two from one second to the next (where the host runs the two vCPUs), and
+/// pairs measured seconds apart compared those states more than the libraries.
+/// Per library, per round: (req/s, backend CPU ns per request).
+fn blk_runs(cfg: &Cfg, libs: &[&Lib], wl: &Wl) -> Vec<Vec<(f64, f64)>> {
+    let mut live: Vec<(Backend, Session, Ring)> = libs
+        .iter()
+        .map(|lib| {
+            let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
+            let stream = b.connect();
+            let (s, mut ring) = start_device(stream, wl);
+            ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
+            (b, s, ring)
+        })
+        .collect();
+    let mut out = vec![Vec::new(); libs.len()];
+    for round in 0..cfg.blk_rounds() {
+        let mut order: Vec<usize> = (0..live.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (b, _, ring) = &mut live[i];
+            let t0 = Instant::now();
+            let c0 = b.cpu();
+            let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.blk_window())), None);
+            let dt = t0.elapsed().as_secs_f64();
+            let c1 = b.cpu();
+            out[i].push((n as f64 / dt, (c1 - c0) * 1e9 / n.max(1) as f64));
+        }
+    }
+    for (b, s, ring) in live {
+        drop(s);
+        drop(ring);
+        b.finish(Duration::from_secs(20));
+    }
+    out
 }
 
 // ---- real consumers (unchanged QEMU binaries) ---------------------------------
@@ -1655,14 +1696,17 @@ fn main() {
                 }
             };
             let entry = blk.entry((wi, wl.name())).or_insert_with(|| (wl.name(), BTreeMap::new()));
-            for rep in 0..cfg.reps() {
-                for lib in &cfg.libs {
-                    let st = entry.1.entry(lib.name.clone()).or_default();
-                    if let Some(why) = skip(lib) {
-                        st.note = Some(why);
-                        continue;
-                    }
-                    let (rps, cpu) = blk_run(&cfg, lib, wl);
+            let mut measured: Vec<&Lib> = Vec::new();
+            for lib in &cfg.libs {
+                let st = entry.1.entry(lib.name.clone()).or_default();
+                match skip(lib) {
+                    Some(why) => st.note = Some(why),
+                    None => measured.push(lib),
+                }
+            }
+            for (lib, runs) in measured.iter().zip(blk_runs(&cfg, &measured, wl)) {
+                let st = entry.1.entry(lib.name.clone()).or_default();
+                for (rep, (rps, cpu)) in runs.into_iter().enumerate() {
                     eprintln!(
                         "[blk] {} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req",
                         wl.name(),
@@ -1830,10 +1874,12 @@ fn main() {
 
 fn render(blk: &Table, micro: &Table, ctrl: &Table, cons: &Table, cfg: &Cfg) -> String {
     format!(
-        "{{\"mode\": {}, \"reps\": {}, \"seconds\": {}, \"callgrind_requests\": {}, \"micro_requests\": {}, \"pin\": {},\n\"blk\": {},\n\"micro\": {},\n\"ctrl\": {},\n\"consumers\": {},\n\"consumer_image\": {}\n}}\n",
+        "{{\"mode\": {}, \"reps\": {}, \"seconds\": {}, \"blk_rounds\": {}, \"blk_window\": {}, \"callgrind_requests\": {}, \"micro_requests\": {}, \"pin\": {},\n\"blk\": {},\n\"micro\": {},\n\"ctrl\": {},\n\"consumers\": {},\n\"consumer_image\": {}\n}}\n",
         json_str(if cfg.quick { "quick" } else { "full" }),
         cfg.reps(),
         cfg.secs(),
+        cfg.blk_rounds(),
+        cfg.blk_window(),
         cfg.cg_requests(),
         cfg.micro_requests(),
         cfg.pin.map_or("null".to_string(), |p| format!("[{}, {}]", p.frontend, p.backend)),

@@ -542,7 +542,10 @@ def main():
     cpu = sh("lscpu | sed -n 's/^Model name: *//p'") or platform.processor()
     info = [
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- mode: {res['mode']} ({res['reps']} repetitions per library, interleaved; "
+        f"- mode: {res['mode']} (blk throughput: one backend per library kept connected, "
+        f"{res.get('blk_rounds', res['reps'])} rounds of {res.get('blk_window', res['seconds'])} s windows, "
+        "each library once per round, the order reversed every other round; micro and consumers: "
+        f"{res['reps']} repetitions per library, interleaved, "
         f"{res['seconds']} s windows; callgrind: {res['callgrind_requests']} requests (blk), "
         f"{res['callgrind_requests'] * 5} (micro), minus a zero-request baseline)",
         f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.release()}, "
@@ -580,7 +583,7 @@ def main():
            "`vu_queue_pop` + `vu_queue_push` + `vu_queue_notify` + `free` (inclusive: the element's malloc "
            "and free included) of the blk backend (callgrind, n requests minus a zero-request run); packed rows: "
            "the in-process microbenchmark, ours on packed rings vs C on split rings. Throughput goals: "
-           "median over the interleaved pairs of ours/C req/s (rep i of ours with rep i of C 10.0.2), "
+           "median over the interleaved pairs of ours/C req/s (round or rep i of ours with the same of C 10.0.2), "
            "frontend and backend pinned to different CPUs; in parentheses the pairs' range. "
            "Consumer goals: the 7.2 builds (section 4). Memory: absolute bytes (section 5) against "
            "bench/results/MEMORY.md (main at cbd7101).", "", gtable, ""]
