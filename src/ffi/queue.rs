@@ -172,7 +172,7 @@ unsafe extern "C" fn notify_packed(
 ) {
     // SAFETY: this function's contract (as in pop_chain).
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
-    let decision = crate::queue::packed::quick_should_notify(lane.vq);
+    let decision = crate::queue::packed::quick_should_notify(lane.dev, lane.vq);
     // SAFETY: as above.
     unsafe { notify_decided(lane, decision, sync) }
 }

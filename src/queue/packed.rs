@@ -289,10 +289,12 @@ fn wants_interrupt(ring: &PackedRing, e: EventSuppress, vq: &mut VuVirtq) -> boo
 /// `queue::quick_notify_open`): `None`, with nothing changed, when the ring is not mapped
 /// or the driver's event offset is bad (the general path reports it).
 #[inline(always)]
-pub fn quick_should_notify(vq: &mut VuVirtq) -> Option<bool> {
+pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
     // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
     // the caller holds the memory lock.
     let ring = unsafe { PackedRing::of(vq) }?;
+    // (The general path, should it take the call, writes the same.)
+    keep_device_event(dev, &ring, vq);
     // Expose the used descriptors before reading the driver's suppression state.
     fence(Ordering::SeqCst);
     let e = ring.driver_event();
@@ -443,6 +445,44 @@ impl DescSource for inflight::ChainCopies<'_> {
     }
 }
 
+impl Packed<'_> {
+    /// Whether the descriptor at the avail position is not available.
+    fn head_empty(&self, q: &Queue) -> Result<bool, Fault> {
+        let head = Pos(q.vq.last_avail_idx);
+        let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
+        Ok(!is_avail(flags, head.wrap()))
+    }
+}
+
+/// EVENT_IDX on a packed ring, as `split::arm_avail_event`: the device event offset is set
+/// to the avail position only when the ring was found empty (unless it already holds it, or
+/// notifications are off), then fenced; true when the caller must look at the ring again.
+#[inline(always)]
+pub fn arm_device_event(dev: Dev, ring: &PackedRing, vq: &VuVirtq) -> bool {
+    if !device_event_stale(dev, ring, vq) {
+        return false;
+    }
+    ring.set_device_event_offset(vq.last_avail_idx);
+    fence(Ordering::SeqCst);
+    true
+}
+
+/// As `split::keep_avail_event`: the device event offset the original's way (the avail
+/// position) at each notify and before a rewind; no fence.
+#[inline(always)]
+pub fn keep_device_event(dev: Dev, ring: &PackedRing, vq: &VuVirtq) {
+    if device_event_stale(dev, ring, vq) {
+        ring.set_device_event_offset(vq.last_avail_idx);
+    }
+}
+
+#[inline(always)]
+fn device_event_stale(dev: Dev, ring: &PackedRing, vq: &VuVirtq) -> bool {
+    dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
+        && vq.notification
+        && ring.device_event_offset() != vq.last_avail_idx
+}
+
 impl RingOps for Packed<'_> {
     #[inline]
     fn pop(&mut self, q: &mut Queue, sz: usize) -> Result<*mut VuVirtqElement, Fault> {
@@ -451,8 +491,7 @@ impl RingOps for Packed<'_> {
         }
         let num = self.ring.num();
         let head = Pos(q.vq.last_avail_idx);
-        let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
-        if !is_avail(flags, head.wrap()) {
+        if self.is_empty(q)? {
             return Ok(std::ptr::null_mut());
         }
         // Read the chain only after seeing its head available.
@@ -496,9 +535,6 @@ impl RingOps for Packed<'_> {
         vq.last_avail_idx = next.0;
         vq.shadow_avail_idx = next.0;
         vq.inuse += 1;
-        if vq.notification && q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
-            self.ring.set_device_event_offset(next.0);
-        }
         Ok(elem.finish(u32::from(id)))
     }
 
@@ -508,6 +544,7 @@ impl RingOps for Packed<'_> {
         if num > q.vq.inuse {
             return false;
         }
+        keep_device_event(q.dev, &self.ring, q.vq);
         let ring_num = self.ring.num();
         let mut end = Pos(q.vq.last_avail_idx);
         let mut id = self.ids.last_popped;
@@ -571,16 +608,23 @@ impl RingOps for Packed<'_> {
         self.publish(q, &[(id, len)])
     }
 
+    /// Whether no buffer is waiting, the ring armed first when none is (`arm_device_event`:
+    /// the caller may wait for a kick).
     fn is_empty(&mut self, q: &mut Queue) -> Result<bool, Fault> {
-        let head = Pos(q.vq.last_avail_idx);
-        let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
-        Ok(!is_avail(flags, head.wrap()))
+        if !self.head_empty(q)? {
+            return Ok(false);
+        }
+        if !arm_device_event(q.dev, &self.ring, q.vq) {
+            return Ok(true);
+        }
+        self.head_empty(q)
     }
 
     fn should_notify(&mut self, q: &mut Queue) -> Result<bool, Fault> {
+        keep_device_event(q.dev, &self.ring, q.vq);
         // Expose the used descriptors before reading the driver's suppression state.
         fence(Ordering::SeqCst);
-        if q.dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && q.vq.inuse == 0 && self.is_empty(q)? {
+        if q.dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && q.vq.inuse == 0 && self.head_empty(q)? {
             return Ok(true);
         }
         let e = self.ring.driver_event();
@@ -621,6 +665,10 @@ impl RingOps for Packed<'_> {
         while seen < num {
             let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
             if !is_avail(flags, head.wrap()) {
+                // Nothing at all: the caller may wait for a kick (see `arm_device_event`).
+                if seen == 0 && arm_device_event(q.dev, &self.ring, q.vq) {
+                    continue;
+                }
                 break;
             }
             fence(Ordering::Acquire);

@@ -241,6 +241,13 @@ impl PackedRing {
         unsafe { std::ptr::addr_of_mut!((*self.device).flags).write_volatile(flags.to_le()) }
     }
 
+    /// The position the device's event area asks for a kick at, as it holds it now.
+    #[inline]
+    pub fn device_event_offset(&self) -> u16 {
+        // SAFETY: as in `set_device_flags`.
+        u16::from_le(unsafe { std::ptr::addr_of!((*self.device).off_wrap).read_volatile() })
+    }
+
     /// Sets the position the device wants a kick at (with DESC flags and EVENT_IDX).
     #[inline]
     pub fn set_device_event_offset(&self, off_wrap: u16) {

@@ -115,6 +115,17 @@ impl SplitRing {
         })
     }
 
+    /// Our `avail_event` (EVENT_IDX) as the used ring holds it now.
+    #[inline]
+    pub fn avail_event(&self) -> u16 {
+        // SAFETY: as in `set_avail_event`.
+        u16::from_le(unsafe {
+            let p = (std::ptr::addr_of!((*self.used).ring) as *const vring_used_elem)
+                .add(usize::from(self.num));
+            (p as *const u16).read_volatile()
+        })
+    }
+
     /// Sets our `avail_event` (EVENT_IDX), stored after the used ring's entries.
     #[inline]
     pub fn set_avail_event(&self, val: u16) {

@@ -67,6 +67,47 @@ fn is_empty(ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, Fault> {
     Ok(refresh_avail(ring, vq, vq.last_avail_idx)? == vq.last_avail_idx)
 }
 
+/// `is_empty` for a caller that will wait for a kick when it is: the ring is armed first
+/// (`arm_avail_event`), so a buffer published meanwhile is seen here or kicked.
+#[inline]
+fn is_empty_armed(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, Fault> {
+    if !is_empty(ring, vq)? {
+        return Ok(false);
+    }
+    if !arm_avail_event(dev, ring, vq) {
+        return Ok(true);
+    }
+    Ok(refresh_avail(ring, vq, vq.last_avail_idx)? == vq.last_avail_idx)
+}
+
+/// EVENT_IDX: the device asks for a kick at the next avail index only once it has run out
+/// of buffers (as Linux's vhost does), not after every pop (as the original does). So while
+/// the device works through a full ring it never writes the cache line the driver reads for
+/// its kick decision. Called when the ring was found empty: sets `avail_event` to
+/// `last_avail_idx` unless it already holds it (or notifications are off), then fences, so
+/// that the caller's second look at the avail index sees any buffer the driver published
+/// before reading `avail_event` (the driver kicks for any buffer it publishes after).
+/// True when it armed the ring: the caller must read the avail index again.
+///
+/// Where a backend may go to sleep without having seen the ring empty, `avail_event` gets
+/// the original's value too, so such a backend is kicked exactly when the original's would
+/// be: at each notify (`keep_avail_event`: a backend that popped just what was there and
+/// pushed it) and before an unpop or rewind (the original's value then is the index after
+/// the last pop).
+#[inline(always)]
+pub fn arm_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) -> bool {
+    let last = vq.last_avail_idx;
+    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX == 0
+        || !vq.notification
+        || ring.avail_event() == last
+    {
+        return false;
+    }
+    ring.set_avail_event(last);
+    fence(Ordering::SeqCst);
+    true
+}
+
 /// Maps the chain at `head` into one malloc'd element of `sz` bytes (NULL when out of memory).
 #[inline(always)]
 fn map_element(
@@ -78,6 +119,25 @@ fn map_element(
     let Some(mut elem) = ElementMapper::new(mem, sz) else { return Ok(std::ptr::null_mut()) };
     chain::map_chain(mem, ring, head, &mut elem)?;
     Ok(elem.finish(u32::from(head)))
+}
+
+/// Sets `avail_event` to the original's value, `last_avail_idx`, unless it holds it (see
+/// `arm_avail_event`; no fence: the notify that calls this fences next).
+#[inline(always)]
+pub fn keep_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) {
+    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
+        && vq.notification
+        && ring.avail_event() != vq.last_avail_idx
+    {
+        ring.set_avail_event(vq.last_avail_idx);
+    }
+}
+
+/// `keep_avail_event` before an unpop or rewind, if the ring is mapped.
+pub fn keep_avail_event_before_rewind(dev: Dev, mem: &MemoryTable, vq: &VuVirtq) {
+    if let Some(ring) = SplitRing::under(vq, mem) {
+        keep_avail_event(dev, &ring, vq);
+    }
 }
 
 /// `vu_queue_unpop` (the original's arithmetic, ring or not).
@@ -218,6 +278,7 @@ pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
     // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
     // the caller holds the memory lock.
     let ring = unsafe { SplitRing::of(vq) }?;
+    keep_avail_event(dev, &ring, vq);
     // Expose the used entries before reading the driver's suppression state.
     fence(Ordering::SeqCst);
     Some(wants_interrupt(&ring, dev, vq))
@@ -307,7 +368,7 @@ impl RingOps for SplitRing {
             return elem;
         }
 
-        if is_empty(self, vq)? {
+        if is_empty_armed(q.dev, self, vq)? {
             return Ok(std::ptr::null_mut());
         }
         // Read the descriptors only after seeing the avail index that covers them.
@@ -320,9 +381,6 @@ impl RingOps for SplitRing {
         vq.last_avail_idx = vq.last_avail_idx.wrapping_add(1);
         if head >= self.num() {
             return Err(Fault::BadHead(u32::from(head)));
-        }
-        if q.dev.has_feature(VIRTIO_RING_F_EVENT_IDX) && vq.notification {
-            self.set_avail_event(vq.last_avail_idx);
         }
         let Some(mut elem) = ElementMapper::new(&q.mem, sz) else {
             return Ok(std::ptr::null_mut());
@@ -363,7 +421,7 @@ impl RingOps for SplitRing {
     }
 
     fn is_empty(&mut self, q: &mut Queue) -> Result<bool, Fault> {
-        is_empty(self, q.vq)
+        is_empty_armed(q.dev, self, q.vq)
     }
 
     /// Whether the driver wants an interrupt now (EVENT_IDX and NOTIFY_ON_EMPTY rules).
@@ -371,6 +429,7 @@ impl RingOps for SplitRing {
     fn should_notify(&mut self, q: &mut Queue) -> Result<bool, Fault> {
         let dev = q.dev;
         let vq = &mut *q.vq;
+        keep_avail_event(dev, self, vq);
         // Expose the used entries before reading the driver's suppression state.
         fence(Ordering::SeqCst);
         if dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && vq.inuse == 0 && is_empty(self, vq)? {
@@ -412,6 +471,10 @@ impl RingOps for SplitRing {
                 return Err(Fault::AvailIndexJump { from: idx, to: avail });
             }
             if pending == 0 {
+                // Nothing at all: the caller may wait for a kick (see `arm_avail_event`).
+                if idx == q.vq.last_avail_idx && arm_avail_event(q.dev, self, q.vq) {
+                    continue;
+                }
                 return Ok((in_total, out_total));
             }
             fence(Ordering::Acquire);

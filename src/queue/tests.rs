@@ -786,3 +786,97 @@ fn packed_writes_are_logged_during_migration() {
     d.set_log_table(std::ptr::null_mut());
     d.set_log_size(0);
 }
+
+/// EVENT_IDX on a split ring, on the express lane and on the general path alike: the
+/// device's `avail_event` is written when a pop or `vu_queue_empty` finds the ring empty
+/// (the kick the backend then waits for), not at every pop; at each notify and before a
+/// rewind it gets the original's value (the index after the last pop); with notifications
+/// off it is left alone.
+#[test]
+fn split_avail_event_is_armed_when_the_ring_runs_dry() {
+    for general in [false, true] {
+        let mut h = Harness::new(false, 8, 1 << VIRTIO_RING_F_EVENT_IDX);
+        if general {
+            // SAFETY: our device, set up by the harness.
+            unsafe { Dev::from_raw(h.dev()) }.unwrap().mem_gate().close_to_lane();
+        }
+        const EVENT: u64 = USED_SPLIT + 4 + 8 * 8;
+        for i in 0..3u16 {
+            let d = vring_desc {
+                addr: DATA + 64 * u64::from(i),
+                len: 16,
+                flags: VRING_DESC_F_WRITE,
+                next: 0,
+            };
+            h.write(DESC + 16 * u64::from(i), d);
+            h.write::<u16>(AVAIL_SPLIT + 4 + 2 * u64::from(i), i);
+        }
+        h.write::<u16>(AVAIL_SPLIT + 2, 3);
+        let path = if general { "general path" } else { "lane" };
+        let (a, _b) = (h.pop().unwrap(), h.pop().unwrap());
+        assert_eq!(h.read::<u16>(EVENT), 0, "{path}: written while buffers were waiting");
+        // SAFETY: our device and queue.
+        assert!(unsafe { vu_queue_rewind(h.dev(), h.vq(), 1) });
+        assert_eq!(h.read::<u16>(EVENT), 2, "{path}: rewind without the original's value");
+        let (b, c) = (h.pop().unwrap(), h.pop().unwrap());
+        assert_eq!(h.read::<u16>(EVENT), 2, "{path}");
+        assert!(h.pop().is_none());
+        assert_eq!(h.read::<u16>(EVENT), 3, "{path}: an empty ring not armed");
+        for e in [&a, &b, &c] {
+            h.push(e, 16);
+        }
+        h.write::<u16>(EVENT, 0);
+        // SAFETY: our device and queue.
+        unsafe { vu_queue_notify(h.dev(), h.vq()) };
+        assert_eq!(h.read::<u16>(EVENT), 3, "{path}: notify without the original's value");
+        h.write::<u16>(EVENT, 0);
+        // SAFETY: as above.
+        assert!(unsafe { vu_queue_empty(h.dev(), h.vq()) });
+        assert_eq!(h.read::<u16>(EVENT), 3, "{path}: vu_queue_empty did not arm");
+        // SAFETY: as above.
+        unsafe { vu_queue_set_notification(h.dev(), h.vq(), 0) };
+        h.write::<u16>(EVENT, 0);
+        assert!(h.pop().is_none());
+        assert_eq!(h.read::<u16>(EVENT), 0, "{path}: armed with notifications off");
+        assert_eq!(h.panics(), 0);
+    }
+}
+
+/// The same on a packed ring: the device event offset.
+#[test]
+fn packed_device_event_is_armed_when_the_ring_runs_dry() {
+    for general in [false, true] {
+        let mut h = Harness::new(true, 8, 1 << VIRTIO_RING_F_EVENT_IDX);
+        if general {
+            // SAFETY: our device, set up by the harness.
+            unsafe { Dev::from_raw(h.dev()) }.unwrap().mem_gate().close_to_lane();
+        }
+        let path = if general { "general path" } else { "lane" };
+        let event = |h: &Harness| h.device_event().off_wrap;
+        for _ in 0..3 {
+            h.offer(&[(DATA, 8, true)], false);
+        }
+        let (a, _b) = (h.pop().unwrap(), h.pop().unwrap());
+        assert_eq!(event(&h), 0, "{path}: written while buffers were waiting");
+        // SAFETY: our device and queue.
+        assert!(unsafe { vu_queue_rewind(h.dev(), h.vq(), 1) });
+        assert_eq!(event(&h), Pos::WRAP | 2, "{path}: rewind without the original's value");
+        let (b, c) = (h.pop().unwrap(), h.pop().unwrap());
+        assert_eq!(event(&h), Pos::WRAP | 2, "{path}");
+        assert!(h.pop().is_none());
+        assert_eq!(event(&h), Pos::WRAP | 3, "{path}: an empty ring not armed");
+        for e in [&a, &b, &c] {
+            h.push(e, 8);
+        }
+        h.driver_event(0, VRING_PACKED_EVENT_FLAG_ENABLE);
+        h.write(DEVICE, EventSuppress { off_wrap: 0, flags: 0 });
+        // SAFETY: our device and queue.
+        unsafe { vu_queue_notify(h.dev(), h.vq()) };
+        assert_eq!(event(&h), Pos::WRAP | 3, "{path}: notify without the original's value");
+        h.write(DEVICE, EventSuppress { off_wrap: 0, flags: 0 });
+        // SAFETY: as above.
+        assert!(unsafe { vu_queue_empty(h.dev(), h.vq()) });
+        assert_eq!(event(&h), Pos::WRAP | 3, "{path}: vu_queue_empty did not arm");
+        assert_eq!(h.panics(), 0);
+    }
+}

@@ -14,7 +14,6 @@ use crate::queue::packed_ring::{
     avail_flags, is_avail, used_flags, PackedDesc, PackedRing, Pos, VRING_PACKED_DESC_F_AVAIL,
     VRING_PACKED_DESC_F_USED,
 };
-use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
 use crate::queue::Completed;
 
 use super::{lane_open, resubmitting, Buffers, PUSH_GENERAL_ONLY};
@@ -160,7 +159,12 @@ fn pop(
     let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
     let head = Pos(vq.last_avail_idx);
     if !is_avail(ring.flags(head)?, head.wrap()) {
-        return Some(None);
+        // Empty: ask for a kick, then look once more (as the general path).
+        if !crate::queue::packed::arm_device_event(dev, &ring, vq)
+            || !is_avail(ring.flags(head)?, head.wrap())
+        {
+            return Some(None);
+        }
     }
     // Read the chain only after seeing its head available.
     fence(Ordering::Acquire);
@@ -189,9 +193,6 @@ fn pop(
     vq.last_avail_idx = next.0;
     vq.shadow_avail_idx = next.0;
     vq.inuse += 1;
-    if vq.notification && dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 {
-        ring.set_device_event_offset(next.0);
-    }
     Some(Some(elem))
 }
 

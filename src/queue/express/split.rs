@@ -9,7 +9,7 @@ use crate::inflight::{self, TrackedPut};
 use crate::memory::MemoryTable;
 use crate::queue::chain::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 use crate::queue::ring::SplitRing;
-use crate::queue::split::VIRTIO_RING_F_EVENT_IDX;
+use crate::queue::split;
 use crate::queue::Completed;
 
 use super::{lane_open, resubmitting, Buffers, Head, Pushed, PUSH_GENERAL_ONLY};
@@ -25,7 +25,14 @@ pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
     let Some(ring) = SplitRing::under(vq, mem) else { return Head::General };
     let last = vq.last_avail_idx;
     if vq.shadow_avail_idx == last {
-        let idx = ring.avail_idx();
+        let mut idx = ring.avail_idx();
+        if idx == last {
+            // Empty: ask for a kick, then look once more (as the general path).
+            if !split::arm_avail_event(dev, &ring, vq) {
+                return Head::Empty;
+            }
+            idx = ring.avail_idx();
+        }
         if idx.wrapping_sub(last) > ring.num() {
             return Head::General;
         }
@@ -75,12 +82,8 @@ pub fn pop_chain(
         unsafe { libc::free(elem.as_ptr().cast()) };
         return None;
     }
-    let next = vq.last_avail_idx.wrapping_add(1);
-    vq.last_avail_idx = next;
+    vq.last_avail_idx = vq.last_avail_idx.wrapping_add(1);
     vq.inuse += 1;
-    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 && vq.notification {
-        ring.set_avail_event(next);
-    }
     Some(elem)
 }
 
