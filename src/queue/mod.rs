@@ -253,7 +253,9 @@ pub fn is_packed(dev: Dev) -> bool {
 /// The caller holds the memory lock (write, or read as the queue's own thread).
 pub fn map_ring(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     if is_packed(dev) {
-        packed::map_ring(mem, vq)
+        packed::map_ring(mem, vq)?;
+        packed::suppress_kicks(dev, vq);
+        Ok(())
     } else {
         split::map_ring(mem, vq)
     }

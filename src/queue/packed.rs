@@ -46,6 +46,22 @@ pub fn map_ring(mem: &MemoryTable, vq: &mut VuVirtq) -> Result<(), Fault> {
     Ok(())
 }
 
+/// EVENT_IDX on a packed ring just mapped: the device asks for a kick at the avail position
+/// only (DESC flags, the offset written first), as `vu_queue_set_notification(1)` does. The
+/// driver leaves the area zeroed, which reads ENABLE: a kick for every batch it publishes,
+/// where a split ring's `avail_event` suppresses them from the start. (Notifications turned
+/// off by the backend are left so.)
+pub fn suppress_kicks(dev: Dev, vq: &VuVirtq) {
+    if !dev.has_feature(VIRTIO_RING_F_EVENT_IDX) || !vq.notification {
+        return;
+    }
+    // SAFETY: just mapped by `map_ring`, under the caller's memory lock.
+    let Some(ring) = (unsafe { PackedRing::of(vq) }) else { return };
+    ring.set_device_event_offset(vq.last_avail_idx);
+    fence(Ordering::Release);
+    ring.set_device_flags(VRING_PACKED_EVENT_FLAG_DESC);
+}
+
 /// Where the descriptors of a chain come from: the ring, or (resubmission after a reconnect)
 /// the copies in the inflight area.
 trait DescSource {
