@@ -1155,11 +1155,13 @@ fn offers_packed(cfg: &Cfg, lib: &Lib) -> bool {
 /// the machine: on these virtual machines the speed of the same binary can change by a
 /// factor of two from one second to the next (where the host runs the two vCPUs), and
 /// pairs measured seconds apart compared those states more than the libraries.
-/// Per library, per round: (req/s, backend CPU ns per request).
-fn blk_runs(cfg: &Cfg, libs: &[&Lib], wl: &Wl) -> Vec<Vec<(f64, f64)>> {
-    let mut live: Vec<(Backend, Session, Ring)> = libs
+/// `runs`: each library with the workload it runs (a library without packed rings runs a
+/// packed workload's split twin beside the others' packed one). Per run, per round: (req/s,
+/// backend CPU ns per request).
+fn blk_runs(cfg: &Cfg, runs: &[(&Lib, &Wl)]) -> Vec<Vec<(f64, f64)>> {
+    let mut live: Vec<(Backend, Session, Ring)> = runs
         .iter()
-        .map(|lib| {
+        .map(|&(lib, wl)| {
             let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
             let stream = b.connect();
             let (s, mut ring) = start_device(stream, wl);
@@ -1167,7 +1169,7 @@ fn blk_runs(cfg: &Cfg, libs: &[&Lib], wl: &Wl) -> Vec<Vec<(f64, f64)>> {
             (b, s, ring)
         })
         .collect();
-    let mut out = vec![Vec::new(); libs.len()];
+    let mut out = vec![Vec::new(); runs.len()];
     for round in 0..cfg.blk_rounds() {
         let mut order: Vec<usize> = (0..live.len()).collect();
         if round % 2 == 1 {
@@ -1696,21 +1698,29 @@ fn main() {
                 }
             };
             let entry = blk.entry((wi, wl.name())).or_insert_with(|| (wl.name(), BTreeMap::new()));
-            let mut measured: Vec<&Lib> = Vec::new();
+            // A library without packed rings runs the split twin in the same rounds (the
+            // packed goals compare with it), recorded as `<lib>-split-twin`.
+            let twin = Wl { packed: false, ..wl.clone() };
+            let mut runs: Vec<(&Lib, &Wl, String)> = Vec::new();
             for lib in &cfg.libs {
                 let st = entry.1.entry(lib.name.clone()).or_default();
                 match skip(lib) {
-                    Some(why) => st.note = Some(why),
-                    None => measured.push(lib),
+                    Some(why) => {
+                        st.note = Some(why);
+                        if wl.packed && supported(lib, wl.regions) {
+                            runs.push((lib, &twin, format!("{}-split-twin", lib.name)));
+                        }
+                    }
+                    None => runs.push((lib, wl, lib.name.clone())),
                 }
             }
-            for (lib, runs) in measured.iter().zip(blk_runs(&cfg, &measured, wl)) {
-                let st = entry.1.entry(lib.name.clone()).or_default();
-                for (rep, (rps, cpu)) in runs.into_iter().enumerate() {
+            let pairs: Vec<(&Lib, &Wl)> = runs.iter().map(|(l, w, _)| (*l, *w)).collect();
+            for ((_, w, key), res) in runs.iter().zip(blk_runs(&cfg, &pairs)) {
+                let st = entry.1.entry(key.clone()).or_default();
+                for (rep, (rps, cpu)) in res.into_iter().enumerate() {
                     eprintln!(
-                        "[blk] {} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req",
-                        wl.name(),
-                        lib.name
+                        "[blk] {} {key} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req",
+                        w.name()
                     );
                     st.rps.push(rps);
                     st.cpu_ns.push(cpu);
