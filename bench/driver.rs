@@ -1208,27 +1208,49 @@ fn consumer_finish(b: Backend, c: &Consumer, timeout: Duration) {
 }
 
 /// One throughput run against a fresh consumer process.
-fn consumer_run(cfg: &Cfg, c: &Consumer, wl: &Wl) -> (f64, f64) {
-    let mut b = Backend::start_consumer(&cfg.work, c, &[], &cfg.image, cfg.pin);
-    let stream = b.connect();
-    // Both consumers offer CONFIG (+ INFLIGHT_SHMFD), not REPLY_ACK or MQ.
-    let (s, mut ring) = start_device_proto(stream, wl, VhostUserProtocolFeatures::CONFIG);
-    ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
-    let t0 = Instant::now();
-    let c0 = b.cpu();
-    let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.secs())), None);
-    let dt = t0.elapsed().as_secs_f64();
-    let c1 = b.cpu();
-    assert_eq!(
-        ring.bad_len,
-        0,
-        "{}: completions with a used length other than 4097",
-        c.bin.display()
-    );
-    drop(s);
-    drop(ring);
-    consumer_finish(b, c, Duration::from_secs(20));
-    (n as f64 / dt, (c1 - c0) * 1e9 / n.max(1) as f64)
+/// IOPS of `wl` on each of `consumers` (one QEMU generation and kind, each library's build),
+/// measured as `blk_runs` measures: each consumer started and connected once, then rounds
+/// of short windows back to back. Per consumer, per round: (req/s, CPU ns per request).
+fn consumer_runs(cfg: &Cfg, consumers: &[&Consumer], wl: &Wl) -> Vec<Vec<(f64, f64)>> {
+    let mut live: Vec<(Backend, Session, Ring)> = consumers
+        .iter()
+        .map(|c| {
+            let mut b = Backend::start_consumer(&cfg.work, c, &[], &cfg.image, cfg.pin);
+            let stream = b.connect();
+            // Both consumers offer CONFIG (+ INFLIGHT_SHMFD), not REPLY_ACK or MQ.
+            let (s, mut ring) = start_device_proto(stream, wl, VhostUserProtocolFeatures::CONFIG);
+            ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
+            (b, s, ring)
+        })
+        .collect();
+    let mut out = vec![Vec::new(); live.len()];
+    for round in 0..cfg.blk_rounds() {
+        let mut order: Vec<usize> = (0..live.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (b, _, ring) = &mut live[i];
+            let t0 = Instant::now();
+            let c0 = b.cpu();
+            let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.blk_window())), None);
+            let dt = t0.elapsed().as_secs_f64();
+            let c1 = b.cpu();
+            out[i].push((n as f64 / dt, (c1 - c0) * 1e9 / n.max(1) as f64));
+        }
+    }
+    for ((b, s, ring), c) in live.into_iter().zip(consumers) {
+        assert_eq!(
+            ring.bad_len,
+            0,
+            "{}: completions with a used length other than 4097",
+            c.bin.display()
+        );
+        drop(s);
+        drop(ring);
+        consumer_finish(b, c, Duration::from_secs(20));
+    }
+    out
 }
 
 /// Instructions of the consumer process for `n` requests (callgrind).
@@ -1645,14 +1667,13 @@ fn main() {
                         entry.1.entry(l.clone()).or_default().note = Some(why.clone());
                     }
                 }
-                for rep in 0..cfg.reps() {
-                    for c in &these {
-                        let (rps, cpu) = consumer_run(&cfg, c, &wl);
+                for (c, runs) in these.iter().zip(consumer_runs(&cfg, &these, &wl)) {
+                    let st = entry.1.entry(c.lib.clone()).or_default();
+                    for (rep, (rps, cpu)) in runs.into_iter().enumerate() {
                         eprintln!(
                             "[consumers] {name} {} rep {rep}: {rps:.0} req/s, {cpu:.0} ns CPU/req",
                             c.lib
                         );
-                        let st = entry.1.entry(c.lib.clone()).or_default();
                         st.rps.push(rps);
                         st.cpu_ns.push(cpu);
                     }
