@@ -1148,28 +1148,11 @@ fn offers_packed(cfg: &Cfg, lib: &Lib) -> bool {
 }
 
 /// One throughput run: fresh backend, warm-up, timed window.
-/// Throughput of `wl` on each of `libs`: one backend per library, each connected, started
-/// and warmed up once, then measured in alternating windows (`cfg.blk_rounds()` rounds, each
-/// library once per round, the order reversed every other round). A pair compared (round i
-/// of two libraries) is thus a fraction of a second apart, so both see the same state of
-/// the machine: on these virtual machines the speed of the same binary can change by a
-/// factor of two from one second to the next (where the host runs the two vCPUs), and
-/// pairs measured seconds apart compared those states more than the libraries.
-/// `runs`: each library with the workload it runs (a library without packed rings runs a
-/// packed workload's split twin beside the others' packed one). Per run, per round: (req/s,
-/// backend CPU ns per request).
-fn blk_runs(cfg: &Cfg, runs: &[(&Lib, &Wl)]) -> Vec<Vec<(f64, f64)>> {
-    let mut live: Vec<(Backend, Session, Ring)> = runs
-        .iter()
-        .map(|&(lib, wl)| {
-            let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
-            let stream = b.connect();
-            let (s, mut ring) = start_device(stream, wl);
-            ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
-            (b, s, ring)
-        })
-        .collect();
-    let mut out = vec![Vec::new(); runs.len()];
+/// The measured windows of backends already connected, started and warmed up: `cfg.blk_rounds()`
+/// rounds, each backend once per round (the order reversed every other round), a window of
+/// `cfg.blk_window()` each. Per backend, per round: (req/s, backend CPU ns per request).
+fn rounds(cfg: &Cfg, live: &mut [(Backend, Session, Ring)]) -> Vec<Vec<(f64, f64)>> {
+    let mut out = vec![Vec::new(); live.len()];
     for round in 0..cfg.blk_rounds() {
         let mut order: Vec<usize> = (0..live.len()).collect();
         if round % 2 == 1 {
@@ -1185,6 +1168,28 @@ fn blk_runs(cfg: &Cfg, runs: &[(&Lib, &Wl)]) -> Vec<Vec<(f64, f64)>> {
             out[i].push((n as f64 / dt, (c1 - c0) * 1e9 / n.max(1) as f64));
         }
     }
+    out
+}
+
+/// Throughput of each of `runs` (a library with the workload it runs: one without packed
+/// rings runs a packed workload's split twin beside the others' packed one): one blk backend
+/// per run, connected, started and warmed up once, then measured in `rounds`. A pair
+/// compared (round i of two runs) is thus a fraction of a second apart, so both see the
+/// same state of the machine: on these virtual machines the speed of the same binary can
+/// change by a factor of two from one second to the next (where the host runs the two
+/// vCPUs), and pairs measured seconds apart compared those states more than the libraries.
+fn blk_runs(cfg: &Cfg, runs: &[(&Lib, &Wl)]) -> Vec<Vec<(f64, f64)>> {
+    let mut live: Vec<(Backend, Session, Ring)> = runs
+        .iter()
+        .map(|&(lib, wl)| {
+            let mut b = Backend::start(&cfg.work, &lib.blk, &[], true, cfg.pin);
+            let stream = b.connect();
+            let (s, mut ring) = start_device(stream, wl);
+            ring.run(Some(Instant::now() + Duration::from_millis(150)), None);
+            (b, s, ring)
+        })
+        .collect();
+    let out = rounds(cfg, &mut live);
     for (b, s, ring) in live {
         drop(s);
         drop(ring);
@@ -1207,7 +1212,6 @@ fn consumer_finish(b: Backend, c: &Consumer, timeout: Duration) {
     }
 }
 
-/// One throughput run against a fresh consumer process.
 /// IOPS of `wl` on each of `consumers` (one QEMU generation and kind, each library's build),
 /// measured as `blk_runs` measures: each consumer started and connected once, then rounds
 /// of short windows back to back. Per consumer, per round: (req/s, CPU ns per request).
@@ -1223,22 +1227,7 @@ fn consumer_runs(cfg: &Cfg, consumers: &[&Consumer], wl: &Wl) -> Vec<Vec<(f64, f
             (b, s, ring)
         })
         .collect();
-    let mut out = vec![Vec::new(); live.len()];
-    for round in 0..cfg.blk_rounds() {
-        let mut order: Vec<usize> = (0..live.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
-            let (b, _, ring) = &mut live[i];
-            let t0 = Instant::now();
-            let c0 = b.cpu();
-            let n = ring.run(Some(t0 + Duration::from_secs_f64(cfg.blk_window())), None);
-            let dt = t0.elapsed().as_secs_f64();
-            let c1 = b.cpu();
-            out[i].push((n as f64 / dt, (c1 - c0) * 1e9 / n.max(1) as f64));
-        }
-    }
+    let out = rounds(cfg, &mut live);
     for ((b, s, ring), c) in live.into_iter().zip(consumers) {
         assert_eq!(
             ring.bad_len,

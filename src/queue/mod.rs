@@ -312,8 +312,7 @@ impl<'a> Queue<'a> {
     /// `vu_queue_unpop`: the most recent element goes back to the ring.
     pub fn unpop(&mut self) -> Result<(), Fault> {
         if !is_packed(self.dev) {
-            split::keep_avail_event_before_rewind(self.dev, &self.mem, self.vq);
-            split::unpop(self.vq);
+            split::unpop(self.dev, &self.mem, self.vq);
             return Ok(());
         }
         dispatch!(self, (), |r| {
@@ -326,10 +325,7 @@ impl<'a> Queue<'a> {
     /// are in flight. A split queue needs no ring for it (the original's arithmetic).
     pub fn rewind(&mut self, num: u32) -> Result<bool, Fault> {
         if !is_packed(self.dev) {
-            if num <= self.vq.inuse {
-                split::keep_avail_event_before_rewind(self.dev, &self.mem, self.vq);
-            }
-            return Ok(split::rewind(self.vq, num));
+            return Ok(split::rewind(self.dev, &self.mem, self.vq, num));
         }
         dispatch!(self, false, |r| Ok(r.rewind(self, num)))
     }

@@ -475,28 +475,25 @@ impl Packed<'_> {
 /// notifications are off), then fenced; true when the caller must look at the ring again.
 #[inline(always)]
 pub fn arm_device_event(dev: Dev, ring: &PackedRing, vq: &VuVirtq) -> bool {
-    if !device_event_stale(dev, ring, vq) {
+    if !keep_device_event(dev, ring, vq) {
         return false;
     }
-    ring.set_device_event_offset(vq.last_avail_idx);
     fence(Ordering::SeqCst);
     true
 }
 
 /// As `split::keep_avail_event`: the device event offset the original's way (the avail
-/// position) at each notify and before a rewind; no fence.
+/// position) at each notify and before a rewind, unless it holds it or notifications are
+/// off; no fence. True when it wrote.
 #[inline(always)]
-pub fn keep_device_event(dev: Dev, ring: &PackedRing, vq: &VuVirtq) {
-    if device_event_stale(dev, ring, vq) {
+pub fn keep_device_event(dev: Dev, ring: &PackedRing, vq: &VuVirtq) -> bool {
+    let stale = dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
+        && vq.notification
+        && ring.device_event_offset() != vq.last_avail_idx;
+    if stale {
         ring.set_device_event_offset(vq.last_avail_idx);
     }
-}
-
-#[inline(always)]
-fn device_event_stale(dev: Dev, ring: &PackedRing, vq: &VuVirtq) -> bool {
-    dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
-        && vq.notification
-        && ring.device_event_offset() != vq.last_avail_idx
+    stale
 }
 
 impl RingOps for Packed<'_> {
@@ -678,11 +675,14 @@ impl RingOps for Packed<'_> {
         let mut sink = BytesSink { in_total: 0, out_total: 0, max_in, max_out };
         let mut head = Pos(q.vq.last_avail_idx);
         let mut seen = 0u16;
+        // Once only: a driver rewriting the event offset must not keep this loop going.
+        let mut may_arm = true;
         while seen < num {
             let flags = self.ring.flags(head).ok_or(Fault::BadPosition)?;
             if !is_avail(flags, head.wrap()) {
                 // Nothing at all: the caller may wait for a kick (see `arm_device_event`).
-                if seen == 0 && arm_device_event(q.dev, &self.ring, q.vq) {
+                if seen == 0 && may_arm && arm_device_event(q.dev, &self.ring, q.vq) {
+                    may_arm = false;
                     continue;
                 }
                 break;

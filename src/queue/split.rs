@@ -96,14 +96,9 @@ fn is_empty_armed(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, 
 /// the last pop).
 #[inline(always)]
 pub fn arm_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) -> bool {
-    let last = vq.last_avail_idx;
-    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX == 0
-        || !vq.notification
-        || ring.avail_event() == last
-    {
+    if !keep_avail_event(dev, ring, vq) {
         return false;
     }
-    ring.set_avail_event(last);
     fence(Ordering::SeqCst);
     true
 }
@@ -121,36 +116,41 @@ fn map_element(
     Ok(elem.finish(u32::from(head)))
 }
 
-/// Sets `avail_event` to the original's value, `last_avail_idx`, unless it holds it (see
-/// `arm_avail_event`; no fence: the notify that calls this fences next).
+/// Sets `avail_event` to the original's value, `last_avail_idx`, unless it holds it or
+/// notifications are off (see `arm_avail_event`; no fence: a notify fences next). True when
+/// it wrote.
 #[inline(always)]
-pub fn keep_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) {
-    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
+pub fn keep_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) -> bool {
+    let stale = dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
         && vq.notification
-        && ring.avail_event() != vq.last_avail_idx
-    {
+        && ring.avail_event() != vq.last_avail_idx;
+    if stale {
         ring.set_avail_event(vq.last_avail_idx);
     }
+    stale
 }
 
-/// `keep_avail_event` before an unpop or rewind, if the ring is mapped.
-pub fn keep_avail_event_before_rewind(dev: Dev, mem: &MemoryTable, vq: &VuVirtq) {
+/// Before elements go back to the ring: `avail_event` as the original has it then (the
+/// index after the last pop), if the ring is mapped.
+fn keep_avail_event_before_rewind(dev: Dev, mem: &MemoryTable, vq: &VuVirtq) {
     if let Some(ring) = SplitRing::under(vq, mem) {
         keep_avail_event(dev, &ring, vq);
     }
 }
 
 /// `vu_queue_unpop` (the original's arithmetic, ring or not).
-pub fn unpop(vq: &mut VuVirtq) {
+pub fn unpop(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) {
+    keep_avail_event_before_rewind(dev, mem, vq);
     vq.last_avail_idx = vq.last_avail_idx.wrapping_sub(1);
     vq.inuse = vq.inuse.wrapping_sub(1);
 }
 
 /// `vu_queue_rewind` (no ring needed).
-pub fn rewind(vq: &mut VuVirtq, num: u32) -> bool {
+pub fn rewind(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, num: u32) -> bool {
     if num > vq.inuse {
         return false;
     }
+    keep_avail_event_before_rewind(dev, mem, vq);
     vq.last_avail_idx = vq.last_avail_idx.wrapping_sub(num as u16);
     vq.inuse -= num;
     true
@@ -401,7 +401,7 @@ impl RingOps for SplitRing {
     }
 
     fn rewind(&mut self, q: &mut Queue, num: u32) -> bool {
-        rewind(q.vq, num)
+        rewind(q.dev, &q.mem, q.vq, num)
     }
 
     fn fill(&mut self, q: &mut Queue, elem: Completed, len: u32, idx: u32) -> Result<(), Fault> {
@@ -464,6 +464,8 @@ impl RingOps for SplitRing {
     ) -> Result<(u32, u32), Fault> {
         let (mut in_total, mut out_total) = (0u32, 0u32);
         let mut idx = q.vq.last_avail_idx;
+        // Once only: a driver rewriting `avail_event` must not keep this loop going.
+        let mut may_arm = true;
         loop {
             let avail = self.avail_idx();
             let pending = avail.wrapping_sub(idx);
@@ -472,7 +474,8 @@ impl RingOps for SplitRing {
             }
             if pending == 0 {
                 // Nothing at all: the caller may wait for a kick (see `arm_avail_event`).
-                if idx == q.vq.last_avail_idx && arm_avail_event(q.dev, self, q.vq) {
+                if idx == q.vq.last_avail_idx && may_arm && arm_avail_event(q.dev, self, q.vq) {
+                    may_arm = false;
                     continue;
                 }
                 return Ok((in_total, out_total));

@@ -787,6 +787,16 @@ fn packed_writes_are_logged_during_migration() {
     d.set_log_size(0);
 }
 
+/// An 8-entry ring with EVENT_IDX, its calls on the express lane or (`general`) closed to it.
+fn event_idx_harness(packed: bool, general: bool) -> Harness {
+    let mut h = Harness::new(packed, 8, 1 << VIRTIO_RING_F_EVENT_IDX);
+    if general {
+        // SAFETY: our device, set up by the harness.
+        unsafe { Dev::from_raw(h.dev()) }.unwrap().mem_gate().close_to_lane();
+    }
+    h
+}
+
 /// EVENT_IDX on a split ring, on the express lane and on the general path alike: the
 /// device's `avail_event` is written when a pop or `vu_queue_empty` finds the ring empty
 /// (the kick the backend then waits for), not at every pop; at each notify and before a
@@ -795,11 +805,7 @@ fn packed_writes_are_logged_during_migration() {
 #[test]
 fn split_avail_event_is_armed_when_the_ring_runs_dry() {
     for general in [false, true] {
-        let mut h = Harness::new(false, 8, 1 << VIRTIO_RING_F_EVENT_IDX);
-        if general {
-            // SAFETY: our device, set up by the harness.
-            unsafe { Dev::from_raw(h.dev()) }.unwrap().mem_gate().close_to_lane();
-        }
+        let mut h = event_idx_harness(false, general);
         const EVENT: u64 = USED_SPLIT + 4 + 8 * 8;
         for i in 0..3u16 {
             let d = vring_desc {
@@ -846,11 +852,7 @@ fn split_avail_event_is_armed_when_the_ring_runs_dry() {
 #[test]
 fn packed_device_event_is_armed_when_the_ring_runs_dry() {
     for general in [false, true] {
-        let mut h = Harness::new(true, 8, 1 << VIRTIO_RING_F_EVENT_IDX);
-        if general {
-            // SAFETY: our device, set up by the harness.
-            unsafe { Dev::from_raw(h.dev()) }.unwrap().mem_gate().close_to_lane();
-        }
+        let mut h = event_idx_harness(true, general);
         let path = if general { "general path" } else { "lane" };
         let event = |h: &Harness| h.device_event().off_wrap;
         // Mapped: a kick at the avail position only (the driver's zeroed area reads ENABLE).
