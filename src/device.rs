@@ -2,8 +2,10 @@
 //!
 //! C code embeds `VuDev` by value and reads its fields, so it can hold no Rust state. The
 //! C-visible fields are the state (regions, dirty log, inflight area: nothing is kept twice);
-//! the one thing the library adds is a lock, placed after the `regions` array in the same
-//! allocation the original makes for that array: `dev->regions` leads back to it.
+//! the one thing the library adds is a lock with the device's flags (16 bytes), placed after
+//! the `regions` array in the same allocation the original makes for that array:
+//! `dev->regions` leads back to it. What only some devices need is allocated when one does
+//! (`crate::device_ext`).
 //!
 //! # The views
 //! - [`Dev<'call>`](Dev): a checked `VuDev` pointer, made by `ffi::with_dev` from the C
@@ -46,7 +48,6 @@ use crate::iotlb::Iotlb;
 use crate::memory::{MemoryTable, MemoryTableMut};
 use crate::memory_gate::MemoryGate;
 use crate::mmap::Mapping;
-use crate::retired::Retired;
 
 /// What `VuDev.regions` points to.
 #[repr(C)]
@@ -56,23 +57,27 @@ pub struct DeviceState {
     /// Guards everything the frontend's shared memory consists of: the regions (and the ring
     /// pointers into them), the dirty log and the inflight area. Queue operations hold it for
     /// reading while they touch that memory; the control plane writes to change any of it.
-    /// (`crate::memory_gate`: one atomic add to enter and one to leave.)
+    /// (`crate::memory_gate`: one atomic add to enter and one to leave.) It carries the
+    /// device's flags, and through them the state only some devices need
+    /// (`crate::device_ext`): nothing else is added to the original's allocation.
     lock: MemoryGate,
-    /// Private state of packed queues (`queue::ids`), allocated only when a frontend acks
-    /// packed rings; one pointer, so a split-only device costs what it did.
-    packed: UnsafeCell<Option<Box<crate::queue::ids::PackedQueues>>>,
-    /// State beyond the C struct: device status, device-state transfer.
-    ext: crate::device_ext::DeviceExt,
-    /// Removed guest mappings that popped elements may still point into.
-    retired: Retired,
-    /// The device IOTLB (`VIRTIO_F_IOMMU_PLATFORM`): read under the read lock, changed
-    /// under the write lock (`MemWrite::iotlb_mut`).
-    iotlb: UnsafeCell<Iotlb>,
 }
 
-// SAFETY: `c_regions` and `iotlb` are written only under the write lock and read under the
-// read lock.
+// 16 bytes beyond the original's 509-slot array, which malloc rounds up to them anyway.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(
+    std::mem::size_of::<DeviceState>()
+        == std::mem::size_of::<[VuDevRegion; VHOST_USER_MAX_RAM_SLOTS]>() + 16
+);
+
+// SAFETY: `c_regions` is written only under the write lock and read under the read lock.
 unsafe impl Sync for DeviceState {}
+
+impl Drop for DeviceState {
+    fn drop(&mut self) {
+        crate::device_ext::release_slot(self.lock.flags.slot());
+    }
+}
 
 /// Shared memory, read-locked: guest memory stays mapped while this lives.
 pub struct MemRead<'a> {
@@ -125,7 +130,7 @@ impl MemWrite<'_> {
     /// Whether `n` mappings may leave the memory table now: always when no element is in use
     /// (they are unmapped at once), else while the retired list has room for them.
     pub fn can_retire(&self, n: usize) -> bool {
-        !elements_in_use(self.dev) || self.state.retired.has_room(n)
+        !elements_in_use(self.dev) || self.state.ext().retired.has_room(n)
     }
 
     /// Disposes of mappings that left the memory table: unmapped now if no popped element
@@ -133,8 +138,9 @@ impl MemWrite<'_> {
     /// checked `can_retire` first; nothing here fails.
     pub fn retire(&mut self, mappings: impl IntoIterator<Item = Mapping>) {
         if elements_in_use(self.dev) {
-            self.state.retired.keep(mappings);
-            self.state.lock.set_retired(self.state.retired.len() > 0);
+            let retired = &self.state.ext().retired;
+            retired.keep(mappings);
+            self.state.lock.set_retired(retired.len() > 0);
         } else {
             drop(mappings.into_iter().collect::<Vec<_>>());
             self.state.release_retired();
@@ -189,7 +195,15 @@ impl MemWrite<'_> {
     pub fn iotlb_mut(&mut self) -> &mut Iotlb {
         // SAFETY: we hold the write lock, so no reader looks at it; `&mut self` keeps a
         // second `iotlb_mut` or `table` borrow out while this one lives.
-        unsafe { &mut *self.state.iotlb.get() }
+        unsafe { &mut *self.state.ext().iotlb.get() }
+    }
+
+    /// Empties the device IOTLB (a device that never had one keeps having none).
+    pub fn clear_iotlb(&mut self) {
+        if let Some(ext) = self.state.ext_if_any() {
+            // SAFETY: as in `iotlb_mut`.
+            unsafe { &mut *ext.iotlb.get() }.clear();
+        }
     }
 
     pub fn table_mut(&mut self) -> MemoryTableMut<'_> {
@@ -277,15 +291,28 @@ impl MemRead<'_> {
 }
 
 impl DeviceState {
-    pub fn new() -> Box<DeviceState> {
-        Box::new(DeviceState {
+    /// A new device's state; `None` when the process has `device_ext::SLOTS` devices.
+    pub fn new() -> Option<Box<DeviceState>> {
+        let slot = crate::device_ext::take_slot()?;
+        Some(Box::new(DeviceState {
             c_regions: UnsafeCell::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]),
-            lock: MemoryGate::default(),
-            packed: UnsafeCell::new(None),
-            ext: Default::default(),
-            retired: Default::default(),
-            iotlb: Default::default(),
-        })
+            lock: MemoryGate::new(crate::device_ext::DeviceFlags::new(slot)),
+        }))
+    }
+
+    #[inline(always)]
+    fn flags(&self) -> &crate::device_ext::DeviceFlags {
+        &self.lock.flags
+    }
+
+    /// The state only some devices need, allocated now if this one has none yet.
+    fn ext(&self) -> &crate::device_ext::DeviceExt {
+        self.flags().ext()
+    }
+
+    #[inline(always)]
+    fn ext_if_any(&self) -> Option<&crate::device_ext::DeviceExt> {
+        self.flags().ext_if_any()
     }
 
     /// The IOTLB when the device's guest addresses are IOVAs (see `crate::iommu`); the
@@ -295,7 +322,7 @@ impl DeviceState {
         if crate::iommu::translating(dev) {
             // SAFETY: the caller holds the memory lock, under which only writers (holding
             // it for writing) change the IOTLB.
-            Some(unsafe { &*self.iotlb.get() })
+            Some(unsafe { &*self.ext().iotlb.get() })
         } else {
             None
         }
@@ -352,7 +379,9 @@ impl DeviceState {
 
     /// Unmaps every retired mapping (under the write lock).
     fn release_retired(&self) {
-        self.retired.release();
+        if let Some(ext) = self.ext_if_any() {
+            ext.retired.release();
+        }
         self.lock.set_retired(false);
     }
 
@@ -506,10 +535,16 @@ impl<'a> Dev<'a> {
         self.state().release_retired_if_unused(self)
     }
 
-    /// Where the device's packed-queue tables live (see `queue::ids` for who may use them).
-    #[inline]
-    pub fn packed_queues(self) -> *mut Option<Box<crate::queue::ids::PackedQueues>> {
-        self.state().packed.get()
+    /// Where the device's packed-queue tables live (see `queue::ids` for who may use them):
+    /// `None` for a device that never had any (the tables are in its `DeviceExt`).
+    #[inline(always)]
+    pub fn packed_queues(self) -> Option<*mut Option<Box<crate::queue::ids::PackedQueues>>> {
+        self.state().ext_if_any().map(|e| e.packed.get())
+    }
+
+    /// Where the device's packed-queue tables are to be made (allocating its `DeviceExt`).
+    pub fn packed_queues_or_new(self) -> *mut Option<Box<crate::queue::ids::PackedQueues>> {
+        self.state().ext().packed.get()
     }
 
     /// Write-locks the frontend's shared memory.
@@ -517,10 +552,23 @@ impl<'a> Dev<'a> {
         self.state().write(self)
     }
 
-    /// The library's state beyond the C struct (device status, device-state transfer).
+    /// The library's state beyond the C struct that every device has: status, SIGPIPE guard.
+    #[inline(always)]
+    pub fn flags(self) -> &'a crate::device_ext::DeviceFlags {
+        self.state().flags()
+    }
+
+    /// The state only some devices need (device-state transfer, IOMMU), allocated now if this
+    /// device has none yet: for what uses or configures those parts.
     #[inline]
     pub fn ext(self) -> &'a crate::device_ext::DeviceExt {
-        &self.state().ext
+        self.state().ext()
+    }
+
+    /// The state only some devices need, if this one has it: for what only asks.
+    #[inline(always)]
+    pub fn ext_if_any(self) -> Option<&'a crate::device_ext::DeviceExt> {
+        self.state().ext_if_any()
     }
 
     pub fn backend_mutex(self) -> *mut libc::pthread_mutex_t {

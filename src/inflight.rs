@@ -276,7 +276,7 @@ pub fn check_queue(
     }
     // In case of an I/O hang after reconnecting: make the device look at the queue.
     if vq.kick_fd >= 0 {
-        crate::fd::eventfd_write(vq.kick_fd, dev.ext().guard_sigpipe())
+        crate::fd::eventfd_write(vq.kick_fd, dev.flags().guard_sigpipe())
             .map_err(|e| format!("kick eventfd write: {e}"))?;
     }
     Ok(())
@@ -736,7 +736,7 @@ pub fn check_packed_queue(dev: Dev, vq: &mut VuVirtq, qidx: usize) -> Result<(),
         install_resubmit_list(vq, &list)?;
     }
     if vq.kick_fd >= 0 {
-        crate::fd::eventfd_write(vq.kick_fd, dev.ext().guard_sigpipe())
+        crate::fd::eventfd_write(vq.kick_fd, dev.flags().guard_sigpipe())
             .map_err(|e| format!("kick eventfd write: {e}"))?;
     }
     Ok(())

@@ -135,7 +135,8 @@ impl IommuState {
 
 /// Whether the library offers `VIRTIO_F_IOMMU_PLATFORM` for `dev`.
 pub fn offered(dev: Dev) -> bool {
-    !env_disables_iommu() && !dev.ext().iommu.disabled.load(Ordering::Relaxed)
+    !env_disables_iommu()
+        && !dev.ext_if_any().is_some_and(|e| e.iommu.disabled.load(Ordering::Relaxed))
 }
 
 /// The features the library adds to (or, turned off, masks from) the backend's.
@@ -154,7 +155,7 @@ pub fn offer(dev: Dev, features: u64) -> u64 {
 #[inline]
 pub fn translating(dev: Dev) -> bool {
     dev.has_feature(VIRTIO_F_IOMMU_PLATFORM)
-        && !dev.ext().iommu.backend_owned.load(Ordering::Relaxed)
+        && !dev.ext_if_any().is_some_and(|e| e.iommu.backend_owned.load(Ordering::Relaxed))
 }
 
 /// The guest address ranges of queue `vq`'s ring parts (IOVAs with the IOMMU), for the
@@ -255,7 +256,8 @@ pub fn report_access_fail(dev: Dev, iova: u64, perm: u8) {
 /// eventfd runs the backend's handler through its own event loop; a queue without one has
 /// its handler run here, as an in-band kick would.
 pub fn wake_waiting(dev: Dev) {
-    let waiting = dev.ext().iommu.take_waiting();
+    let Some(ext) = dev.ext_if_any() else { return };
+    let waiting = ext.iommu.take_waiting();
     if waiting == 0 {
         return;
     }
@@ -269,7 +271,7 @@ pub fn wake_waiting(dev: Dev) {
             // A kick fd that is not an eventfd could be full: never block the dispatch thread
             // on it (a full one has a kick pending anyway).
             if crate::fd::writable_now(kick) {
-                let _ = crate::fd::eventfd_write(kick, dev.ext().guard_sigpipe());
+                let _ = crate::fd::eventfd_write(kick, dev.flags().guard_sigpipe());
             }
         } else {
             vq.run_handler();

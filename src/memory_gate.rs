@@ -44,6 +44,10 @@ const READERS: u32 = GENERAL - 1;
 #[derive(Default)]
 pub struct MemoryGate {
     word: AtomicU32,
+    /// Not the gate's: the device's flags (`crate::device_ext`), in the four bytes that
+    /// `home`'s alignment leaves beside `word` (the whole device state stays within the 16
+    /// bytes the original's region array allocation rounds up to: see `device::DeviceState`).
+    pub flags: crate::device_ext::DeviceFlags,
     /// The home thread's `this_thread()`; 0 before the first `vu_dispatch`, and for good on a
     /// device closed to the lane.
     home: AtomicUsize,
@@ -81,7 +85,15 @@ fn this_thread() -> usize {
     }
 }
 
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<MemoryGate>() == 16);
+
 impl MemoryGate {
+    /// A gate open to the lane, with no home yet, beside the device's `flags`.
+    pub fn new(flags: crate::device_ext::DeviceFlags) -> MemoryGate {
+        MemoryGate { flags, ..Default::default() }
+    }
+
     /// Enters for reading (a queue operation): waits while a writer holds the gate.
     #[inline(always)]
     pub fn enter_read(&self) {

@@ -54,7 +54,7 @@ pub fn set_log_fd(dev: Dev, fds: &mut Incoming) -> Outcome {
         Err(refused) => return refused,
     };
     crate::fd::set_nonblocking(fd);
-    dev.ext().note_notify_fd(fd);
+    dev.flags().note_notify_fd(fd);
     // Queue threads signal this fd under the memory read lock.
     let _mem = dev.mem_mut();
     close_fd(dev.log_call_fd());

@@ -400,7 +400,7 @@ fn protocol_features(dev: Dev) -> u64 {
     // registered its save/load handlers.
     features |= 1u64 << status::VHOST_USER_PROTOCOL_F_STATUS
         | 1u64 << reset::VHOST_USER_PROTOCOL_F_RESET_DEVICE;
-    if dev.ext().state.available() {
+    if dev.ext_if_any().is_some_and(|e| e.state.available()) {
         features |= 1u64 << device_state::VHOST_USER_PROTOCOL_F_DEVICE_STATE;
     }
     let iface = dev.iface();

@@ -42,7 +42,7 @@ pub fn reset_device(dev: Dev) -> Outcome {
     if crate::queue::setup::apply_features(dev, 0).is_err() {
         dev.set_features(0);
     }
-    dev.ext().set_status(0);
+    dev.flags().set_status(0);
     Outcome::Done
 }
 

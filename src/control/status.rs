@@ -42,11 +42,11 @@ pub fn set_status(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
         );
         status &= !FEATURES_OK;
     }
-    dev.ext().set_status(status);
+    dev.flags().set_status(status);
     Outcome::Done
 }
 
 pub fn get_status(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
-    set_reply_u64(vmsg, u64::from(dev.ext().status()));
+    set_reply_u64(vmsg, u64::from(dev.flags().status()));
     Outcome::Reply
 }

@@ -106,7 +106,7 @@ pub fn get_vring_base(dev: Dev, vmsg: &mut VhostUserMsg) -> Outcome {
     if !dev.queues().any(|q| q.started()) {
         // The device is stopped: QEMU stops telling us about the guest's unmaps until it
         // starts it again, so what the IOTLB holds may go stale; the next start asks afresh.
-        mem.iotlb_mut().clear();
+        mem.clear_iotlb();
     }
     drop(mem);
     vq.replace_kick(None);
@@ -144,7 +144,7 @@ pub fn set_vring_kick(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     };
     if let Some(fd) = &fd {
         // The library writes the kick fd itself after an inflight resubmission.
-        dev.ext().note_notify_fd(fd.as_raw_fd());
+        dev.flags().note_notify_fd(fd.as_raw_fd());
     }
     vq.replace_kick(fd);
     vq.set_started(true);
@@ -167,7 +167,7 @@ pub fn set_vring_call(dev: Dev, vmsg: &mut VhostUserMsg, fds: &mut Incoming) -> 
     // Non-blocking before queue threads can see it: they write it under the memory lock.
     if let Some(fd) = raw {
         crate::fd::set_nonblocking(fd);
-        dev.ext().note_notify_fd(fd);
+        dev.flags().note_notify_fd(fd);
     }
     dev.mem_mut().replace_call(vq, fd);
     if let Some(fd) = raw {

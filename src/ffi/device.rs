@@ -92,9 +92,12 @@ pub unsafe extern "C" fn vu_init(
         // SAFETY: initialising the mutex in the zeroed struct.
         unsafe { libc::pthread_mutex_init(d.backend_mutex(), std::ptr::null()) };
 
+        let Some(state) = DeviceState::new() else {
+            log::error!("vu_init: {} devices are initialised already", crate::device_ext::SLOTS);
+            return false;
+        };
         let queues: Box<[VuVirtq]> = (0..max_queues).map(|_| new_queue()).collect();
         d.set_vq_ptr(Box::into_raw(queues) as *mut VuVirtq);
-        let state = DeviceState::new();
         if super::lane::general_only() {
             state.close_to_lane();
         }

@@ -17,7 +17,7 @@ use crate::device::Dev;
 #[no_mangle]
 pub unsafe extern "C" fn vu_get_status(dev: *mut VuDev) -> u8 {
     // SAFETY: the caller passes its initialised device (the C API's contract).
-    with_dev(unsafe { Dev::from_raw(dev) }, 0, |d| d.ext().status())
+    with_dev(unsafe { Dev::from_raw(dev) }, 0, |d| d.flags().status())
 }
 
 /// Registers the device's state handlers for migration; with them the library offers

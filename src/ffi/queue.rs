@@ -216,7 +216,7 @@ unsafe extern "C" fn notify_handed_over(
 /// the rest is `signal_and_leave_general`.
 #[inline(never)]
 extern "C" fn signal_and_leave(d: Dev, vq: &VuVirtq, qidx: usize, counted: bool, sync: bool) {
-    if vq.call_fd < 0 || d.ext().guard_sigpipe() {
+    if vq.call_fd < 0 || d.flags().guard_sigpipe() {
         return signal_and_leave_general(d, vq, qidx, counted, sync);
     }
     // Under the lock, as `notify_general` explains: the fd cannot be closed meanwhile.
@@ -780,7 +780,10 @@ pub unsafe extern "C" fn vu_set_packed_ring_enabled(dev: *mut VuDev, enabled: bo
 pub unsafe extern "C" fn vu_set_iommu_platform_enabled(dev: *mut VuDev, enabled: bool) -> bool {
     // SAFETY: the caller passes its device (or NULL); from_raw checks it.
     with_dev(unsafe { Dev::from_raw(dev) }, false, |d| {
-        d.ext().iommu.set_disabled(!enabled);
+        // On by default: a device that never turned it off needs no state to say so.
+        if !enabled || d.ext_if_any().is_some() {
+            d.ext().iommu.set_disabled(!enabled);
+        }
         true
     })
 }

@@ -63,11 +63,18 @@ pub struct PackedQueues {
     queues: Box<[UnsafeCell<QueueIds>]>,
 }
 
+/// The device's tables, made if it has none (its `DeviceExt` allocated if need be).
 fn tables<'a>(dev: Dev) -> &'a mut Option<Box<PackedQueues>> {
     // SAFETY: the device's table pointer. Callers of the functions below hold the memory
     // write lock, which excludes every queue operation (the only other users), or run on the
     // dispatch thread before any queue exists (`vu_set_packed_ring_enabled`).
-    unsafe { &mut *dev.packed_queues() }
+    unsafe { &mut *dev.packed_queues_or_new() }
+}
+
+/// The device's tables, if it has any (as `tables`, without making them).
+fn tables_if_any<'a>(dev: Dev) -> Option<&'a PackedQueues> {
+    // SAFETY: as in `tables`.
+    unsafe { (*dev.packed_queues()?).as_deref() }
 }
 
 /// Makes sure the device has packed-queue tables (after a frontend acked packed rings).
@@ -83,11 +90,14 @@ pub fn ensure_tables(dev: Dev) {
 
 /// Whether the backend turned packed rings off (`vu_set_packed_ring_enabled`).
 pub fn packed_disabled(dev: Dev) -> bool {
-    tables(dev).as_ref().is_some_and(|t| t.disabled)
+    tables_if_any(dev).is_some_and(|t| t.disabled)
 }
 
 /// Turns packed rings off (or back on) for `dev`. The caller holds the memory write lock.
 pub fn set_packed_disabled(dev: Dev, disabled: bool) {
+    if !disabled && tables_if_any(dev).is_none() {
+        return;
+    }
     match tables(dev) {
         Some(t) => t.disabled = disabled,
         None if disabled => {
@@ -104,7 +114,7 @@ pub fn set_packed_disabled(dev: Dev, disabled: bool) {
 /// the write lock; the tables are only created and dropped under the write lock.
 #[inline]
 pub fn queue_ids<'a>(dev: Dev, qidx: usize) -> Option<&'a mut QueueIds> {
-    let slot = dev.packed_queues();
+    let slot = dev.packed_queues()?;
     // SAFETY: see the function docs: the outer table is replaced only under the write lock,
     // which the caller's read (or write) lock excludes; each queue's entry is used by one
     // thread at a time, like the queue's `VuVirtq`.

@@ -58,8 +58,10 @@ pub fn apply_features(dev: Dev, features: u64) -> Result<(), &'static str> {
         for vq in dev.queues() {
             mem.forget_ring(vq);
         }
-        mem.iotlb_mut().clear();
-        dev.ext().iommu.reset();
+        mem.clear_iotlb();
+        if let Some(ext) = dev.ext_if_any() {
+            ext.iommu.reset();
+        }
     }
     if packed {
         ids::ensure_tables(dev);

@@ -312,7 +312,7 @@ pub fn delivery(dev: Dev, vq: &VuVirtq, sync: bool) -> Notify {
 }
 
 pub fn signal_eventfd(dev: Dev, fd: libc::c_int) -> Result<(), Fault> {
-    crate::fd::eventfd_write(fd, dev.ext().guard_sigpipe())
+    crate::fd::eventfd_write(fd, dev.flags().guard_sigpipe())
         .map_err(|e| Fault::EventfdWrite(e.raw_os_error().unwrap_or(0)))
 }
 

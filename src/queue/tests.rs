@@ -121,7 +121,9 @@ impl Harness {
                 )
                 .unwrap();
             d.set_features(f);
-            crate::queue::ids::ensure_tables(d);
+            if packed {
+                crate::queue::ids::ensure_tables(d);
+            }
             // SAFETY: queue 0 of the device, under the write lock.
             let vq = unsafe { &mut *d.vq(0).unwrap() };
             vq.vring.num = u32::from(num);
@@ -630,6 +632,9 @@ fn split_still_works_through_the_same_calls() {
     h.write::<u16>(AVAIL_SPLIT + 2, 2);
     assert!(h.pop().is_none());
     assert_eq!(h.panics(), 1);
+    // SAFETY: the harness's initialised device.
+    let d = unsafe { Dev::from_raw(h.dev()) }.unwrap();
+    assert!(d.ext_if_any().is_none(), "a split ring's calls need no DeviceExt");
 }
 
 /// Inflight tracking on a packed ring: what a restarted backend finds in the area.
