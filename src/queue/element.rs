@@ -60,6 +60,22 @@ impl ElementBuilder {
         ElementBuilder { base: null.cast(), sg: null, out_end: null, next: null, end: null }
     }
 
+    /// Makes room for at least `iovecs` iovecs in a builder that holds none yet (an indirect
+    /// table's entries, known before its first is read): a fresh block of that size for the
+    /// small one, cheaper than the reallocs that growing one iovec at a time would make.
+    /// `false` (the builder unchanged) when memory is short.
+    #[inline(always)]
+    pub fn reserve_empty(&mut self, iovecs: usize) -> bool {
+        debug_assert!(self.next == self.sg);
+        if iovecs <= (self.end as usize - self.sg as usize) / size_of::<iovec>() {
+            return true;
+        }
+        let Some(roomy) = reallocate_empty(self.base, self.sg, iovecs) else { return false };
+        // The old block was freed by `reallocate_empty`.
+        std::mem::forget(std::mem::replace(self, roomy));
+        true
+    }
+
     /// Whether every iovec so far is readable (a readable buffer may still come).
     #[inline(always)]
     pub fn only_readable(&self) -> bool {
@@ -120,6 +136,28 @@ impl ElementBuilder {
 #[inline(never)]
 fn too_small(sz: usize) {
     log::error!("vu_queue_pop: element size {sz} is smaller than VuVirtqElement");
+}
+
+/// `reserve_empty`'s new block: `iovecs` (clamped) iovecs after the same header room as the
+/// old block at `base` (whose iovecs start at `sg`), which is freed; `None` (the old block
+/// kept) when memory is short. On values, out of line: see `push`.
+#[cold]
+#[inline(never)]
+fn reallocate_empty(base: *mut u8, sg: *mut iovec, iovecs: usize) -> Option<ElementBuilder> {
+    let sg_ofs = sg as usize - base as usize;
+    let iovecs = iovecs.min(VIRTQUEUE_MAX_SIZE as usize);
+    // SAFETY: malloc of a size computed from small bounded numbers; checked for NULL.
+    let new = unsafe { libc::malloc(sg_ofs + iovecs * size_of::<iovec>()) } as *mut u8;
+    if new.is_null() {
+        return None;
+    }
+    // SAFETY: the old block is ours and holds nothing yet (no header, no iovecs); the new one
+    // holds sg_ofs bytes, then `iovecs` iovecs (sg_ofs is iovec-aligned).
+    unsafe {
+        libc::free(base.cast());
+        let sg = new.add(sg_ofs) as *mut iovec;
+        Some(ElementBuilder { base: new, sg, out_end: sg, next: sg, end: sg.add(iovecs) })
+    }
 }
 
 /// The builder of a full element block (`next` at the end of its room) with room for more

@@ -546,6 +546,25 @@ fn packed_indirect_and_avail_bytes() {
     assert_eq!(h.panics(), 0);
 }
 
+/// An indirect table longer than a fresh element's room (`ElementBuilder::reserve_empty`):
+/// every entry in order, on the lane and on the general path.
+#[test]
+fn long_indirect_tables_fill_their_elements() {
+    for general in [false, true] {
+        let mut h = event_idx_harness(true, general);
+        let bufs: Vec<(u64, u32, bool)> =
+            (0..12u32).map(|i| (DATA + 0x200 * u64::from(i), 10 + i, i >= 5)).collect();
+        let id = h.offer(&bufs, true);
+        let e = h.pop().expect("the chain pops");
+        assert_eq!(e.index(), u32::from(id));
+        let want = |w: bool| bufs.iter().filter(|b| b.2 == w).map(|b| b.1 as usize).collect();
+        assert_eq!(e.lens(), (want(false), want(true)), "general path: {general}");
+        h.push(&e, 7);
+        assert_eq!(h.take_used(1).map(|(id, len, _)| (id, len)), Some((id, 7)));
+        assert_eq!(h.panics(), 0);
+    }
+}
+
 /// Each hostile chain gets the panic callback and a broken device, never more.
 fn refused(descs: &[PackedDesc]) {
     let mut h = Harness::new(true, 4, 0);

@@ -144,7 +144,9 @@ impl<'m> Buffers<'m> {
         if !(p as usize).is_multiple_of(std::mem::align_of::<vring_desc>()) {
             return None;
         }
-        Some(IndirectTable { descs: p.cast(), len: (len / DESC) as u16 })
+        let table = IndirectTable { descs: p.cast(), len: (len / DESC) as u16 };
+        // The table is the chain's first buffer list: room for all of it at once.
+        self.elem.reserve_empty(usize::from(table.len)).then_some(table)
     }
 
     /// The element, with `index` as its head (split) or buffer id (packed).
