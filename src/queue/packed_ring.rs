@@ -87,12 +87,17 @@ impl Pos {
 
     /// How many slots lie from `self` to `to` on a ring of `num` slots, counted over the two
     /// laps a slot and wrap counter tell apart (`0..2 * num`).
+    ///
+    /// For positions whose slots lie on the ring (`PackedRing::holds`): each is then a count
+    /// in `0..2 * num`, their difference in `-2 * num..2 * num`, and one conditional add
+    /// takes it modulo two laps (no division). Others give some value, never a fault.
     #[inline(always)]
     pub fn distance_to(self, to: Pos, num: u16) -> u32 {
-        let num = i32::from(num.max(1));
+        let num = i32::from(num);
         // A ring position as a count modulo two laps: the reset position (wrap 1) is 0.
         let lap = |p: Pos| i32::from(p.slot()) + if p.wrap() { 0 } else { num };
-        (lap(to) - lap(self)).rem_euclid(2 * num) as u32
+        let d = lap(to) - lap(self);
+        (if d < 0 { d + 2 * num } else { d }) as u32
     }
 }
 
@@ -155,7 +160,11 @@ impl PackedRing {
         if r.desc.is_null() {
             return None;
         }
-        let num = u16::try_from(r.num).ok().filter(|n| *n > 0 && *n <= 1 << 15)?;
+        // 1..=2^15 (`map_ring` mapped only such sizes): one subtraction and one comparison.
+        if r.num.wrapping_sub(1) >= 1 << 15 {
+            return None;
+        }
+        let num = r.num as u16;
         Some(PackedRing { desc: r.desc.cast(), driver: r.avail.cast(), device: r.used.cast(), num })
     }
 
