@@ -170,7 +170,7 @@ impl MemWrite<'_> {
     pub fn table(&self) -> MemoryTable<'_> {
         // SAFETY: we hold the write lock; nregions <= 509 (only MemoryTableMut changes it).
         let regions = unsafe { &*self.state.c_regions.get() };
-        MemoryTable::new(&regions[..(self.dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
+        MemoryTable::of_device(regions, self.dev.nregions() as usize)
             .with_iotlb(self.state.iotlb_if_translating(self.dev))
     }
 
@@ -364,7 +364,7 @@ impl DeviceState {
         // SAFETY: under the lock writers are excluded, so the array and count are stable;
         // MemoryTableMut keeps nregions <= 509.
         let regions = unsafe { &*self.c_regions.get() };
-        MemoryTable::new(&regions[..(dev.nregions() as usize).min(VHOST_USER_MAX_RAM_SLOTS)])
+        MemoryTable::of_device(regions, dev.nregions() as usize)
     }
 
     /// Sends every queue call of the device to the general path (see `ffi::lane`).

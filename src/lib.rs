@@ -4,8 +4,9 @@
 //! - [`ffi`]: the exported `vu_*` functions; pointer checks, panic containment.
 //! - [`control`]: the frontend's requests, one per `vu_dispatch`.
 //! - [`queue`]: the split virtqueue data plane.
-//! - [`memory`], [`mmap`], [`retired`]: guest memory regions, their translation, and removed
-//!   mappings kept while popped elements may point into them.
+//! - [`memory`], [`region_index`], [`mmap`], [`retired`]: guest memory regions, their
+//!   translation (and its index for many regions), and removed mappings kept while popped
+//!   elements may point into them.
 //! - [`iotlb`], [`iommu`]: the device IOTLB of VIRTIO_F_IOMMU_PLATFORM and its misses.
 //! - [`inflight`], [`dirty_log`], [`userfaultfd`], [`backend_channel`], [`state_transfer`]: the
 //!   protocol's optional parts; [`device_ext`]: library state beyond the C structs.
@@ -40,6 +41,7 @@ pub(crate) mod memory_gate;
 pub(crate) mod message;
 pub(crate) mod mmap;
 pub(crate) mod queue;
+pub(crate) mod region_index;
 pub(crate) mod request;
 pub(crate) mod retired;
 pub(crate) mod state_transfer;

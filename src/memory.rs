@@ -11,6 +11,7 @@ use crate::abi::{VhostUserMemoryRegion, VuDevRegion, VHOST_USER_MAX_RAM_SLOTS};
 use crate::iotlb::{Iotlb, Lookup, PERM_RO};
 use crate::mmap::{hugepage_size, mappable_size, page_size, Mapping};
 use crate::queue::Fault;
+use crate::region_index;
 
 /// Why a region could not be added.
 #[derive(Debug)]
@@ -99,6 +100,9 @@ impl RegionHint {
 /// `*_dma` translations (what the queues use for guest addresses) take the guest's addresses
 /// as IOVAs: IOVA → frontend user address (the IOTLB entry, its permission checked) → ours
 /// (the regions). Without it they are guest physical addresses, one branch away.
+///
+/// `regions` always begins a device's array of `VHOST_USER_MAX_RAM_SLOTS` slots (`of_device`
+/// is the only constructor): the slots past the regions hold their index (`region_index`).
 #[derive(Clone, Copy)]
 pub struct MemoryTable<'a> {
     regions: &'a [VuDevRegion],
@@ -106,8 +110,21 @@ pub struct MemoryTable<'a> {
 }
 
 impl<'a> MemoryTable<'a> {
-    pub fn new(regions: &'a [VuDevRegion]) -> MemoryTable<'a> {
-        MemoryTable { regions, iotlb: None }
+    /// The table of the first `n` (at most 509) regions of a device's array.
+    #[inline(always)]
+    pub fn of_device(
+        slots: &'a [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS],
+        n: usize,
+    ) -> MemoryTable<'a> {
+        MemoryTable { regions: &slots[..n.min(VHOST_USER_MAX_RAM_SLOTS)], iotlb: None }
+    }
+
+    /// The whole array the regions begin.
+    #[inline(always)]
+    fn slots(&self) -> &'a [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS] {
+        // SAFETY: `regions` begins a device's array of that many slots (see the type), which
+        // lives as long as the regions borrowed from it.
+        unsafe { &*self.regions.as_ptr().cast::<[VuDevRegion; VHOST_USER_MAX_RAM_SLOTS]>() }
     }
 
     /// The table for a device whose guest addresses are IOVAs translated by `iotlb`.
@@ -267,6 +284,10 @@ impl<'a> MemoryTable<'a> {
     /// guess, and each step is one load and one compare (the start alone, not start + size).
     #[inline]
     pub fn find(&self, gpa: u64) -> Option<&'a VuDevRegion> {
+        let index = region_index::header(self.slots());
+        if let Some(found) = region_index::lookup(index, self.regions, gpa) {
+            return found;
+        }
         // The answer, if any, is in `window`; each step keeps the half (of the same length:
         // they overlap by one when the length is odd) on the side of `gpa`. Slices of a
         // window longer than one, so no bounds check and no panic path (which would make
@@ -310,7 +331,8 @@ impl<'a> MemoryTable<'a> {
     /// one register), the hint built in the caller, whose table and hint stay in registers.
     #[inline(always)]
     pub fn hint_for(&self, gpa: u64) -> Option<RegionHint> {
-        find_region(self.regions, gpa).map(RegionHint::of)
+        // SAFETY: a table's regions begin a device's array (see the type).
+        unsafe { find_region(self.regions, gpa) }.map(RegionHint::of)
     }
 
     /// A first hint for `translate_dma`: the lowest region (the only one of most guests).
@@ -339,9 +361,12 @@ impl<'a> MemoryTable<'a> {
 }
 
 /// `MemoryTable::find` out of line, on the slice (two registers).
+///
+/// # Safety
+/// `regions` begins a device's array (as a `MemoryTable`'s do).
 #[inline(never)]
-fn find_region(regions: &[VuDevRegion], gpa: u64) -> Option<&VuDevRegion> {
-    MemoryTable::new(regions).find(gpa)
+unsafe fn find_region(regions: &[VuDevRegion], gpa: u64) -> Option<&VuDevRegion> {
+    MemoryTable { regions, iotlb: None }.find(gpa)
 }
 
 /// The mapping behind region `r`, borrowed (not unmapped when the result is dropped), for
@@ -376,7 +401,7 @@ impl<'a> MemoryTableMut<'a> {
 
     #[cfg(test)]
     pub fn table(&self) -> MemoryTable<'_> {
-        MemoryTable::new(&self.slots[..*self.count as usize])
+        MemoryTable::of_device(self.slots, *self.count as usize)
     }
 
     pub fn len(&self) -> usize {
@@ -445,6 +470,7 @@ impl<'a> MemoryTableMut<'a> {
         self.slots.copy_within(idx..n, idx + 1);
         self.slots[idx] = region;
         *self.count += 1;
+        region_index::rebuild(self.slots, n + 1);
         Ok(region)
     }
 
@@ -461,6 +487,7 @@ impl<'a> MemoryTableMut<'a> {
         let r = self.slots[idx];
         self.slots.copy_within(idx + 1..n, idx);
         *self.count -= 1;
+        region_index::rebuild(self.slots, n - 1);
         take_mapping(&r)
     }
 
@@ -468,7 +495,9 @@ impl<'a> MemoryTableMut<'a> {
     pub fn clear(&mut self) -> Vec<Mapping> {
         let n = self.len();
         *self.count = 0;
-        self.slots[..n].iter().filter_map(take_mapping).collect()
+        let mappings = self.slots[..n].iter().filter_map(take_mapping).collect();
+        region_index::rebuild(self.slots, 0);
+        mappings
     }
 }
 
@@ -500,12 +529,26 @@ mod tests {
         ]
     }
 
-    /// `find` (the branch-free binary search) agrees with a linear scan on every table of 0 to
-    /// 17 regions, with and without gaps, at every region edge, gap and end.
+    /// A device array holding `regions` (indexed as `MemoryTableMut` leaves it, or not).
+    fn device_array(
+        regions: &[VuDevRegion],
+        indexed: bool,
+    ) -> Box<[VuDevRegion; VHOST_USER_MAX_RAM_SLOTS]> {
+        let mut a = Box::new([VuDevRegion::default(); VHOST_USER_MAX_RAM_SLOTS]);
+        a[..regions.len()].copy_from_slice(regions);
+        if indexed {
+            region_index::rebuild(&mut a, regions.len());
+        }
+        a
+    }
+
+    /// `find` (the branch-free binary search, and the index where it has one) agrees with a
+    /// linear scan on every table of 0 to 17 regions, with and without gaps, at every region
+    /// edge, gap and end.
     #[test]
     fn find_agrees_with_a_linear_scan() {
-        for n in 0..=17u64 {
-            for gap in [0u64, 0x1000] {
+        for (n, indexed) in (0..=17u64).flat_map(|n| [(n, false), (n, true)]) {
+            for gap in [0u64, 0x1000, 0x3_0000] {
                 let regions: Vec<VuDevRegion> = (0..n)
                     .map(|i| VuDevRegion {
                         gpa: 0x10_0000 + i * (0x4000 + gap),
@@ -515,7 +558,8 @@ mod tests {
                         mmap_addr: 0,
                     })
                     .collect();
-                let t = MemoryTable::new(&regions);
+                let array = device_array(&regions, indexed);
+                let t = MemoryTable::of_device(&array, regions.len());
                 let mut probes = vec![0, 0xf_ffff, u64::MAX];
                 for r in &regions {
                     probes.extend([
@@ -529,7 +573,7 @@ mod tests {
                 for gpa in probes {
                     let linear = regions.iter().position(|r| gpa >= r.gpa && gpa - r.gpa < r.size);
                     let found = t.find(gpa).map(|r| (r as *const VuDevRegion).cast::<u8>());
-                    let expected = linear.map(|i| (&regions[i] as *const VuDevRegion).cast::<u8>());
+                    let expected = linear.map(|i| (&array[i] as *const VuDevRegion).cast::<u8>());
                     assert_eq!(found, expected, "{n} regions, gap {gap:#x}, gpa {gpa:#x}");
                 }
             }
@@ -540,8 +584,8 @@ mod tests {
     fn translate_within_and_across_regions() {
         let mut buf = vec![0u8; 0x2000];
         let base = buf.as_mut_ptr();
-        let regions = two_regions(&mut buf);
-        let t = MemoryTable::new(&regions);
+        let regions = device_array(&two_regions(&mut buf), true);
+        let t = MemoryTable::of_device(&regions, 2);
         assert_eq!(t.translate(0x1000, 16), Some((base, 16)));
         // Shortened to what is contiguous in the region.
         assert_eq!(t.translate(0x1ff0, 0x100), Some((base.wrapping_add(0xff0), 0x10)));
@@ -558,8 +602,8 @@ mod tests {
     #[test]
     fn the_cache_hint_agrees_with_the_search() {
         let mut buf = vec![0u8; 0x2000];
-        let regions = two_regions(&mut buf);
-        let t = MemoryTable::new(&regions);
+        let regions = device_array(&two_regions(&mut buf), true);
+        let t = MemoryTable::of_device(&regions, 2);
         let mut hint = RegionHint::default();
         for gpa in [0x1000u64, 0x8000, 0x8fff, 0x1fff, 0x5000, 0x1234, 0x8000, 0x9000, 0xfff] {
             assert_eq!(t.translate_cached(gpa, 8, &mut hint), t.translate(gpa, 8), "gpa {gpa:#x}");
@@ -573,8 +617,8 @@ mod tests {
     fn frontend_addresses() {
         let mut buf = vec![0u8; 0x2000];
         let base = buf.as_mut_ptr();
-        let regions = two_regions(&mut buf);
-        let t = MemoryTable::new(&regions);
+        let regions = device_array(&two_regions(&mut buf), true);
+        let t = MemoryTable::of_device(&regions, 2);
         assert_eq!(t.qva_to_va(0x10_0010, 8), Some(base.wrapping_add(0x10)));
         assert_eq!(t.qva_to_va(0x20_0000, 0x1000), Some(base.wrapping_add(0x1000)));
         assert_eq!(t.qva_to_va(0x20_0001, 0x1000), None, "runs off the region's end");
