@@ -1,6 +1,7 @@
 //! Guest memory regions: the C-visible `VuDev.regions` array itself is the table, kept sorted by
-//! guest address and free of overlaps, and translated in O(log n) — no private copy, so a
-//! device costs what the original's does.
+//! guest address and free of overlaps, and translated in O(log n), or through an index kept in
+//! the array's unused slots (`region_index`) — no private copy, so a device costs what the
+//! original's does.
 //!
 //! Every function here runs under the device's memory lock (see `device::MemoryLock`): readers
 //! translate, the control plane adds and removes regions.

@@ -4,7 +4,9 @@
 //! The iovecs are written straight into the block while the chain is walked: the out iovecs
 //! first, then the in iovecs (a chain lists readable buffers before writable ones), so
 //! `out_sg` points at the first and `in_sg` just past the last out iovec. The block starts
-//! with room for a few iovecs and grows (realloc) for longer chains.
+//! with room for a few iovecs and grows (realloc) for longer chains; an indirect table, whose
+//! length is known before its first entry is read, gets a block of its size at once
+//! (`reserve_empty`).
 
 use std::mem::{align_of, size_of};
 
