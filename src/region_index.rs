@@ -124,7 +124,15 @@ pub fn rebuild(slots: &mut [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS], n: usize) {
     if buckets > capacity(n) as u64 {
         return;
     }
-    let mut table = vec![0u16; buckets as usize];
+    // Written in place, not built on the heap: the table's memory is the array's (a
+    // temporary buffer would stay in malloc's per-thread cache, counted as in use).
+    let (regions, free) = slots.split_at_mut(n);
+    // SAFETY: `capacity(n)` u16 values fit in the free slots before the header (checked
+    // above), which `free` (slots n..) begins; a `VuDevRegion` is plain integers, any bytes
+    // are valid, and u16 needs no more alignment than it has.
+    let table = unsafe {
+        std::slice::from_raw_parts_mut(free.as_mut_ptr().cast::<u16>(), buckets as usize)
+    };
     let mut i = 0usize;
     for (b, slot) in table.iter_mut().enumerate() {
         let start = base + ((b as u64) << shift);
@@ -132,12 +140,6 @@ pub fn rebuild(slots: &mut [VuDevRegion; VHOST_USER_MAX_RAM_SLOTS], n: usize) {
             i += 1;
         }
         *slot = i as u16;
-    }
-    // SAFETY: the buckets go to slots n.. (`capacity(n)` u16 values fit before the header,
-    // checked above); a `VuDevRegion` is plain integers, any bytes are valid.
-    unsafe {
-        let dst = slots.as_mut_ptr().add(n).cast::<u16>();
-        std::ptr::copy_nonoverlapping(table.as_ptr(), dst, table.len());
     }
     let h = IndexHeader { magic: MAGIC, base, regions: n as u64, shift: u64::from(shift), buckets };
     // SAFETY: as in `header`.
