@@ -536,14 +536,14 @@ impl<'a> Dev<'a> {
     }
 
     /// Where the device's packed-queue tables live (see `queue::ids` for who may use them):
-    /// `None` for a device that never had any (the tables are in its `DeviceExt`).
+    /// `None` for a device that never needed its `DeviceExt`, which holds them.
     #[inline(always)]
-    pub fn packed_queues(self) -> Option<*mut Option<Box<crate::queue::ids::PackedQueues>>> {
+    pub fn packed_queues(self) -> Option<*mut crate::queue::ids::PackedQueues> {
         self.state().ext_if_any().map(|e| e.packed.get())
     }
 
-    /// Where the device's packed-queue tables are to be made (allocating its `DeviceExt`).
-    pub fn packed_queues_or_new(self) -> *mut Option<Box<crate::queue::ids::PackedQueues>> {
+    /// As `packed_queues`, allocating the device's `DeviceExt` if it has none.
+    pub fn packed_queues_or_new(self) -> *mut crate::queue::ids::PackedQueues {
         self.state().ext().packed.get()
     }
 

@@ -119,7 +119,7 @@ pub struct DeviceExt {
     /// under the write lock (`device::MemWrite::iotlb_mut`).
     pub iotlb: UnsafeCell<Iotlb>,
     /// Private state of packed queues (`queue::ids`), once a frontend acks packed rings.
-    pub packed: UnsafeCell<Option<Box<PackedQueues>>>,
+    pub packed: UnsafeCell<PackedQueues>,
 }
 
 // SAFETY: `iotlb` and `packed` are changed only under the memory write lock and read under

@@ -189,15 +189,15 @@ mod tests {
         // Equal contiguous regions, as hotplugged DIMMs.
         let dimms: Vec<(u64, u64)> = (0..256).map(|i| (i << 21, 1 << 21)).collect();
         assert!(agrees(&dimms), "256 contiguous regions are indexed");
-        // Gaps and uneven sizes.
+        // Gaps and uneven sizes, some buckets with a region starting in their middle.
         let uneven = [
             (0, 0xa0000),
-            (0x100000, 0x7ff00000),
-            (0x1_0000_0000, 0x8000_0000),
-            (0x2_0000_0000, 0x1000),
-            (0x2_0000_3000, 0x5000),
+            (0x100000, 0x300000),
+            (0x400000, 0x1000),
+            (0x403000, 0x5000),
+            (0x800000, 0x100000),
         ];
-        agrees(&uneven);
+        assert!(agrees(&uneven), "an uneven layout that fits is indexed");
         let spread: Vec<(u64, u64)> =
             (0..8).map(|i| (i * 0x4000_0000 + 0x1000, 0x1000_0000)).collect();
         assert!(agrees(&spread), "8 spread regions are indexed");

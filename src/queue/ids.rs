@@ -5,7 +5,8 @@
 //! driver also remembers per buffer id; the C `VuVirtqElement` has no field for it. So per
 //! packed queue the library keeps one 16-byte entry per ring slot (16 KiB for a 1024-entry
 //! ring, 2 KiB for QEMU's default 128), allocated when the ring is mapped. Split queues keep
-//! nothing: the device-wide pointer to these tables stays NULL unless a frontend acks packed
+//! nothing: the tables live in the device's `DeviceExt` (`crate::device_ext`), which a device
+//! never allocates for split rings alone, and have no queues until a frontend acks packed
 //! rings.
 
 use std::cell::UnsafeCell;
@@ -56,31 +57,31 @@ impl QueueIds {
 }
 
 /// The tables of a device's packed queues, one per queue (none until a frontend acks packed
-/// rings), and whether the backend turned packed rings off.
+/// rings), and whether the backend turned packed rings off (part of its `DeviceExt`).
 #[derive(Default)]
 pub struct PackedQueues {
     disabled: bool,
     queues: Box<[UnsafeCell<QueueIds>]>,
 }
 
-/// The device's tables, made if it has none (its `DeviceExt` allocated if need be).
-fn tables<'a>(dev: Dev) -> &'a mut Option<Box<PackedQueues>> {
+/// The device's tables (its `DeviceExt` allocated if need be).
+fn tables<'a>(dev: Dev) -> &'a mut PackedQueues {
     // SAFETY: the device's table pointer. Callers of the functions below hold the memory
     // write lock, which excludes every queue operation (the only other users), or run on the
     // dispatch thread before any queue exists (`vu_set_packed_ring_enabled`).
     unsafe { &mut *dev.packed_queues_or_new() }
 }
 
-/// The device's tables, if it has any (as `tables`, without making them).
+/// The device's tables, if it has its `DeviceExt` (as `tables`, without allocating it).
 fn tables_if_any<'a>(dev: Dev) -> Option<&'a PackedQueues> {
     // SAFETY: as in `tables`.
-    unsafe { (*dev.packed_queues()?).as_deref() }
+    Some(unsafe { &*dev.packed_queues()? })
 }
 
 /// Makes sure the device has packed-queue tables (after a frontend acked packed rings).
 /// The caller holds the memory write lock.
 pub fn ensure_tables(dev: Dev) {
-    let t = tables(dev).get_or_insert_with(Default::default);
+    let t = tables(dev);
     if t.queues.is_empty() {
         t.queues = (0..usize::from(dev.max_queues()))
             .map(|_| UnsafeCell::new(QueueIds { last_popped: NO_ID, ids: Vec::new() }))
@@ -95,15 +96,9 @@ pub fn packed_disabled(dev: Dev) -> bool {
 
 /// Turns packed rings off (or back on) for `dev`. The caller holds the memory write lock.
 pub fn set_packed_disabled(dev: Dev, disabled: bool) {
-    if !disabled && tables_if_any(dev).is_none() {
-        return;
-    }
-    match tables(dev) {
-        Some(t) => t.disabled = disabled,
-        None if disabled => {
-            *tables(dev) = Some(Box::new(PackedQueues { disabled, ..Default::default() }))
-        }
-        None => {}
+    // On by default: a device that never turned them off needs no state to say so.
+    if disabled || tables_if_any(dev).is_some() {
+        tables(dev).disabled = disabled;
     }
 }
 
@@ -114,9 +109,12 @@ pub fn set_packed_disabled(dev: Dev, disabled: bool) {
 /// the write lock; the tables are only created and dropped under the write lock.
 #[inline]
 pub fn queue_ids<'a>(dev: Dev, qidx: usize) -> Option<&'a mut QueueIds> {
-    let slot = dev.packed_queues()?;
-    // SAFETY: see the function docs: the outer table is replaced only under the write lock,
+    let tables = dev.packed_queues()?;
+    // SAFETY: see the function docs: the queues' table is replaced only under the write lock,
     // which the caller's read (or write) lock excludes; each queue's entry is used by one
     // thread at a time, like the queue's `VuVirtq`.
-    unsafe { (*slot).as_ref().and_then(|t| t.queues.get(qidx)).map(|c| &mut *c.get()) }
+    unsafe {
+        let tables = &*tables;
+        tables.queues.get(qidx).map(|c| &mut *c.get())
+    }
 }
