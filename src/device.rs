@@ -618,17 +618,16 @@ impl<'a> Dev<'a> {
     /// The index of `vq` in this device's queue array, if it is one of ours.
     #[inline]
     pub fn queue_index(self, vq: *const VuVirtq) -> Option<usize> {
-        // SIZE = 8 * ODD: `off` is a whole number of queues iff it is a multiple of 8 whose
-        // eighth times the inverse of ODD (mod the word) is small; that product is then the
-        // index (exact division by multiplication: one multiply, no division or check-back).
+        // SIZE = 2^K * ODD. Times the inverse of ODD (mod the word), a multiple of SIZE
+        // becomes 2^K times its quotient, which the rotation by K turns into the quotient;
+        // any other offset comes out above usize::MAX / SIZE, beyond every queue count (exact
+        // division and the divisibility test in one multiply and one rotate).
         const SIZE: usize = std::mem::size_of::<VuVirtq>();
-        const ODD: usize = SIZE >> SIZE.trailing_zeros();
-        const INV: usize = inverse_mod_word(ODD);
+        const K: u32 = SIZE.trailing_zeros();
+        const INV: usize = inverse_mod_word(SIZE >> K);
+        const _: () = assert!(u16::MAX as usize <= usize::MAX / SIZE);
         let off = (vq as usize).wrapping_sub(self.vq_ptr() as usize);
-        if off & ((1 << SIZE.trailing_zeros()) - 1) != 0 {
-            return None;
-        }
-        let idx = (off >> SIZE.trailing_zeros()).wrapping_mul(INV);
+        let idx = off.wrapping_mul(INV).rotate_right(K);
         (idx < usize::from(self.max_queues())).then_some(idx)
     }
 
@@ -865,5 +864,18 @@ mod tests {
         }
         assert_eq!(d.queue_index((base - SIZE) as *const VuVirtq), None);
         assert_eq!(d.queue_index(std::ptr::null()), None);
+        // The most queues a device can have, every 8-byte step over them and past the end,
+        // and offsets wrapped below the array.
+        dev.max_queues = u16::MAX;
+        // SAFETY: as above.
+        let d = unsafe { Dev::new_unchecked(&mut dev) };
+        let n = usize::from(u16::MAX);
+        for off in
+            (0..(n + 2) * SIZE).step_by(4).chain((1..1 << 16).map(|k| 0usize.wrapping_sub(k)))
+        {
+            let want = (off % SIZE == 0 && off / SIZE < n).then_some(off / SIZE);
+            let vq = base.wrapping_add(off) as *const VuVirtq;
+            assert_eq!(d.queue_index(vq), want, "offset {off}");
+        }
     }
 }
