@@ -372,7 +372,6 @@ impl Packed<'_> {
         let mut area = inflight::packed(q.dev, q.vq, q.qidx)?;
         let mut at = start;
         let mut head_flags = 0u16;
-        let mut slots = 0u32;
         for (i, &(id, len)) in batch.iter().enumerate() {
             let st = match self.ids.get(id) {
                 Some(st) if st.ndescs != 0 => st,
@@ -394,7 +393,6 @@ impl Packed<'_> {
                 Self::log_desc(q.dev, q.mem, q.vq, self.ring.desc_offset(at))?;
             }
             at = at.advance(ndescs, num);
-            slots += u32::from(ndescs);
         }
         if batch.is_empty() {
             return Ok(());
@@ -416,11 +414,10 @@ impl Packed<'_> {
         // less than a lap behind (slot and wrap counter tell two laps apart): further behind,
         // the next notify signals unconditionally. Invalidating on every wrap instead (as
         // QEMU does) gives a call before the driver's event descriptor each lap.
-        if vq.signalled_used_valid {
-            let since = Pos(vq.signalled_used).distance_to(start, num) + slots;
-            if since >= u32::from(num) {
-                vq.signalled_used_valid = false;
-            }
+        // While it is valid it is less than a lap behind `start` and the batch is at most a
+        // lap long, so it is a lap or more behind the new position exactly when it fell out.
+        if vq.signalled_used_valid && at.lap_or_more_past(Pos(vq.signalled_used)) {
+            vq.signalled_used_valid = false;
         }
         vq.used_idx = at.0;
         vq.inuse = vq.inuse.saturating_sub(batch.len() as u32);

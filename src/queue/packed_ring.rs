@@ -101,6 +101,18 @@ impl Pos {
     }
 }
 
+impl Pos {
+    /// Whether `self` lies a lap or more past `from` (`from.distance_to(self, num) >= num`),
+    /// from the wrap counters and slots alone: with equal wrap counters a position whose slot
+    /// is lower is a lap and more ahead, with different ones one whose slot is not lower is.
+    /// Exact for positions whose slots lie on the ring; others give some answer, never a fault.
+    #[inline(always)]
+    pub fn lap_or_more_past(self, from: Pos) -> bool {
+        let same_lap = (self.0 ^ from.0) & Pos::WRAP == 0;
+        same_lap != (self.slot() >= from.slot())
+    }
+}
+
 /// The flags that mark a descriptor available when the driver's wrap counter is `wrap`.
 #[inline]
 pub fn avail_flags(wrap: bool) -> u16 {
@@ -297,6 +309,19 @@ mod tests {
         assert_eq!(p.distance_to(p.advance(16, num), num), 16);
         // Behind by 2 is ahead by two laps minus 2.
         assert_eq!(p.advance(2, num).distance_to(p, num), 30);
+    }
+
+    #[test]
+    fn a_lap_past_agrees_with_the_distance() {
+        for num in [1u16, 2, 3, 5, 8, 16] {
+            let on_ring = || (0..num).flat_map(|s| [Pos(s), Pos(s | Pos::WRAP)]);
+            for from in on_ring() {
+                for to in on_ring() {
+                    let want = from.distance_to(to, num) >= u32::from(num);
+                    assert_eq!(to.lap_or_more_past(from), want, "{from:?} -> {to:?} of {num}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -340,11 +340,8 @@ fn push(
     rec.done(entry);
     // As the general path's `publish`: the last signalled position tells new used
     // descriptors apart only while it is less than a lap behind.
-    if vq.signalled_used_valid {
-        let since = Pos(vq.signalled_used).distance_to(at, num) + u32::from(ndescs);
-        if since >= u32::from(num) {
-            vq.signalled_used_valid = false;
-        }
+    if vq.signalled_used_valid && next.lap_or_more_past(Pos(vq.signalled_used)) {
+        vq.signalled_used_valid = false;
     }
     vq.used_idx = next.0;
     vq.inuse = vq.inuse.saturating_sub(1);
