@@ -269,8 +269,16 @@ impl ChainSink for BytesSink {
 /// to `new` (`vring_need_event` on packed positions: `event` in `[old, new)`). Exact while
 /// `old` is less than a lap behind `new`, which `Packed::publish` keeps true by invalidating
 /// `signalled_used` otherwise.
+///
+/// Then `event` is in the range only if it is less than a lap past `old` too, and two such
+/// positions compare by their slots counted from `old`'s lap (a lap more for the other wrap
+/// counter): no two-lap distances.
+#[inline(always)]
 fn need_event(num: u16, event: Pos, new: Pos, old: Pos) -> bool {
-    old.distance_to(event, num) < old.distance_to(new, num)
+    let ahead = |p: Pos| {
+        u32::from(p.slot()) + if (p.0 ^ old.0) & Pos::WRAP != 0 { u32::from(num) } else { 0 }
+    };
+    !event.lap_or_more_past(old) && ahead(event) < ahead(new)
 }
 
 /// The driver's event offset if its flags make us use it and it lies outside the ring.
@@ -691,5 +699,31 @@ impl RingOps for Packed<'_> {
             head = head.advance(n, num);
         }
         Ok((sink.in_total, sink.out_total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule agrees with `vring_need_event` over two-lap distances wherever `old` is less
+    /// than a lap behind `new` (every valid `signalled_used`).
+    #[test]
+    fn need_event_agrees_with_the_distances() {
+        for num in [1u16, 2, 3, 5, 8] {
+            let on_ring = || (0..num).flat_map(|s| [Pos(s), Pos(s | Pos::WRAP)]);
+            for old in on_ring() {
+                for new in on_ring().filter(|n| old.distance_to(*n, num) < u32::from(num)) {
+                    for event in on_ring() {
+                        let want = old.distance_to(event, num) < old.distance_to(new, num);
+                        assert_eq!(
+                            need_event(num, event, new, old),
+                            want,
+                            "{old:?} {new:?} {event:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -91,7 +91,10 @@ impl Pos {
     /// For positions whose slots lie on the ring (`PackedRing::holds`): each is then a count
     /// in `0..2 * num`, their difference in `-2 * num..2 * num`, and one conditional add
     /// takes it modulo two laps (no division). Others give some value, never a fault.
-    #[inline(always)]
+    ///
+    /// (The tests' reference for `lap_or_more_past` and the notify rule, which need no
+    /// distances.)
+    #[cfg(test)]
     pub fn distance_to(self, to: Pos, num: u16) -> u32 {
         let num = i32::from(num);
         // A ring position as a count modulo two laps: the reset position (wrap 1) is 0.
