@@ -27,12 +27,22 @@ fn ring_and_ids<'a>(
     vq: &VuVirtq,
     qidx: usize,
 ) -> Option<(PackedRing, &'a mut QueueIds)> {
+    let ring = ring_on_positions(mem, vq)?;
+    Some((ring, queue_ids_for(dev, &ring, qidx)?))
+}
+
+/// The ring, if mapped with both positions on it (`ring_and_ids` without the table).
+#[inline(always)]
+fn ring_on_positions(mem: &MemoryTable, vq: &VuVirtq) -> Option<PackedRing> {
     let ring = PackedRing::under(vq, mem)?;
+    (ring.holds(Pos(vq.last_avail_idx)) && ring.holds(Pos(vq.used_idx))).then_some(ring)
+}
+
+/// The queue's id table, if sized for `ring` (the rest of `ring_and_ids`).
+#[inline(always)]
+fn queue_ids_for<'a>(dev: Dev<'a>, ring: &PackedRing, qidx: usize) -> Option<&'a mut QueueIds> {
     let ids = ids::queue_ids(dev, qidx)?;
-    let ok = ids.ids.len() == usize::from(ring.num())
-        && ring.holds(Pos(vq.last_avail_idx))
-        && ring.holds(Pos(vq.used_idx));
-    ok.then_some((ring, ids))
+    (ids.ids.len() == usize::from(ring.num())).then_some(ids)
 }
 
 /// `pop` for a queue without an inflight area (a function, not a closure, so that the
@@ -156,7 +166,7 @@ fn pop(
     if !lane_open(dev, 0) || resubmitting(vq) {
         return None;
     }
-    let (ring, ids) = ring_and_ids(dev, mem, vq, qidx)?;
+    let ring = ring_on_positions(mem, vq)?;
     let head = Pos(vq.last_avail_idx);
     if !is_avail(ring.flags(head)?, head.wrap()) {
         // Empty: ask for a kick, then look once more (as the general path).
@@ -174,6 +184,12 @@ fn pop(
     }
     let mut bufs = Buffers::new(mem, sz)?;
     let Some((id, k)) = chain(&mut bufs, &ring, head, rec) else {
+        rec.abort();
+        return None;
+    };
+    // The id table only now, so that nothing about it is kept through the walk (and an
+    // empty ring needs none).
+    let Some(ids) = queue_ids_for(dev, &ring, qidx) else {
         rec.abort();
         return None;
     };
