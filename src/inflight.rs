@@ -45,11 +45,18 @@ impl InflightArea {
         {
             return None;
         }
+        Some(InflightArea::in_mapping(dev, vq))
+    }
+
+    /// The area `vq.inflight` points to, with the room the mapping has from there (none when
+    /// it lies outside), whether or not tracking is on.
+    #[inline(always)]
+    fn in_mapping(dev: Dev, vq: &VuVirtq) -> InflightArea {
         let info = dev.inflight_info();
         // Below the mapping's start the offset wraps past its size.
         let off = (vq.inflight as usize).wrapping_sub(info.addr as usize);
         let room = (info.size as usize).saturating_sub(off);
-        Some(InflightArea { area: vq.inflight, room })
+        InflightArea { area: vq.inflight, room }
     }
 
     /// How many descriptor states the mapping holds for this queue.
@@ -134,6 +141,12 @@ impl DescSlot {
     }
 }
 
+/// Whether the device tracks inflight elements (acked the feature; its queues with an area).
+#[inline(always)]
+pub fn tracking(dev: Dev) -> bool {
+    dev.has_protocol_feature(VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD)
+}
+
 /// The state slot of descriptor `idx` in the queue's area, if tracking is on.
 #[inline(always)]
 fn slot(
@@ -215,6 +228,16 @@ impl TrackedPut {
             area.set_last_batch_head(head as u16);
         }
         Ok(put)
+    }
+
+    /// `begin` for a queue with an area and a device that acked the feature (the express
+    /// lane checked both): `None` when the area has no slot for `head` (nothing changed).
+    #[inline(always)]
+    pub fn begin_tracked(dev: Dev, vq: &VuVirtq, head: u32) -> Option<TrackedPut> {
+        let area = InflightArea::in_mapping(dev, vq);
+        let s = area.slot(head as usize)?;
+        area.set_last_batch_head(head as u16);
+        Some(TrackedPut(area, s))
     }
 
     /// `after_put`: the element is no longer in flight; the area records the used index.

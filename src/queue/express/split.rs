@@ -122,7 +122,8 @@ pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, elem: Completed, len:
     if !lane_open(dev, PUSH_GENERAL_ONLY) {
         return Pushed::General;
     }
-    if !vq.inflight.is_null() {
+    // (Without the feature acked an area is not tracked: the plain push below.)
+    if !vq.inflight.is_null() && inflight::tracking(dev) {
         return Pushed::Tracked;
     }
     let Some(ring) = SplitRing::under(vq, mem) else { return Pushed::General };
@@ -130,24 +131,22 @@ pub fn push(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq, elem: Completed, len:
     Pushed::Done
 }
 
-/// `push` with an inflight area (`Pushed::Tracked`): the entry is marked around the used
-/// entry and index. False (nothing changed) for the general path.
+/// `push` with an inflight area and the feature acked (`Pushed::Tracked`): the entry is
+/// marked around the used entry and index. False (nothing changed) for the general path.
 #[inline(always)]
 pub fn push_tracked(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
-    qidx: usize,
+    _qidx: usize,
     elem: Completed,
     len: u32,
 ) -> bool {
     let Some(ring) = SplitRing::under(vq, mem) else { return false };
     // No slot for the head: the general path reports it.
-    let Ok(tracked) = TrackedPut::begin(dev, vq, qidx, elem.index) else { return false };
+    let Some(put) = TrackedPut::begin_tracked(dev, vq, elem.index) else { return false };
     publish(ring, vq, elem, len);
-    if let Some(put) = tracked {
-        put.finish(vq);
-    }
+    put.finish(vq);
     true
 }
 
