@@ -339,8 +339,11 @@ fn push(
         return false;
     }
     let Some((ring, ids)) = ring_and_ids(dev, mem, vq, qidx) else { return false };
-    let Ok(id) = u16::try_from(elem.index) else { return false };
-    let Some(st) = ids.get(id).filter(|st| st.ndescs != 0) else { return false };
+    // An index past the table (sized for the ring: at most 2^15) is no id.
+    let Some(st) = ids.ids.get_mut(elem.index as usize).filter(|st| st.ndescs != 0) else {
+        return false;
+    };
+    let id = elem.index as u16;
     let entry = st.entry;
     if !rec.put(entry) {
         return false;
