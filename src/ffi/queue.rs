@@ -420,7 +420,7 @@ unsafe extern "C" fn pop_packed_tracked(
 ///
 /// # Safety
 /// `lane::enter(dev, vq)` accepted these pointers, found queue `qidx` and `counted`, and
-/// the lock it entered is still entered.
+/// the lock it entered is still entered; `split::pop_head` found `head` in it.
 #[inline(never)]
 unsafe extern "C" fn pop_chain(
     dev: *mut VuDev,
@@ -433,7 +433,8 @@ unsafe extern "C" fn pop_chain(
     // SAFETY: this function's contract.
     let lane = unsafe { lane::entered(dev, vq, qidx, counted) };
     let d = lane.dev;
-    let Some(elem) = split::pop_chain(d, &lane.mem, lane.vq, qidx, head, sz) else {
+    // SAFETY: this function's contract.
+    let Some(elem) = (unsafe { split::pop_chain(d, &lane.mem, lane.vq, qidx, head, sz) }) else {
         // SAFETY: this function's contract.
         return unsafe { pop_handed_over(dev, vq, counted, sz) };
     };

@@ -58,6 +58,17 @@ impl SplitRing {
         Some(SplitRing { desc: r.desc, avail: r.avail, used: r.used, num })
     }
 
+    /// The ring of `vq` without the checks of `of`, for a second look in one call.
+    ///
+    /// # Safety
+    /// `SplitRing::of(vq)` (or `under`) returned the ring since the caller entered the memory
+    /// lock, which it still holds (ring pointers and `num` change only under the write lock).
+    #[inline(always)]
+    pub unsafe fn checked_earlier(vq: &VuVirtq) -> SplitRing {
+        let r = &vq.vring;
+        SplitRing { desc: r.desc, avail: r.avail, used: r.used, num: r.num as u16 }
+    }
+
     #[inline]
     pub fn num(&self) -> u16 {
         self.num

@@ -53,12 +53,15 @@ pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
     Head::At(head)
 }
 
-/// `vu_queue_pop`'s second part on a split ring, for the head `pop_head` found (the caller
-/// has not left the memory lock since): the chain at `head` (direct, or an indirect table in
-/// place), each descriptor read once and translated straight into iovecs, then popped; `None`
-/// (nothing changed) for the general path.
+/// `vu_queue_pop`'s second part on a split ring, for the head `pop_head` found: the chain at
+/// `head` (direct, or an indirect table in place), each descriptor read once and translated
+/// straight into iovecs, then popped; `None` (nothing changed) for the general path.
+///
+/// # Safety
+/// `pop_head` returned `Head::At(head)` for `vq` and the caller has not left the memory lock
+/// (`mem`'s) since: the ring it checked is still mapped, as it found it.
 #[inline(always)]
-pub fn pop_chain(
+pub unsafe fn pop_chain(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
@@ -66,7 +69,9 @@ pub fn pop_chain(
     head: u16,
     sz: usize,
 ) -> Option<NonNull<VuVirtqElement>> {
-    let ring = SplitRing::under(vq, mem)?;
+    // SAFETY: this function's contract: `SplitRing::under` found the ring mapped in this
+    // entry of the lock, and ring pointers change only under the write lock.
+    let ring = unsafe { SplitRing::checked_earlier(vq) };
     let mut bufs = Buffers::new(mem, sz)?;
     let first = ring.desc(head)?;
     if first.flags & VRING_DESC_F_INDIRECT != 0 {
