@@ -259,8 +259,8 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 /// handled: EVENT_IDX's used event (recording what is now signalled), else the driver's
 /// NO_INTERRUPT flag.
 #[inline(always)]
-pub(crate) fn wants_interrupt(ring: &SplitRing, dev: Dev, vq: &mut VuVirtq) -> bool {
-    if !dev.has_feature(VIRTIO_RING_F_EVENT_IDX) {
+pub(crate) fn wants_interrupt(ring: &SplitRing, event_idx: bool, vq: &mut VuVirtq) -> bool {
+    if !event_idx {
         return ring.avail_flags() & VRING_AVAIL_F_NO_INTERRUPT == 0;
     }
     let valid = vq.signalled_used_valid;
@@ -278,10 +278,13 @@ pub fn quick_should_notify(dev: Dev, vq: &mut VuVirtq) -> Option<bool> {
     // SAFETY: ring pointers are only set by `map_ring` (a layout change unmaps them), and
     // the caller holds the memory lock.
     let ring = unsafe { SplitRing::of(vq) }?;
+    // Read before the fence, which would have it read again (the features change only under
+    // the write lock).
+    let event_idx = dev.has_feature(VIRTIO_RING_F_EVENT_IDX);
     keep_avail_event(dev, &ring, vq);
     // Expose the used entries before reading the driver's suppression state.
     fence(Ordering::SeqCst);
-    Some(wants_interrupt(&ring, dev, vq))
+    Some(wants_interrupt(&ring, event_idx, vq))
 }
 
 /// How a notification should be delivered, decided under the memory lock and carried out
@@ -435,7 +438,7 @@ impl RingOps for SplitRing {
         if dev.has_feature(VIRTIO_F_NOTIFY_ON_EMPTY) && vq.inuse == 0 && is_empty(self, vq)? {
             return Ok(true);
         }
-        Ok(wants_interrupt(self, dev, vq))
+        Ok(wants_interrupt(self, dev.has_feature(VIRTIO_RING_F_EVENT_IDX), vq))
     }
 
     fn set_notification(&mut self, q: &mut Queue, enable: bool) -> Result<(), Fault> {
