@@ -116,8 +116,26 @@ int main(void)
                  "VHOST_USER_SET_BACKEND_REQ_FD") == 0);
     CHECK(VHOST_SET_CONFIG_TYPE_FRONTEND == 0 && VHOST_USER_BACKEND_MAX == 9);
 
+    VuVirtq *q0 = &dev.vq[0];
     vu_deinit(&dev);
     CHECK(dev.backend_fd == -1);
     close(sv[1]);
+
+    /* A device vu_deinit took down, and one vu_init never set up: queue calls are refused
+     * (NULL, nothing done), whatever queue pointer they get. */
+    VuVirtq stray;
+    VuDev never;
+    memset(&stray, 0, sizeof(stray));
+    memset(&never, 0, sizeof(never));
+    VuVirtq *queues[] = { q0, &stray, NULL };
+    VuDev *devs[] = { &dev, &never };
+    for (size_t d = 0; d < 2; d++) {
+        for (size_t q = 0; q < 3; q++) {
+            CHECK(vu_queue_pop(devs[d], queues[q], sizeof(VuVirtqElement)) == NULL);
+            vu_queue_push(devs[d], queues[q], NULL, 0);
+            vu_queue_notify(devs[d], queues[q]);
+            CHECK(vu_queue_empty(devs[d], queues[q]));
+        }
+    }
     return peer_result("gen-10.0");
 }

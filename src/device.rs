@@ -447,13 +447,14 @@ impl<'a> Dev<'a> {
     /// # Safety
     /// `raw` must be NULL or point to a `VuDev` that is valid for reads and writes.
     /// Returns `None` unless `vu_init` set it up (its private state is attached).
+    ///
+    /// `regions` (the private state) is the mark: `vu_init` sets it after the queue array
+    /// `vq`, `vu_deinit` clears it before freeing either, so a device with it has both.
     #[inline]
     pub unsafe fn from_raw(raw: *mut VuDev) -> Option<Dev<'a>> {
         if raw.is_null()
             // SAFETY: non-NULL, and the caller promises a valid VuDev.
             || unsafe { std::ptr::addr_of!((*raw).regions).read() }.is_null()
-            // SAFETY: as above.
-            || unsafe { std::ptr::addr_of!((*raw).vq).read() }.is_null()
         {
             return None;
         }

@@ -96,6 +96,7 @@ pub unsafe extern "C" fn vu_init(
             log::error!("vu_init: {} devices are initialised already", crate::device_ext::SLOTS);
             return false;
         };
+        // The queues before the private state, which marks the device set up (`Dev::from_raw`).
         let queues: Box<[VuVirtq]> = (0..max_queues).map(|_| new_queue()).collect();
         d.set_vq_ptr(Box::into_raw(queues) as *mut VuVirtq);
         if super::lane::general_only() {
@@ -173,8 +174,9 @@ pub unsafe extern "C" fn vu_deinit(dev: *mut VuDev) {
         let vqs = d.vq_ptr();
         let n = usize::from(d.max_queues());
         let state = d.regions() as *mut DeviceState;
-        d.set_vq_ptr(std::ptr::null_mut());
+        // The private state first: no call finds the device set up any more (`Dev::from_raw`).
         d.set_regions(std::ptr::null_mut());
+        d.set_vq_ptr(std::ptr::null_mut());
         d.set_nregions(0);
         // SAFETY: both were leaked by vu_init with these sizes and are no longer reachable.
         unsafe {
