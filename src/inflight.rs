@@ -243,11 +243,17 @@ impl TrackedPut {
     /// `after_put`: the element is no longer in flight; the area records the used index.
     #[inline]
     pub fn finish(self, vq: &VuVirtq) {
+        self.finish_at(vq.used_idx);
+    }
+
+    /// `finish` with the queue's used index as the caller just set it.
+    #[inline(always)]
+    pub fn finish_at(self, used_idx: u16) {
         let TrackedPut(area, s) = self;
         compiler_fence(Ordering::SeqCst);
         s.set_inflight(0);
         compiler_fence(Ordering::SeqCst);
-        area.set_used_idx(vq.used_idx);
+        area.set_used_idx(used_idx);
     }
 }
 

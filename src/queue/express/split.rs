@@ -150,14 +150,14 @@ pub fn push_tracked(
     let Some(ring) = SplitRing::under(vq, mem) else { return false };
     // No slot for the head: the general path reports it.
     let Some(put) = TrackedPut::begin_tracked(dev, vq, elem.index) else { return false };
-    publish(ring, vq, elem, len);
-    put.finish(vq);
+    let used_idx = publish(ring, vq, elem, len);
+    put.finish_at(used_idx);
     true
 }
 
-/// The used entry, then the used index.
+/// The used entry, then the used index (returned).
 #[inline(always)]
-fn publish(ring: SplitRing, vq: &mut VuVirtq, elem: Completed, len: u32) {
+fn publish(ring: SplitRing, vq: &mut VuVirtq, elem: Completed, len: u32) -> u16 {
     let old = vq.used_idx;
     let new = old.wrapping_add(1);
     ring.write_used(old, elem.index, len);
@@ -168,4 +168,5 @@ fn publish(ring: SplitRing, vq: &mut VuVirtq, elem: Completed, len: u32) {
     if (new.wrapping_sub(vq.signalled_used) as i16) < 1 {
         vq.signalled_used_valid = false;
     }
+    new
 }
