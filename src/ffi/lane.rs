@@ -21,6 +21,8 @@
 //! no allocation but `malloc`). What can panic runs through `with_dev`: the general path, and
 //! the slow half of leaving (`left_slow`).
 
+use std::ffi::c_void;
+
 use crate::abi::{VuDev, VuVirtq};
 use crate::device::Dev;
 use crate::diagnostics;
@@ -116,6 +118,27 @@ pub(super) fn exit(d: Dev, counted: bool) {
     if let Some(was) = slow {
         left_slow(d, was);
     }
+}
+
+/// `exit` for a call that returns NULL after it (a pop that found nothing): the slow half,
+/// when it must follow, is a tail call too, so the caller builds no frame for it.
+#[inline(always)]
+pub(super) fn exit_null(d: Dev, counted: bool) -> *mut c_void {
+    let gate = d.mem_gate();
+    match if counted { gate.leave_read_quick() } else { gate.leave_home() } {
+        Some(was) => left_slow_null(d, was),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// `left_slow`, then NULL (see `exit_null`).
+#[cold]
+#[inline(never)]
+extern "C" fn left_slow_null(d: Dev, was: u32) -> *mut c_void {
+    left_slow(d, was);
+    // Opaque to the optimizer: a result it knows is returned as a constant after a call that
+    // is then no tail call (and the caller builds a frame for it).
+    std::hint::black_box(std::ptr::null_mut())
 }
 
 /// The slow half of leaving: wakes a writer waiting for the readers, unmaps retired mappings

@@ -355,10 +355,7 @@ pub unsafe extern "C" fn vu_queue_pop(dev: *mut VuDev, vq: *mut VuVirtq, sz: usi
     match split::pop_head(lane.dev, &lane.mem, lane.vq) {
         // SAFETY: as above.
         Head::At(head) => unsafe { pop_chain(dev, vq, lane.qidx, lane.counted, head, sz) },
-        Head::Empty => {
-            lane::exit(lane.dev, lane.counted);
-            std::ptr::null_mut()
-        }
+        Head::Empty => lane::exit_null(lane.dev, lane.counted),
         // SAFETY: as above.
         Head::General => unsafe { pop_handed_over(dev, vq, lane.counted, sz) },
     }
