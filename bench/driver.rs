@@ -1243,13 +1243,22 @@ fn consumer_runs(cfg: &Cfg, consumers: &[&Consumer], wl: &Wl) -> Vec<Vec<(f64, f
 }
 
 /// Instructions of the consumer process for `n` requests (callgrind).
+/// More callgrind options for the consumer runs (`BENCH_CALLGRIND_ARGS`, split on
+/// whitespace), e.g. `--cache-sim=yes --branch-sim=yes` to compare simulated misses.
+fn extra_callgrind_args() -> Vec<String> {
+    std::env::var("BENCH_CALLGRIND_ARGS")
+        .map(|v| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 fn consumer_callgrind(cfg: &Cfg, c: &Consumer, wl: &Wl, n: u64, out: &Path) -> Option<f64> {
-    let wrapper = vec![
+    let mut wrapper = vec![
         "valgrind".to_string(),
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}", out.display()),
         "--quiet".into(),
     ];
+    wrapper.extend(extra_callgrind_args());
     let _ = std::fs::remove_file(out);
     let mut b = Backend::start_consumer(&cfg.work, c, &wrapper, &cfg.image, cfg.pin);
     let stream = b.connect();
