@@ -38,11 +38,7 @@ impl InflightArea {
     /// when `vq.inflight` lies outside the mapping.
     #[inline(always)]
     pub fn of(dev: Dev, vq: &VuVirtq) -> Option<InflightArea> {
-        if vq.inflight.is_null()
-            || !dev.has_protocol_feature(
-                VhostUserProtocolFeature::VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD,
-            )
-        {
+        if vq.inflight.is_null() || !tracking(dev) {
             return None;
         }
         Some(InflightArea::in_mapping(dev, vq))
@@ -223,11 +219,13 @@ impl TrackedPut {
         qidx: usize,
         head: u32,
     ) -> Result<Option<TrackedPut>, Fault> {
-        let put = TrackedPut::of(slot(dev, vq, qidx, head)?);
-        if let Some(TrackedPut(area, _)) = &put {
-            area.set_last_batch_head(head as u16);
+        if vq.inflight.is_null() || !tracking(dev) {
+            return Ok(None);
         }
-        Ok(put)
+        match TrackedPut::begin_tracked(dev, vq, head) {
+            Some(put) => Ok(Some(put)),
+            None => Err(Fault::InflightSlot { queue: qidx, desc: head }),
+        }
     }
 
     /// `begin` for a queue with an area and a device that acked the feature (the express

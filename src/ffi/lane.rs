@@ -113,10 +113,19 @@ pub(super) fn general_only() -> bool {
 /// either.
 #[inline(always)]
 pub(super) fn exit(d: Dev, counted: bool) {
-    let gate = d.mem_gate();
-    let slow = if counted { gate.leave_read_quick() } else { gate.leave_home() };
-    if let Some(was) = slow {
+    if let Some(was) = leave_quick(d, counted) {
         left_slow(d, was);
+    }
+}
+
+/// The inline half of leaving: `Some(word)` when the slow half must follow.
+#[inline(always)]
+fn leave_quick(d: Dev, counted: bool) -> Option<u32> {
+    let gate = d.mem_gate();
+    if counted {
+        gate.leave_read_quick()
+    } else {
+        gate.leave_home()
     }
 }
 
@@ -124,8 +133,7 @@ pub(super) fn exit(d: Dev, counted: bool) {
 /// when it must follow, is a tail call too, so the caller builds no frame for it.
 #[inline(always)]
 pub(super) fn exit_null(d: Dev, counted: bool) -> *mut c_void {
-    let gate = d.mem_gate();
-    match if counted { gate.leave_read_quick() } else { gate.leave_home() } {
+    match leave_quick(d, counted) {
         Some(was) => left_slow_null(d, was),
         None => std::ptr::null_mut(),
     }

@@ -91,10 +91,12 @@ fn is_empty_armed(dev: Dev, ring: &SplitRing, vq: &mut VuVirtq) -> Result<bool, 
 /// after the last pop).
 #[inline(always)]
 pub fn arm_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) -> bool {
-    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX == 0 || !vq.notification {
+    if !asks_for_kicks(dev, vq) {
         return false;
     }
-    keep_avail_event(dev, ring, vq);
+    if ring.avail_event() != vq.last_avail_idx {
+        ring.set_avail_event(vq.last_avail_idx);
+    }
     // Fenced even when it held the value already: the pop that wrote it did not fence, and the
     // driver reads it after publishing (each side stores, then loads the other's index).
     fence(Ordering::SeqCst);
@@ -124,18 +126,23 @@ fn map_element(
 /// No read first: the pop just changed the index.
 #[inline(always)]
 pub fn set_avail_event_after_pop(dev: Dev, ring: &SplitRing, next: u16, vq: &VuVirtq) {
-    if dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 && vq.notification {
+    if asks_for_kicks(dev, vq) {
         ring.set_avail_event(next);
     }
+}
+
+/// Whether the device keeps `avail_event` (EVENT_IDX, notifications on): the one condition of
+/// every write of it.
+#[inline(always)]
+fn asks_for_kicks(dev: Dev, vq: &VuVirtq) -> bool {
+    dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0 && vq.notification
 }
 
 /// Sets `avail_event` to the original's value, `last_avail_idx`, unless it holds it or
 /// notifications are off (see `arm_avail_event`; no fence). True when it wrote.
 #[inline(always)]
 pub fn keep_avail_event(dev: Dev, ring: &SplitRing, vq: &VuVirtq) -> bool {
-    let stale = dev.features() & 1 << VIRTIO_RING_F_EVENT_IDX != 0
-        && vq.notification
-        && ring.avail_event() != vq.last_avail_idx;
+    let stale = asks_for_kicks(dev, vq) && ring.avail_event() != vq.last_avail_idx;
     if stale {
         ring.set_avail_event(vq.last_avail_idx);
     }
