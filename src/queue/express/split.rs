@@ -50,10 +50,9 @@ pub fn pop_head(dev: Dev, mem: &MemoryTable, vq: &mut VuVirtq) -> Head {
     if head >= ring.num() {
         return Head::General;
     }
-    // The kick request for after this pop (see `split::set_avail_event_after_pop`), as the
-    // general path writes it: once the head is taken, before the chain is read (should the
-    // chain go to the general path, that writes the same).
-    split::set_avail_event_after_pop(dev, &ring, last.wrapping_add(1), vq);
+    // The kick request, as the general path writes it (should the chain go there, that
+    // writes the same).
+    split::keep_avail_event_at_pop(dev, &ring, last.wrapping_add(1), vq);
     Head::At(head)
 }
 
