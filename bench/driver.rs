@@ -1249,8 +1249,9 @@ fn consumer_runs(cfg: &Cfg, consumers: &[&Consumer], wl: &Wl) -> Vec<Vec<(f64, f
 }
 
 /// Instructions of the consumer process for `n` requests (callgrind).
-/// More callgrind options for the consumer runs (`BENCH_CALLGRIND_ARGS`, split on
-/// whitespace), e.g. `--cache-sim=yes --branch-sim=yes` to compare simulated misses.
+/// More callgrind options for the consumer and blk backend runs (`BENCH_CALLGRIND_ARGS`,
+/// split on whitespace), e.g. `--cache-sim=yes --branch-sim=yes` to compare simulated misses,
+/// `--dump-instr=yes` for per-instruction costs.
 fn extra_callgrind_args() -> Vec<String> {
     std::env::var("BENCH_CALLGRIND_ARGS")
         .map(|v| v.split_whitespace().map(String::from).collect())
@@ -1287,12 +1288,13 @@ fn callgrind_total(file: &Path) -> Option<f64> {
 
 /// Instructions of the backend process for `n` requests (callgrind).
 fn blk_callgrind(cfg: &Cfg, lib: &Lib, wl: &Wl, n: u64, out: &Path) -> Option<f64> {
-    let wrapper = vec![
+    let mut wrapper = vec![
         "valgrind".to_string(),
         "--tool=callgrind".into(),
         format!("--callgrind-out-file={}", out.display()),
         "--quiet".into(),
     ];
+    wrapper.extend(extra_callgrind_args());
     let mut b = Backend::start(&cfg.work, &lib.blk, &wrapper, true, cfg.pin);
     let stream = b.connect();
     let (s, mut ring) = start_device(stream, wl);
