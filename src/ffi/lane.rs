@@ -89,12 +89,27 @@ pub(super) unsafe fn entered<'a>(
     qidx: usize,
     counted: bool,
 ) -> Lane<'a> {
+    // SAFETY: this function's contract.
+    let (dev, mem, vq) = unsafe { entered_queue(dev, vq) };
+    Lane { dev, mem, vq, qidx, counted }
+}
+
+/// `entered` for a continuation that needs neither the queue's index nor `counted` from the
+/// `Lane` (it leaves with the `counted` it was given): the device, its memory and the queue.
+///
+/// # Safety
+/// As for `entered`.
+#[inline(always)]
+pub(super) unsafe fn entered_queue<'a>(
+    dev: *mut VuDev,
+    vq: *mut VuVirtq,
+) -> (Dev<'a>, MemoryTable<'a>, &'a mut VuVirtq) {
     // SAFETY: this function's contract: a device `vu_init` set up, inside its memory lock; vq
-    // is its queue `qidx`, worked by this thread alone.
+    // is one of its queues, worked by this thread alone.
     let (d, vq) = unsafe { (Dev::new_unchecked(dev), &mut *vq) };
     // SAFETY: as above.
     let mem = unsafe { d.mem_entered() };
-    Lane { dev: d, mem, vq, qidx, counted }
+    (d, mem, vq)
 }
 
 /// The environment variable that closes every device `vu_init` sets up afterwards to the

@@ -556,7 +556,7 @@ pub unsafe extern "C" fn vu_queue_push(
         Pushed::Done => {}
         Pushed::Tracked => {
             // SAFETY: as above.
-            return unsafe { push_tracked(dev, vq, lane.qidx, lane.counted, e.element(), len) };
+            return unsafe { push_tracked(dev, vq, lane.counted, e, len) };
         }
         // SAFETY: as above.
         Pushed::General => return unsafe { push_handed_over(dev, vq, lane.counted, e, len) },
@@ -602,7 +602,10 @@ unsafe extern "C" fn push_packed_tracked(
 }
 
 /// `vu_queue_push` on the lane for a split queue that tracks inflight elements (see
-/// `express::split::push_tracked`), leaving the lock.
+/// `express::split::push_tracked`), leaving the lock. The element comes as the pair
+/// `vu_queue_push` already holds in registers (its index loaded, then the pointer: the
+/// general path's arguments too) and no queue index (that push needs none): five arguments,
+/// none moved on the way in or out.
 ///
 /// # Safety
 /// As for `push_packed`.
@@ -610,13 +613,17 @@ unsafe extern "C" fn push_packed_tracked(
 unsafe extern "C" fn push_tracked(
     dev: *mut VuDev,
     vq: *mut VuVirtq,
-    qidx: usize,
     counted: bool,
-    elem: &VuVirtqElement,
+    elem: Completed,
     len: c_uint,
 ) {
-    // SAFETY: this function's contract.
-    unsafe { push_continued(dev, vq, qidx, counted, elem, len, split::push_tracked) }
+    // SAFETY: this function's contract (as in pop_chain).
+    let (d, mem, q) = unsafe { lane::entered_queue(dev, vq) };
+    if !split::push_tracked(d, &mem, q, elem, len) {
+        // SAFETY: this function's contract.
+        return unsafe { push_handed_over(dev, vq, counted, elem, len) };
+    }
+    lane::exit(d, counted);
 }
 
 /// The lane again in a function `vu_queue_push` tail-called (the element rebuilt from the

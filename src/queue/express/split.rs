@@ -146,7 +146,6 @@ pub fn push_tracked(
     dev: Dev,
     mem: &MemoryTable,
     vq: &mut VuVirtq,
-    _qidx: usize,
     elem: Completed,
     len: u32,
 ) -> bool {
