@@ -67,21 +67,38 @@ pub fn eventfd_write(fd: libc::c_int, guard_sigpipe: bool) -> std::io::Result<()
 }
 
 /// Adds 1 to an eventfd without a SIGPIPE guard (`eventfd_write(fd, false)` on the data
-/// path's terms: the errno on failure, nothing to drop); retries on EINTR.
+/// path's terms: the errno on failure, nothing to drop); retries on EINTR. The first write is
+/// inline and the retries out of line, so that a caller keeps only the fd live across the call.
 #[inline]
 pub fn eventfd_add_one(fd: libc::c_int) -> Result<(), i32> {
-    let one: u64 = 1;
+    match write_one(fd) {
+        8 => Ok(()),
+        rc => eventfd_add_one_again(fd, rc),
+    }
+}
+
+/// `eventfd_add_one` after a first write that returned `rc` (not 8).
+#[cold]
+#[inline(never)]
+fn eventfd_add_one_again(fd: libc::c_int, mut rc: isize) -> Result<(), i32> {
     loop {
-        // SAFETY: writing 8 bytes from a local to an fd.
-        let rc = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        match write_error(rc) {
+            libc::EINTR => {}
+            errno => return Err(errno),
+        }
+        rc = write_one(fd);
         if rc == 8 {
             return Ok(());
         }
-        match write_error(rc) {
-            libc::EINTR => continue,
-            errno => return Err(errno),
-        }
     }
+}
+
+/// One `write` of the value 1 (8 bytes) to an eventfd.
+#[inline(always)]
+fn write_one(fd: libc::c_int) -> isize {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a local to an fd.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) }
 }
 
 /// The errno of a failed or short eventfd write (EIO for a short one).
@@ -134,5 +151,65 @@ impl Drop for SigpipeBlocked {
             }
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An eventfd of ours, closed on drop.
+    struct EventFd(libc::c_int);
+
+    impl EventFd {
+        fn new(initial: u32, flags: libc::c_int) -> EventFd {
+            // SAFETY: creating an fd.
+            let fd = unsafe { libc::eventfd(initial, flags) };
+            assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+            EventFd(fd)
+        }
+
+        fn read(&self) -> u64 {
+            let mut v = 0u64;
+            // SAFETY: reading 8 bytes into a local from our fd.
+            let rc = unsafe { libc::read(self.0, (&mut v as *mut u64).cast(), 8) };
+            assert_eq!(rc, 8);
+            v
+        }
+    }
+
+    impl Drop for EventFd {
+        fn drop(&mut self) {
+            // SAFETY: closing our fd once.
+            unsafe { libc::close(self.0) };
+        }
+    }
+
+    #[test]
+    fn add_one_adds_one_per_call() {
+        let e = EventFd::new(0, 0);
+        for _ in 0..3 {
+            assert_eq!(eventfd_add_one(e.0), Ok(()));
+        }
+        assert_eq!(e.read(), 3);
+    }
+
+    #[test]
+    fn add_one_reports_the_errno_of_a_failed_write() {
+        assert_eq!(eventfd_add_one(-1), Err(libc::EBADF));
+        // A non-blocking eventfd at its maximum (2^64 - 2) cannot take 1 more.
+        let e = EventFd::new(0, libc::EFD_NONBLOCK);
+        let max = u64::MAX - 1;
+        // SAFETY: writing 8 bytes from a local to our fd.
+        let rc = unsafe { libc::write(e.0, (&max as *const u64).cast(), 8) };
+        assert_eq!(rc, 8);
+        assert_eq!(eventfd_add_one(e.0), Err(libc::EAGAIN));
+        assert_eq!(e.read(), max, "the failed write changed nothing");
+    }
+
+    #[test]
+    fn a_short_write_is_eio() {
+        assert_eq!(write_error(4), libc::EIO);
+        assert_eq!(write_error(0), libc::EIO);
     }
 }
