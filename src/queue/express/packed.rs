@@ -247,8 +247,10 @@ fn chain(
 /// The buffers of the direct chain whose first descriptor `d` is at `head`: its buffer id
 /// and the ring slots it takes. `None` for what the general path refuses: a later descriptor
 /// not available in its own lap (its wrap counter flips where the chain wraps), an indirect
-/// one, a chain longer than the ring, and the buffers' own faults. A ring whose size is not a
-/// power of two (never mapped so) is the general path's too.
+/// one, a chain longer than the ring, and the buffers' own faults.
+///
+/// The walk keeps no count: a chain is too long when its next slot is the head's again, and
+/// the slots it takes follow from where it ends (the ring's end crossed at most once).
 #[inline(always)]
 fn walk(
     bufs: &mut Buffers,
@@ -258,13 +260,8 @@ fn walk(
     rec: &mut impl Record,
 ) -> Option<(u16, u16)> {
     const MARKS: u16 = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED;
-    let num = ring.num();
-    if !num.is_power_of_two() {
-        return None;
-    }
-    let mask = num - 1;
-    let (mut slot, mut want) = (head.slot(), avail_flags(head.wrap()));
-    let mut k = 1u16;
+    let first = head.slot();
+    let (mut slot, mut want) = (first, avail_flags(head.wrap()));
     loop {
         if d.flags & VRING_DESC_F_INDIRECT != 0 {
             return None;
@@ -273,20 +270,24 @@ fn walk(
         // Recorded after its buffer (the general path records it before): whichever refuses
         // first, the call goes to the general path, which records the chain again.
         let last = d.flags & VRING_DESC_F_NEXT == 0;
-        rec.desc(&d, k == 1, last)?;
+        rec.desc(&d, slot == first, last)?;
         if last {
-            return Some((d.id, k));
+            let taken = if slot >= first { slot - first } else { slot + (ring.num() - first) };
+            return Some((d.id, taken + 1));
         }
-        if k > mask {
-            return None;
-        }
-        k += 1;
-        slot = (slot + 1) & mask;
-        if slot == 0 {
-            want ^= MARKS;
-        }
-        d = ring.read_slot(slot)?;
-        if d.flags & MARKS != want {
+        // The next slot, read before it is checked (any slot of the ring may be read): its
+        // bounds check is the test for the ring's end.
+        slot += 1;
+        d = match ring.read_slot(slot) {
+            Some(d) => d,
+            None => {
+                // Once a lap at most: a branch, not the conditional moves of every step.
+                std::hint::cold_path();
+                (slot, want) = (0, want ^ MARKS);
+                ring.read_slot(0)?
+            }
+        };
+        if slot == first || d.flags & MARKS != want {
             return None;
         }
     }
