@@ -418,6 +418,10 @@ pub struct PackedInflight {
     cap: u16,
     counter: u64,
     head: u16,
+    /// While `record` records a chain: the entry its next descriptor goes to, and how many
+    /// it recorded (the area's free head and the head's count are written at its end).
+    free: u16,
+    recorded: u16,
     /// Whether `record` started a chain (`head` is its head entry): `abort_pop` takes back
     /// only what was recorded.
     recording: bool,
@@ -480,6 +484,8 @@ pub fn packed(dev: Dev, vq: &VuVirtq, _qidx: usize) -> Result<Option<PackedInfli
         cap: 0,
         counter: vq.counter,
         head: 0,
+        free: 0,
+        recorded: 0,
         recording: false,
     };
     // The states a queue owns: `desc_num` (its queue size), within the mapping.
@@ -521,33 +527,41 @@ impl PackedInflight {
     /// "receiving available buffers"). Inline: the express lane's packed pop calls it once
     /// per descriptor, and a call costs that loop its registers (about 100 instructions a
     /// request).
+    ///
+    /// The spec moves the free head at each descriptor and counts them in the head entry;
+    /// here both are kept in `self` and written with the chain's last descriptor, where the
+    /// old free head moves too. What a crash leaves is the same: recovery starts from the old
+    /// free head, which a chain moves only once it is recorded whole, and reads the counts of
+    /// chains in flight only.
     #[inline(always)]
     pub fn record(&mut self, d: &PackedDesc, first: bool, last: bool) -> Result<(), Fault> {
-        let head = self.old_free_head();
         if first {
+            let head = self.old_free_head();
             self.head = head;
+            self.free = self.free_head();
+            self.recorded = 0;
             self.recording = true;
-            self.set_num(head, 0)?;
             self.set_counter(head, self.counter)?;
             self.counter = self.counter.wrapping_add(1);
             self.set_inflight(head, 1)?;
         }
-        let free = self.free_head();
-        if last {
-            self.set_last(head, free)?;
-        }
-        self.set_num(head, self.num(head)?.wrapping_add(1))?;
+        let free = self.free;
         let e = self.entry(free)?;
         // SAFETY: `entry` checked `e`.
-        unsafe {
+        let next = unsafe {
             std::ptr::addr_of_mut!((*e).addr).write_volatile(d.addr);
             std::ptr::addr_of_mut!((*e).len).write_volatile(d.len);
             std::ptr::addr_of_mut!((*e).flags).write_volatile(d.flags);
             std::ptr::addr_of_mut!((*e).id).write_volatile(d.id);
-        }
-        let next = self.next(free)?;
-        self.set_free_head(next);
+            std::ptr::addr_of!((*e).next).read_volatile()
+        };
+        self.free = next;
+        self.recorded = self.recorded.wrapping_add(1);
         if last {
+            let head = self.head;
+            self.set_last(head, free)?;
+            self.set_num(head, self.recorded)?;
+            self.set_free_head(next);
             self.set_old_free_head(next);
         }
         Ok(())
@@ -590,6 +604,16 @@ impl PackedInflight {
     /// The chain at `entry` is no longer in flight (after its used descriptor is published).
     pub fn clear(&mut self, entry: u16) {
         let _ = self.set_inflight(entry, 0);
+    }
+
+    /// Commits a published batch of one: the chain at `entry`, which `put` just made the free
+    /// head, used up to `at`, which `set_used` just recorded (`clear` and `finish_batch`
+    /// without reading back what they wrote).
+    pub fn finish_one(&mut self, entry: u16, at: Pos) {
+        self.clear(entry);
+        self.set_old_free_head(entry);
+        self.set_old_used_idx(at.slot());
+        self.set_old_used_wrap(at.wrap() as u8);
     }
 
     /// Commits a published batch.

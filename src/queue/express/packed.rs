@@ -90,8 +90,9 @@ trait Record {
     fn put(&mut self, entry: u16) -> bool;
     /// The used position after the push, recorded before its descriptor is published.
     fn used(&mut self, next: Pos);
-    /// After the used descriptor is published: the chain at `entry` is out of flight.
-    fn done(&mut self, entry: u16);
+    /// After the used descriptor is published: the chain at `entry` is out of flight, the
+    /// used position `next` (as `used` recorded it) committed.
+    fn done(&mut self, entry: u16, next: Pos);
 }
 
 /// The record of a queue without an inflight area.
@@ -115,7 +116,7 @@ impl Record for NoRecord {
     #[inline(always)]
     fn used(&mut self, _: Pos) {}
     #[inline(always)]
-    fn done(&mut self, _: u16) {}
+    fn done(&mut self, _: u16, _: Pos) {}
 }
 
 impl Record for PackedInflight {
@@ -141,9 +142,8 @@ impl Record for PackedInflight {
         self.set_used(next);
     }
     #[inline(always)]
-    fn done(&mut self, entry: u16) {
-        self.clear(entry);
-        self.finish_batch();
+    fn done(&mut self, entry: u16, next: Pos) {
+        self.finish_one(entry, next);
     }
 }
 
@@ -357,7 +357,7 @@ fn push(
     ring.write_used_body(at, id, len);
     rec.used(next);
     ring.publish_used_flags(at, flags);
-    rec.done(entry);
+    rec.done(entry, next);
     // As the general path's `publish`: the last signalled position tells new used
     // descriptors apart only while it is less than a lap behind.
     if vq.signalled_used_valid && next.lap_or_more_past(Pos(vq.signalled_used)) {
