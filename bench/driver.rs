@@ -643,8 +643,10 @@ struct Packed {
     chains: Vec<Vec<(u64, u32, u16)>>,
     avail: Pos,
     used: Pos,
-    /// descriptors made available since the last kick decision
-    added: u16,
+    /// descriptors made available since the last kick decision (not bounded by the ring: the
+    /// device completes requests while `Ring::run` republishes them, so one batch can go round
+    /// the ring many times)
+    added: u32,
 }
 
 impl Packed {
@@ -679,7 +681,7 @@ impl Packed {
         // the head's flags last: they make the whole chain available
         self.flags(head.idx).store(head_flags, Ordering::Release);
         self.avail = pos;
-        self.added += n as u16;
+        self.added += n as u32;
     }
     fn pending(&self) -> bool {
         let f = self.flags(self.used.idx).load(Ordering::Acquire);
@@ -724,7 +726,14 @@ impl Packed {
             )
         };
         let new = self.avail.idx;
-        let old = new.wrapping_sub(self.added);
+        // A batch of a lap or more made every slot available once: whatever the device asked
+        // for is behind it (and a 16-bit `old` could not say how far: a batch of 65536 reads
+        // as none, which lost the kick of a device asleep at the batch's start).
+        if self.added >= u32::from(QSIZE) {
+            self.added = 0;
+            return flags != EV_DISABLE;
+        }
+        let old = new.wrapping_sub(self.added as u16);
         self.added = 0;
         match flags {
             EV_DISABLE => false,
