@@ -51,22 +51,10 @@ pub fn may_raise_sigpipe(fd: libc::c_int) -> bool {
 /// original makes: sandboxed backends (virtiofsd's seccomp list) allow no more.
 pub fn eventfd_write(fd: libc::c_int, guard_sigpipe: bool) -> std::io::Result<()> {
     let _guard = guard_sigpipe.then(SigpipeBlocked::new);
-    let one: u64 = 1;
-    loop {
-        // SAFETY: writing 8 bytes from a local to an fd.
-        let rc = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
-        if rc == 8 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if rc < 0 && err.raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return Err(if rc < 0 { err } else { std::io::Error::from_raw_os_error(libc::EIO) });
-    }
+    eventfd_add_one(fd).map_err(std::io::Error::from_raw_os_error)
 }
 
-/// Adds 1 to an eventfd without a SIGPIPE guard (`eventfd_write(fd, false)` on the data
+/// Adds 1 to an eventfd without a SIGPIPE guard (the write of `eventfd_write`, on the data
 /// path's terms: the errno on failure, nothing to drop); retries on EINTR. The first write is
 /// inline and the retries out of line, so that a caller keeps only the fd live across the call.
 #[inline]

@@ -611,16 +611,19 @@ impl PackedInflight {
     /// without reading back what they wrote).
     pub fn finish_one(&mut self, entry: u16, at: Pos) {
         self.clear(entry);
-        self.set_old_free_head(entry);
-        self.set_old_used_idx(at.slot());
-        self.set_old_used_wrap(at.wrap() as u8);
+        self.commit(entry, at.slot(), at.wrap() as u8);
     }
 
     /// Commits a published batch.
     pub fn finish_batch(&mut self) {
-        self.set_old_free_head(self.free_head());
-        self.set_old_used_idx(self.used_idx());
-        self.set_old_used_wrap(self.used_wrap());
+        self.commit(self.free_head(), self.used_idx(), self.used_wrap());
+    }
+
+    /// The old (committed) free head and used position become these.
+    fn commit(&mut self, free_head: u16, used_idx: u16, used_wrap: u8) {
+        self.set_old_free_head(free_head);
+        self.set_old_used_idx(used_idx);
+        self.set_old_used_wrap(used_wrap);
     }
 
     /// Gives back a chain that was popped and not completed (`vu_queue_rewind`).
